@@ -1,0 +1,109 @@
+"""The site file: valid files load with the documented defaults; bad ones say where and what."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from vpp_protocol.sitefile import SiteFileError, load_site_file, parse_site_file
+
+GOOD = """\
+site_id: site-a
+headend: {host: 10.0.0.5, port: 50052}
+telemetry_interval_s: 2
+groups: [vpp-north]
+assets:
+  - asset_id: site-a-bess-1
+    kind: bess
+    capacity_kw: 250
+    energy_kwh: 500
+  - asset_id: site-a-pv-1
+    kind: pv
+    capacity_kw: 100
+  - asset_id: site-a-ev-1
+    kind: ev_charger
+    capacity_kw: 22
+  - asset_id: site-a-meter
+    kind: meter
+  - asset_id: site-a-gen
+    kind: genset
+    min_kw: 30
+    max_kw: 120
+"""
+
+
+def test_a_good_file_loads_with_kind_defaults() -> None:
+    site = parse_site_file(GOOD)
+    assert site.site_id == "site-a"
+    assert (site.headend.host, site.headend.port) == ("10.0.0.5", 50052)
+    assert site.telemetry_interval_s == 2
+    assert site.groups == ["vpp-north"]
+    bounds = {a.asset_id: a.bounds for a in site.assets}
+    assert bounds == {
+        "site-a-bess-1": (-250, 250),
+        "site-a-pv-1": (0, 100),
+        "site-a-ev-1": (-22, 0),
+        "site-a-meter": (0, 0),
+        "site-a-gen": (30, 120),
+    }
+    meter = site.asset("site-a-meter")
+    assert meter is not None
+    assert not meter.dispatchable
+    assert site.asset("nope") is None
+
+
+def test_unknown_capacity_means_unbounded() -> None:
+    site = parse_site_file("site_id: s\nassets: [{asset_id: x, kind: other}]")
+    assert site.assets[0].bounds == (-math.inf, math.inf)
+
+
+BAD = [
+    ("assets: [{asset_id: a, kind: pv}]", "missing required field `site_id`"),
+    ("site_id: s\nassets:\n  - {asset_id: a, kind: pv}\n  - {asset_id: a, kind: bess}\n",
+     "f.yaml:4: assets[1].asset_id: duplicate asset_id 'a' (also assets[0])"),
+    ("site_id: s\nassets:\n  - asset_id: a\n    kind: pv\n    min_kw: 5\n    max_kw: 3\n",
+     "f.yaml:5: assets[0].min_kw: min_kw (5.0) is greater than max_kw (3.0)"),
+    ("site_id: s\nassets:\n  - {asset_id: a, kind: nuclear}\n",
+     "f.yaml:3: assets[0].kind: Invalid enum value 'nuclear'"),
+    ("site_id: [s\n", "f.yaml: not valid YAML"),
+    ("site_id: s\nassets:\n  - {asset_id: a, kind: pv}\n  - {asset_id: b, kind: pv, max_kw: lots}\n",
+     "f.yaml:4: assets[1].max_kw: Expected `float | null`, got `str`"),
+    ("site_id: 's a'\nassets: [{asset_id: a, kind: pv}]", "site_id: 's a' must match"),
+    ("site_id: s\nassets: []", "assets: a site needs at least one asset"),
+    ("site_id: s\nlegacy: true\nassets: [{asset_id: a, kind: pv}, {asset_id: b, kind: pv}]",
+     "a legacy site has exactly one asset, not 2"),
+    ("site_id: s\nassets: [{asset_id: a, kind: pv, capacity_kw: -1}]",
+     "assets[0].capacity_kw: -1.0 is negative"),
+    ("site_id: s\nassets: [{asset_id: a, kind: pv, max_kw: .inf}]",
+     "assets[0].max_kw: inf is not a finite number"),
+    ("site_id: s\nheadend: {port: 70000}\nassets: [{asset_id: a, kind: pv}]",
+     "headend.port: 70000 is not a TCP port"),
+    ("site_id: s\nassets: [{asset_id: a, kind: pv, colour: red}]",
+     "unknown field `colour`"),
+    ("site_id: s\ntelemetry_interval_s: 0\nassets: [{asset_id: a, kind: pv}]",
+     "telemetry_interval_s: must be a positive number of seconds"),
+    ("site_id: s\ngroups: ['bad group']\nassets: [{asset_id: a, kind: pv}]", "groups[0]"),
+    ("site_id: s\ngateway: {spool_max_bytes: 10}\nassets: [{asset_id: a, kind: pv}]",
+     "gateway.spool_max_bytes: must be at least 65536"),
+    ("site_id: s\ngateway: {heartbeat_interval_s: -1}\nassets: [{asset_id: a, kind: pv}]",
+     "gateway.heartbeat_interval_s: must be a positive number"),
+    ("- just a list", "Expected `object`, got `array`"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BAD, ids=[b[1][:40] for b in BAD])
+def test_bad_files_name_where_and_what(text: str, expected: str) -> None:
+    with pytest.raises(SiteFileError) as info:
+        parse_site_file(text, "f.yaml")
+    assert expected in str(info.value)
+    assert str(info.value).startswith("f.yaml")
+
+
+def test_load_site_file_reads_from_disk_and_reports_missing_files(tmp_path: Path) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text(GOOD)
+    assert load_site_file(path).site_id == "site-a"
+    with pytest.raises(SiteFileError, match="cannot read"):
+        load_site_file(tmp_path / "missing.yaml")
