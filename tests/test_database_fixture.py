@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _tables(url: str) -> set[str]:
@@ -16,7 +20,6 @@ def _tables(url: str) -> set[str]:
 def test_database_is_migrated_to_head(db_url: str) -> None:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
-    from conftest import ROOT
 
     heads = ScriptDirectory.from_config(Config(str(ROOT / "alembic.ini"))).get_heads()
     with psycopg.connect(db_url) as conn:
