@@ -1,0 +1,48 @@
+"""vpp_split -- split a power setpoint over DER assets, deterministically and exactly.
+
+    >>> from vpp_split import AssetShare, split
+    >>> result = split(700, [
+    ...     AssetShare("a", capacity_kw=250),
+    ...     AssetShare("b", capacity_kw=500, max_kw=300),
+    ...     AssetShare("c", capacity_kw=250),
+    ... ])
+    >>> dict(result.allocations)
+    {'a': 200.0, 'b': 300.0, 'c': 200.0}
+    >>> result.explain()
+    'split 700.000 kW proportional over 3 assets: a=200.000 b=300.000 c=200.000 (shortfall 0.000)'
+
+Summary of the rules (details and proofs in the module docstrings of ``_split``, ``_grid``
+and ``_waterfill``):
+
+* Work in whole steps.  ``T = round(total_kw / step)``; bounds are snapped inward
+  (``ceil(min_kw / step)``, ``floor(max_kw / step)``, judged on the output floats); outputs
+  are ``k * step`` as the float nearest to the exact decimal product (250.0, not 249.99999...).
+* ``proportional``: ``x_i = clamp(lam * capacity_i, min_i, max_i)`` with the real ``lam`` that
+  makes the sum equal ``T`` (water-filling: what a clamped asset cannot take goes to the
+  others in proportion to capacity).  Falls back to ``equal`` when an online asset has no
+  capacity.  ``equal``: the same with all weights 1.  Solved exactly, O(n log n).
+* Rounding: floor, then the leftover steps one each by largest fractional part, ties to the
+  smaller ``asset_id`` -- within one step of the ideal and never past a bound.
+* ``priority``: start each asset at ``clamp(0, min, max)``, then move assets to their bound in
+  the direction of the request in ascending ``(priority, asset_id)`` until met.
+* Exact sum whenever ``sum(min) <= T <= sum(max)``; otherwise every asset sits at its bound in
+  the direction of the request and ``shortfall_kw`` is the signed gap.
+* Worked example (above): unclamped, ``lam = 0.7`` gives 175 / 350 / 175 kW, but ``b`` is
+  capped at 300; the missing 50 kW go to ``a`` and ``c`` in proportion 250 : 250, so
+  ``lam = 0.8`` and the split is 200 / 300 / 200 kW.
+"""
+
+from ._grid import MAX_STEPS
+from ._split import split
+from ._types import POLICIES, AssetShare, Policy, SplitResult
+from ._version import __version__
+
+__all__ = [
+    "MAX_STEPS",
+    "POLICIES",
+    "AssetShare",
+    "Policy",
+    "SplitResult",
+    "__version__",
+    "split",
+]
