@@ -1,0 +1,3 @@
+"""Version of the vpp-gateway distribution."""
+
+__version__ = "0.1.0"

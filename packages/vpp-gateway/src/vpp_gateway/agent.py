@@ -1,0 +1,284 @@
+"""The gateway agent: wires fleet, state, telemetry, setpoints and connection; owns the tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import ssl
+from typing import Any
+
+from ._version import __version__
+from .clock import Clock, SystemClock
+from .connection import Connection
+from .devices import DeviceFactory, simulated_device
+from .log import EventLog
+from .model import Ack, RegisterOutcome, SetpointCommand
+from .runtime import AssetFleet
+from .setpoints import SetpointHandler
+from .settings import GatewaySettings
+from .state import StateStore
+from .status import write_status
+from .telemetry import SpoolReplayer, TelemetryMux
+from .tls import client_context
+
+#: Setpoints waiting for the worker; more than this means the headend is flooding us.
+MAX_QUEUED_SETPOINTS = 1000
+
+
+class Agent:
+    """One gateway process's worth of work. `start` it, `stop` it; `wait` until it ends."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        device_factory: DeviceFactory = simulated_device,
+        log: EventLog | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self._factory = device_factory
+        self.log = log or EventLog()
+        self._task: asyncio.Task[None] | None = None
+        self._setpoints: asyncio.Queue[SetpointCommand] = asyncio.Queue(MAX_QUEUED_SETPOINTS)
+        # Built by start():
+        self.store: StateStore
+        self.fleet: AssetFleet
+        self.connection: Connection
+        self.mux: TelemetryMux
+        self.setpoints: SetpointHandler
+        self.replayer: SpoolReplayer
+
+    async def start(self) -> None:
+        """Open the state, build the fleet and start every task."""
+        if self._task is not None:
+            raise RuntimeError("agent already started")
+        s = self.settings
+        self.store = await StateStore.open(s.state_dir, s.spool_max_bytes)
+        try:
+            seqs = await asyncio.to_thread(self.store.load_seqs)
+            self.fleet = AssetFleet.build(
+                s.assets, self._factory, self.clock, s.seed, seqs, legacy=s.legacy
+            )
+            ctx: ssl.SSLContext | None = None
+            if s.tls is not None:
+                ctx = await asyncio.to_thread(client_context, s.tls)
+        except BaseException:
+            await self.store.close()
+            raise
+        self.replayer = SpoolReplayer(s, self.fleet, self.store, self.clock, self.log)
+        self.connection = Connection(
+            s,
+            self.clock,
+            on_register=self._on_register,
+            on_setpoint=self._on_setpoint,
+            replayer=self.replayer,
+            rng=self._rng,
+            ssl_context=ctx,
+            log=self.log,
+        )
+        self.mux = TelemetryMux(s, self.fleet, self.store, self.clock, self.connection, self.log)
+        self.setpoints = SetpointHandler(
+            s, self.fleet, self.store, self.clock, self._emit_ack, self.log
+        )
+        self.log.info(
+            "started",
+            site_id=s.site_id,
+            assets=len(self.fleet),
+            legacy=s.legacy,
+            headend=self.connection.where,
+            state_dir=str(s.state_dir),
+            tick_s=s.tick_s,
+            spool_depth=self.store.depth,
+            version=__version__,
+        )
+        self._task = asyncio.create_task(self._run(), name="vpp-gateway")
+
+    async def stop(self) -> None:
+        """Cancel every task, write a last status and close the state."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await self._write_status()
+        await self.store.close()
+        self.log.info("stopped", site_id=self.settings.site_id)
+
+    async def wait(self) -> None:
+        """Until the agent's tasks end (they end only by `stop` or a crash)."""
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.mux.run(), name="vpp-telemetry")
+            tg.create_task(self.connection.run(), name="vpp-connection")
+            tg.create_task(self._setpoint_worker(), name="vpp-setpoints")
+            tg.create_task(self._housekeeping(), name="vpp-housekeeping")
+
+    # -- callbacks from the connection ---------------------------------------------
+    def _emit_ack(self, ack: Ack) -> None:
+        self.connection.send_ack(ack)
+
+    def _on_setpoint(self, cmd: SetpointCommand) -> None:
+        try:
+            self._setpoints.put_nowait(cmd)
+        except asyncio.QueueFull:
+            self.log.warning(
+                "setpoint_dropped", setpoint_id=cmd.setpoint_id, reason="too many setpoints queued"
+            )
+
+    async def _on_register(self, outcome: RegisterOutcome) -> None:
+        rejected = {r.asset_id: r.reason for r in outcome.rejected}
+        for asset in self.fleet:
+            if asset.asset_id in rejected:
+                asset.accepted, asset.reject_reason = False, rejected[asset.asset_id]
+            elif outcome.accepted and not self.fleet.legacy:
+                asset.accepted = asset.asset_id in outcome.accepted
+                asset.reject_reason = "" if asset.accepted else "not in the headend's accepted list"
+            else:
+                asset.accepted, asset.reject_reason = True, ""
+            if not asset.accepted:
+                self.log.warning(
+                    "asset_rejected",
+                    asset_id=asset.asset_id,
+                    reason=asset.reject_reason,
+                    note="telemetry kept off the wire",
+                )
+            mark = outcome.watermarks.get(asset.asset_id, 0)
+            if self.fleet.legacy and outcome.default_asset_id:
+                mark = max(mark, outcome.watermarks.get(outcome.default_asset_id, 0))
+            if mark > asset.seq:
+                self.log.warning(
+                    "seq_behind_headend",
+                    asset_id=asset.asset_id,
+                    seq=asset.seq,
+                    watermark=mark,
+                    note="state directory reset? continuing above it",
+                )
+                asset.seq = mark
+        watermarks = dict(outcome.watermarks)
+        if self.fleet.legacy and outcome.default_asset_id in watermarks:
+            watermarks[self.fleet.only().asset_id] = watermarks[outcome.default_asset_id]
+        depth = await self.store.prepare_replay(watermarks)
+        if depth:
+            self.log.info("replay_pending", depth=depth)
+
+    # -- owned loops ----------------------------------------------------------------------
+    async def _setpoint_worker(self) -> None:
+        while True:
+            cmd = await self._setpoints.get()
+            try:
+                await self.setpoints.handle(cmd)
+            except Exception as exc:  # a bug in one setpoint must not stop the next
+                self.log.error(
+                    "setpoint_failed",
+                    setpoint_id=cmd.setpoint_id,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+
+    async def _housekeeping(self) -> None:
+        mono = self.clock.monotonic
+        last_stats = mono()
+        last_prune = mono()
+        while True:
+            await asyncio.sleep(min(self.settings.tick_s, 5.0))
+            await self._write_status()
+            if mono() - last_stats >= self.settings.stats_interval_s:
+                last_stats = mono()
+                self._log_stats()
+            if mono() - last_prune >= 60.0:
+                last_prune = mono()
+                gone = await self.store.journal_prune(self.clock.now().timestamp())
+                if gone:
+                    self.log.debug("journal_pruned", removed=gone, kept=self.store.journal_size)
+
+    def _log_stats(self) -> None:
+        c = self.connection
+        self.log.info(
+            "stats",
+            state=c.state,
+            session_id=c.session_id or None,
+            spool_depth=self.store.depth,
+            spool_dropped=self.store.dropped,
+            spool_bytes=self.store.used_bytes,
+            readings_sent=c.sent_readings,
+            replayed=self.replayer.replayed,
+        )
+        now = self.clock.monotonic()
+        for a in self.fleet:
+            self.log.info(
+                "asset_stats",
+                asset_id=a.asset_id,
+                rate_per_min=a.rate_per_min(now),
+                seq=a.seq,
+                setpoint_kw=a.setpoint_kw,
+                last_apply=a.applied_at,
+                online=a.online,
+                accepted=a.accepted,
+            )
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything `vpp-gateway status` shows."""
+        c = self.connection
+        mono = self.clock.monotonic()
+        assets = []
+        for a in self.fleet:
+            r = a.last_reading
+            assets.append(
+                {
+                    "asset_id": a.asset_id,
+                    "kind": a.config.kind,
+                    "seq": a.seq,
+                    "power_kw": r.power_kw if r else None,
+                    "soc_pct": r.soc_pct if r else None,
+                    "status": r.status.value if r else None,
+                    "reading_ts": r.ts.isoformat() if r else None,
+                    "setpoint_kw": a.setpoint_kw,
+                    "setpoint_id": a.setpoint_id,
+                    "applied_at": a.applied_at.isoformat() if a.applied_at else None,
+                    "rate_per_min": a.rate_per_min(mono),
+                    "accepted": a.accepted,
+                    "reject_reason": a.reject_reason,
+                }
+            )
+        return {
+            "site_id": self.settings.site_id,
+            "pid": os.getpid(),
+            "agent_version": __version__,
+            "updated_at": self.clock.now().isoformat(),
+            "tick_s": self.settings.tick_s,
+            "connection": {
+                "headend": c.where,
+                "state": c.state,
+                "since": c.state_since.isoformat(),
+                "last_reason": c.last_reason,
+                "session_id": c.session_id,
+                "epoch": c.epoch,
+                "connects": c.connects,
+                "failures": c.failures,
+                "readings_sent": c.sent_readings,
+            },
+            "spool": {
+                "depth": self.store.depth,
+                "dropped": self.store.dropped,
+                "used_bytes": self.store.used_bytes,
+                "max_bytes": self.store.max_bytes,
+                "replayed": self.replayer.replayed,
+            },
+            "journal_size": self.store.journal_size,
+            "assets": assets,
+        }
+
+    async def _write_status(self) -> None:
+        try:
+            await asyncio.to_thread(write_status, self.settings.state_dir, self.snapshot())
+        except OSError as exc:
+            self.log.warning("status_write_failed", error=str(exc))

@@ -1,0 +1,271 @@
+"""The ``vpp-gateway`` command: run, check, simulate, status."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import signal
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vpp_protocol.sitefile import SiteFile, SiteFileError, load_site_file
+
+from . import log as logmod
+from ._version import __version__
+from .agent import Agent
+from .clock import ManualClock, SystemClock
+from .devices import DeviceFactory, SimParamError, simulated_device
+from .probe import probe_headend
+from .runtime import AssetFleet
+from .settings import GatewaySettings, SettingsError, from_site_file
+from .status import read_status, render
+
+app = typer.Typer(
+    name="vpp-gateway",
+    help="VPP Edge Gateway on-site agent: connects a site's assets to the headend.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+SiteArg = Annotated[Path, typer.Argument(help="The site file (YAML).", show_default=False)]
+HeadendOpt = Annotated[
+    str | None,
+    typer.Option("--headend", help="HOST:PORT of the headend, instead of the site file's."),
+]
+StateOpt = Annotated[
+    Path | None, typer.Option("--state-dir", help="State directory (default: from the site file).")
+]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(message, err=True)
+    return typer.Exit(code)
+
+
+def _load(path: Path, **overrides: object) -> tuple[SiteFile, GatewaySettings]:
+    try:
+        site = load_site_file(path)
+        settings = from_site_file(site, path, **overrides)  # type: ignore[arg-type]
+    except (SiteFileError, SettingsError) as exc:
+        raise _fail(f"error: {exc}") from None
+    return site, settings
+
+
+def _factory(spec: str | None) -> DeviceFactory:
+    if not spec:
+        return simulated_device
+    module, _, name = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), name or "make_device")
+    except (ImportError, AttributeError) as exc:
+        raise _fail(f"error: --devices {spec!r}: {exc}") from None
+    if not callable(factory):
+        raise _fail(f"error: --devices {spec!r} is not callable")
+    return factory  # type: ignore[no-any-return]
+
+
+@app.command()
+def run(
+    site_file: SiteArg,
+    headend: HeadendOpt = None,
+    state_dir: StateOpt = None,
+    tick: Annotated[float | None, typer.Option(help="Telemetry interval in seconds.")] = None,
+    devices: Annotated[
+        str | None,
+        typer.Option(
+            help="Device factory MODULE:NAME for real drivers (default: bundled simulators)."
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated devices.")] = 0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the agent: connect to the headend, send telemetry, apply setpoints."""
+    _, settings = _load(site_file, headend=headend, state_dir=state_dir, tick_s=tick, seed=seed)
+    factory = _factory(devices)
+    logmod.configure(log_level)
+
+    async def main() -> None:
+        agent = Agent(settings, device_factory=factory)
+        try:
+            await agent.start()
+        except (SimParamError, ValueError, OSError) as exc:
+            raise _fail(f"error: {exc}") from None
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        waiter = asyncio.create_task(agent.wait())
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        await agent.stop()
+        if waiter.done() and not waiter.cancelled() and waiter.exception():
+            raise waiter.exception()  # type: ignore[misc]
+
+    asyncio.run(main())
+
+
+@app.command()
+def check(
+    site_file: SiteArg,
+    headend: HeadendOpt = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the headend.")] = 5.0,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Only validate the file; do not contact the headend.")
+    ] = False,
+) -> None:
+    """Validate the site file and test the connection to the headend."""
+    site, settings = _load(site_file, headend=headend)
+    try:
+        AssetFleet.build(settings.assets, simulated_device, SystemClock(), 0, {})
+    except SimParamError as exc:
+        raise _fail(f"error: {site_file}: {exc}") from None
+    typer.echo(
+        f"ok: {site_file}: site {site.site_id}, {len(site.assets)} asset(s)"
+        + (", legacy single-asset mode" if site.legacy else "")
+    )
+    if offline:
+        return
+    problem = asyncio.run(probe_headend(settings, timeout))
+    where = f"{settings.headend_host}:{settings.headend_port}"
+    if problem:
+        raise _fail(f"error: headend {where}: {problem}", 1)
+    typer.echo(f"ok: headend {where} answers {('with TLS' if settings.tls else 'without TLS')}")
+
+
+@app.command()
+def simulate(
+    site_file: SiteArg,
+    ticks: Annotated[int, typer.Option(help="Ticks to print (0 = until Ctrl-C).")] = 10,
+    interval: Annotated[float | None, typer.Option(help="Seconds between ticks.")] = None,
+    fast: Annotated[
+        bool, typer.Option("--fast", help="Simulated time: advance the clock without waiting.")
+    ] = False,
+    start: Annotated[
+        str | None, typer.Option(help="Start time (ISO 8601, UTC) with --fast; default now.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated devices.")] = 0,
+    setpoint: Annotated[
+        list[str] | None,
+        typer.Option(help="ASSET_ID=KW applied before the first tick (repeatable)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per reading.")] = False,
+) -> None:
+    """Print simulated telemetry of the site's assets locally, without a headend."""
+    _site, settings = _load(site_file, tick_s=interval, seed=seed)
+    clock: ManualClock | SystemClock
+    if fast:
+        try:
+            t0 = datetime.fromisoformat(start).astimezone(UTC) if start else datetime.now(UTC)
+        except ValueError:
+            raise _fail(f"error: --start {start!r} is not an ISO 8601 time") from None
+        clock = ManualClock(t0)
+    else:
+        clock = SystemClock()
+    try:
+        fleet = AssetFleet.build(settings.assets, simulated_device, clock, settings.seed, {})
+    except SimParamError as exc:
+        raise _fail(f"error: {site_file}: {exc}") from None
+    wanted: dict[str, float] = {}
+    for item in setpoint or []:
+        asset_id, _, kw = item.partition("=")
+        if fleet.get(asset_id) is None:
+            raise _fail(f"error: --setpoint {item!r}: unknown asset {asset_id!r}")
+        try:
+            wanted[asset_id] = float(kw)
+        except ValueError:
+            raise _fail(f"error: --setpoint {item!r}: {kw!r} is not a number") from None
+
+    async def main() -> None:
+        for asset_id, kw in wanted.items():
+            a = fleet[asset_id]
+            a.setpoint_kw = await a.device.apply(a.limits.clamp(kw))
+        if not as_json:
+            typer.echo(
+                f"{'time (UTC)':<20} {'asset':<24} {'kind':<10} {'power_kw':>10} "
+                f"{'soc_pct':>8} {'setpoint':>9} status"
+            )
+        n = 0
+        while ticks == 0 or n < ticks:
+            n += 1
+            now = clock.now()
+            for a in fleet:
+                m = await a.device.read()
+                if as_json:
+                    typer.echo(
+                        json.dumps(
+                            {
+                                "ts": now.isoformat(),
+                                "asset_id": a.asset_id,
+                                "seq": n,
+                                "power_kw": round(m.power_kw, 4),
+                                "soc_pct": m.soc_pct,
+                                "setpoint_kw": a.setpoint_kw,
+                                "status": m.status.value,
+                            }
+                        )
+                    )
+                else:
+                    soc = f"{m.soc_pct:8.2f}" if m.soc_pct is not None else f"{'-':>8}"
+                    sp = f"{a.setpoint_kw:9.2f}" if a.setpoint_kw is not None else f"{'-':>9}"
+                    typer.echo(
+                        f"{now:%Y-%m-%dT%H:%M:%S}  {a.asset_id:<24} {a.config.kind:<10} "
+                        f"{m.power_kw:10.3f} {soc} {sp} {m.status.value}"
+                    )
+            if isinstance(clock, ManualClock):
+                clock.advance(settings.tick_s)
+            else:
+                await asyncio.sleep(settings.tick_s)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+
+
+@app.command()
+def status(
+    site_file: SiteArg,
+    state_dir: StateOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The raw status as JSON.")] = False,
+) -> None:
+    """Show the running agent's connection, spool and per-asset figures."""
+    _, settings = _load(site_file, state_dir=state_dir)
+    snap = read_status(settings.state_dir)
+    if snap is None:
+        raise _fail(f"no status in {settings.state_dir}: the gateway has not run there", 1)
+    if as_json:
+        typer.echo(json.dumps(snap, indent=1))
+    else:
+        typer.echo(render(snap, datetime.now(UTC)))
+    age = (datetime.now(UTC) - datetime.fromisoformat(snap["updated_at"])).total_seconds()
+    if age > max(3 * float(snap.get("tick_s", 4.0)), 15.0):
+        typer.echo(f"warning: status is {age:.0f} s old: is the gateway running?", err=True)
+        raise typer.Exit(3)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"vpp-gateway {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=version_callback, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """VPP Edge Gateway on-site agent."""
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,180 @@
+"""The one place where wire (protobuf) messages become domain types and back.
+
+Messages are built with every field given: betterproto2's default lookup is slow
+(STACK_NOTES), and this is the telemetry hot path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import datetime
+
+import betterproto2
+
+import vpp_protocol as pb
+from vpp_protocol.sitefile import AssetConfig
+
+from ._version import __version__
+from .model import (
+    Ack,
+    AckState,
+    CloseNotice,
+    HeadendEvent,
+    HeartbeatIn,
+    Reading,
+    RegisterOutcome,
+    RejectedAsset,
+    SetpointCommand,
+    Status,
+)
+from .settings import GatewaySettings
+
+AGENT_VERSION = f"vpp-gateway {__version__}"
+
+_KINDS = {
+    "pv": pb.AssetKind.PV,
+    "bess": pb.AssetKind.BESS,
+    "meter": pb.AssetKind.METER,
+    "genset": pb.AssetKind.GENSET,
+    "ev_charger": pb.AssetKind.EV_CHARGER,
+    "load": pb.AssetKind.LOAD,
+    "other": pb.AssetKind.OTHER,
+}
+_STATUS = {
+    Status.OK: pb.AssetStatus.OK,
+    Status.OFFLINE: pb.AssetStatus.OFFLINE,
+    Status.FAULT: pb.AssetStatus.FAULT,
+    Status.STANDBY: pb.AssetStatus.STANDBY,
+}
+_ACK = {
+    AckState.RECEIVED: pb.AckState.RECEIVED,
+    AckState.APPLIED: pb.AckState.APPLIED,
+    AckState.FAILED: pb.AckState.FAILED,
+    AckState.REJECTED: pb.AckState.REJECTED,
+    AckState.EXPIRED: pb.AckState.EXPIRED,
+}
+_CLOSE = {
+    pb.CloseReason.SUPERSEDED: "superseded",
+    pb.CloseReason.SERVER_SHUTDOWN: "server shutdown",
+    pb.CloseReason.HEARTBEAT_TIMEOUT: "heartbeat timeout (headend side)",
+    pb.CloseReason.UNAUTHORIZED: "unauthorized",
+    pb.CloseReason.PROTOCOL_ERROR: "protocol error",
+}
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def descriptor(asset: AssetConfig) -> pb.AssetDescriptor:
+    lo, hi = asset.bounds
+    return pb.AssetDescriptor(
+        asset_id=asset.asset_id,
+        kind=_KINDS[asset.kind],
+        capacity_kw=asset.capacity_kw,
+        min_kw=_finite(lo),
+        max_kw=_finite(hi),
+        energy_kwh=asset.energy_kwh,
+    )
+
+
+def register_message(settings: GatewaySettings) -> pb.AgentMessage:
+    """Register: the asset list, or (legacy) only the one asset id."""
+    if settings.legacy:
+        reg = pb.Register(
+            site_id=settings.site_id,
+            assets=[],
+            agent_version=AGENT_VERSION,
+            protocol_version=pb.PROTOCOL_VERSION,
+            asset_id=settings.assets[0].asset_id,
+        )
+    else:
+        reg = pb.Register(
+            site_id=settings.site_id,
+            assets=[descriptor(a) for a in settings.assets],
+            agent_version=AGENT_VERSION,
+            protocol_version=pb.PROTOCOL_VERSION,
+            asset_id="",
+        )
+    return pb.AgentMessage(register=reg)
+
+
+def telemetry(reading: Reading, *, legacy: bool = False) -> pb.Telemetry:
+    return pb.Telemetry(
+        asset_id="" if legacy else reading.asset_id,
+        seq=reading.seq,
+        ts=reading.ts,
+        power_kw=reading.power_kw,
+        soc_pct=reading.soc_pct,
+        status=_STATUS[reading.status],
+        setpoint_kw=reading.setpoint_kw,
+        setpoint_id=reading.setpoint_id,
+    )
+
+
+def telemetry_messages(readings: Sequence[Reading], *, legacy: bool) -> list[pb.AgentMessage]:
+    """One TelemetryBatch, or (legacy) one Telemetry message per reading."""
+    if legacy:
+        return [pb.AgentMessage(telemetry=telemetry(r, legacy=True)) for r in readings]
+    if not readings:
+        return []
+    batch = pb.TelemetryBatch(readings=[telemetry(r) for r in readings])
+    return [pb.AgentMessage(telemetry_batch=batch)]
+
+
+def ack_message(ack: Ack) -> pb.AgentMessage:
+    return pb.AgentMessage(
+        setpoint_ack=pb.SetpointAck(
+            setpoint_id=ack.setpoint_id,
+            asset_id=ack.asset_id,
+            state=_ACK[ack.state],
+            reason=ack.reason,
+            ts=ack.ts,
+            applied_kw=ack.applied_kw,
+            allocations=[
+                pb.Allocation(asset_id=a.asset_id, power_kw=a.power_kw) for a in ack.allocations
+            ],
+            clamped=ack.clamped,
+        )
+    )
+
+
+def heartbeat_message(seq: int, ts: datetime) -> pb.AgentMessage:
+    return pb.AgentMessage(heartbeat=pb.Heartbeat(ts=ts, seq=seq))
+
+
+def headend_event(msg: pb.HeadendMessage) -> HeadendEvent | None:
+    """The domain event a headend message carries; None for an empty or unknown body."""
+    field, body = betterproto2.which_one_of(msg, "body")
+    if field == "register_result" and isinstance(body, pb.RegisterResult):
+        return RegisterOutcome(
+            session_id=body.session_id,
+            epoch=body.epoch,
+            accepted=frozenset(body.accepted_asset_ids),
+            rejected=tuple(
+                RejectedAsset(r.asset_id, r.reason or r.code.name or "rejected")
+                for r in body.rejected
+            ),
+            watermarks=dict(body.telemetry_watermarks),
+            heartbeat_interval_s=body.heartbeat_interval_s
+            if math.isfinite(body.heartbeat_interval_s) and body.heartbeat_interval_s > 0
+            else 0.0,
+            default_asset_id=body.default_asset_id,
+            protocol_version=body.protocol_version,
+        )
+    if field == "setpoint" and isinstance(body, pb.Setpoint):
+        target = pb.setpoint_target(body)
+        return SetpointCommand(
+            setpoint_id=body.setpoint_id,
+            target_kind=target.kind,
+            target_id=target.id,
+            power_kw=body.power_kw,
+            issued_at=body.issued_at,
+            expires_at=body.expires_at,
+        )
+    if field == "heartbeat" and isinstance(body, pb.Heartbeat):
+        return HeartbeatIn(seq=body.seq, ts=body.ts)
+    if field == "session_closed" and isinstance(body, pb.SessionClosed):
+        return CloseNotice(reason=_CLOSE.get(body.reason, "closed by headend"), detail=body.detail)
+    return None

@@ -1,0 +1,79 @@
+"""The device adapter interface: what the runtime needs from any device driver.
+
+A vendor driver (Modbus/SunSpec, a cloud API...) implements `DeviceAdapter` and is
+handed to the gateway through a `DeviceFactory`; the runtime never changes for it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from vpp_protocol.sitefile import AssetConfig
+
+from ..clock import Clock
+from ..model import Status
+
+
+class DeviceError(Exception):
+    """A device could not be read or commanded (timeout, bus error, fault); the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Power range a device accepts, in kW (signed: + export/discharge, − import/charge)."""
+
+    min_kw: float
+    max_kw: float
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.min_kw) or math.isnan(self.max_kw) or self.min_kw > self.max_kw:
+            raise ValueError(f"invalid limits [{self.min_kw}, {self.max_kw}]")
+
+    def clamp(self, power_kw: float) -> float:
+        """``power_kw`` moved into [min_kw, max_kw]."""
+        return min(max(power_kw, self.min_kw), self.max_kw)
+
+    def intersect(self, other: Limits) -> Limits:
+        """The range both allow; if they do not overlap, the nearer bound of ``other``."""
+        lo, hi = max(self.min_kw, other.min_kw), min(self.max_kw, other.max_kw)
+        if lo > hi:
+            return Limits(other.clamp(lo), other.clamp(lo))
+        return Limits(lo, hi)
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """One reading taken from a device."""
+
+    power_kw: float
+    status: Status = Status.OK
+    soc_pct: float | None = None
+
+
+@runtime_checkable
+class DeviceAdapter(Protocol):
+    """A device the gateway can read and command. All methods may be slow (bus I/O)."""
+
+    @property
+    def limits(self) -> Limits:
+        """The power range the device accepts right now."""
+        ...
+
+    async def read(self) -> Measurement:
+        """Take a measurement; raise `DeviceError` when the device cannot be read."""
+        ...
+
+    async def apply(self, power_kw: float) -> float:
+        """Command ``power_kw`` (already within `limits`); return the power actually set.
+
+        The returned value may differ when the device rounds or has rules of its own (a
+        genset's minimum stable load); raise `DeviceError` when it cannot be applied.
+        """
+        ...
+
+
+#: Builds the adapter of one asset. ``seed`` makes simulated devices repeatable.
+DeviceFactory = Callable[[AssetConfig, Clock, int], DeviceAdapter]

@@ -1,0 +1,119 @@
+"""Domain types the gateway works with; protobuf types never get past `convert`."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+
+class Status(enum.StrEnum):
+    """Operating status of an asset (mirrors the wire enum)."""
+
+    OK = "ok"
+    OFFLINE = "offline"
+    FAULT = "fault"
+    STANDBY = "standby"
+
+
+class AckState(enum.StrEnum):
+    """Progress of a setpoint on the gateway (mirrors the wire enum)."""
+
+    RECEIVED = "received"
+    APPLIED = "applied"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One telemetry reading of one asset, as it goes on the wire and into the spool."""
+
+    asset_id: str
+    seq: int
+    ts: datetime
+    power_kw: float
+    status: Status
+    soc_pct: float | None = None
+    setpoint_kw: float | None = None
+    setpoint_id: str = ""
+
+
+TargetKind = Literal["asset", "site", "group", "default"]
+
+
+@dataclass(frozen=True, slots=True)
+class SetpointCommand:
+    """A setpoint from the headend. ``target_kind == "default"``: legacy, the one asset."""
+
+    setpoint_id: str
+    target_kind: TargetKind
+    target_id: str
+    power_kw: float
+    issued_at: datetime | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """One asset's share of a site or group setpoint."""
+
+    asset_id: str
+    power_kw: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The gateway's report on a setpoint."""
+
+    setpoint_id: str
+    state: AckState
+    ts: datetime
+    asset_id: str = ""
+    reason: str = ""
+    applied_kw: float | None = None
+    allocations: tuple[Allocation, ...] = ()
+    clamped: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedAsset:
+    """An asset the headend refused in its RegisterResult."""
+
+    asset_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterOutcome:
+    """The headend's answer to Register."""
+
+    session_id: str
+    epoch: int
+    accepted: frozenset[str]
+    rejected: tuple[RejectedAsset, ...] = ()
+    watermarks: dict[str, int] = field(default_factory=dict)
+    heartbeat_interval_s: float = 0.0
+    default_asset_id: str = ""
+    protocol_version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CloseNotice:
+    """The headend's last word on a stream: ``reason`` is a short code (``superseded``...)."""
+
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatIn:
+    """A heartbeat from the headend."""
+
+    seq: int
+    ts: datetime | None
+
+
+HeadendEvent = RegisterOutcome | SetpointCommand | CloseNotice | HeartbeatIn
