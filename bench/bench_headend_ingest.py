@@ -1,0 +1,361 @@
+"""Headend ingest and dispatch figures (prints, asserts nothing).
+
+1. Telemetry readings/s end to end: N synthetic gateways in a separate process send
+   TelemetryBatch frames over gRPC; the clock stops when every reading is a row in
+   PostgreSQL. Printed next to the bare decode rate of the same frames (betterproto2 and
+   upb) measured in this run, and the ratios.
+2. Dispatch POST -> APPLIED latency (idle headend): REST POST over HTTP, an agent that
+   acks APPLIED as soon as the setpoint arrives, GET polled until ``applied``.
+
+    python bench/bench_headend_ingest.py [--gateways 10] [--assets 10] [--readings 20000]
+
+Database: ``VPP_BENCH_DATABASE_URL`` (a server URL; a fresh database is created on it and
+dropped after) or an embedded PostgreSQL in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import psycopg
+from grpclib.client import Channel
+from grpclib.const import Cardinality
+
+import vpp_protocol as vp
+from vpp_headend import Settings
+from vpp_headend.db.migrate import upgrade
+from vpp_headend.headend import Headend
+from vpp_headend.serve import run
+from vpp_protocol.sitefile import parse_site_file
+from vpp_protocol.upb import pb
+
+CONNECT = "/vpp.agent.v1.AgentService/Connect"
+
+
+class Raw:
+    """A pre-encoded AgentMessage (grpclib's codec calls SerializeToString)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def SerializeToString(self) -> bytes:
+        return self.data
+
+
+# -- frames -------------------------------------------------------------------------------
+
+
+def _batches(site: int, assets: int, readings: int, batch: int) -> list[bytes]:
+    """upb-encoded TelemetryBatch frames: ``readings`` per gateway, seq 1.. per asset."""
+    base = int(time.time()) - readings
+    frames: list[bytes] = []
+    msg = pb.AgentMessage()
+    seq = 0
+    sent = 0
+    while sent < readings:
+        msg.Clear()
+        out = msg.telemetry_batch.readings
+        while len(out) < batch and sent < readings:
+            seq += 1
+            for a in range(assets):
+                if len(out) >= batch or sent >= readings:
+                    break
+                r = out.add()
+                r.asset_id = f"g{site}-a{a}"
+                r.seq = seq
+                r.ts.seconds = base + seq
+                r.power_kw = 10.0 + a
+                r.soc_pct = 50.0
+                r.status = pb.ASSET_STATUS_OK
+                sent += 1
+        frames.append(msg.SerializeToString())
+    return frames
+
+
+def _register(site: int, assets: int) -> bytes:
+    msg = pb.AgentMessage()
+    msg.register.site_id = f"g{site}"
+    msg.register.protocol_version = vp.PROTOCOL_VERSION
+    for a in range(assets):
+        d = msg.register.assets.add()
+        d.asset_id = f"g{site}-a{a}"
+        d.kind = pb.ASSET_KIND_BESS
+        d.capacity_kw = 100.0
+    return bytes(msg.SerializeToString())
+
+
+# -- the client process ---------------------------------------------------------------------
+
+
+async def _gateway(port: int, site: int, frames: list[bytes], assets: int) -> None:
+    channel = Channel("127.0.0.1", port)
+    try:
+        async with channel.request(
+            CONNECT, Cardinality.STREAM_STREAM, Raw, pb.HeadendMessage
+        ) as stream:
+            await stream.send_message(Raw(_register(site, assets)))
+            first = await stream.recv_message()
+            assert first is not None
+            assert first.WhichOneof("body") == "register_result"
+            for i, frame in enumerate(frames):
+                await stream.send_message(Raw(frame))
+                if i % 8 == 0:
+                    await asyncio.sleep(0)  # let the other gateways' sends interleave
+            await stream.end()
+            async for _ in stream:
+                pass
+    except Exception:
+        pass  # the headend closes the streams at the end of the run
+    finally:
+        channel.close()
+
+
+def _client_main(
+    port: int, gateways: int, assets: int, readings: int, batch: int, ready: Any, go: Any
+) -> None:
+    frames = {g: _batches(g, assets, readings, batch) for g in range(gateways)}
+    ready.set()
+    go.wait()
+
+    async def main() -> None:
+        await asyncio.gather(*(_gateway(port, g, frames[g], assets) for g in range(gateways)))
+
+    asyncio.run(main())
+
+
+# -- measurements ---------------------------------------------------------------------------
+
+
+def decode_rates(frames: list[bytes], readings: int) -> tuple[float, float, float]:
+    """Readings/s decoding the frames: betterproto2; upb; upb plus reading every field of
+    every reading (what ingest does before COPY). Best of 3."""
+    best = [float("inf")] * 3
+    for _ in range(3):
+        t = time.perf_counter()
+        for f in frames:
+            vp.AgentMessage.parse(f)
+        best[0] = min(best[0], time.perf_counter() - t)
+        t = time.perf_counter()
+        for f in frames:
+            pb.AgentMessage.FromString(f)
+        best[1] = min(best[1], time.perf_counter() - t)
+        t = time.perf_counter()
+        for f in frames:
+            sink = [
+                (r.asset_id, r.seq, r.ts.seconds, r.ts.nanos, r.power_kw, r.soc_pct, r.status,
+                 r.setpoint_kw, r.setpoint_id)
+                for r in pb.AgentMessage.FromString(f).telemetry_batch.readings
+            ]  # fmt: skip
+            del sink
+        best[2] = min(best[2], time.perf_counter() - t)
+    bp, upb, upb_fields = (readings / b for b in best)
+    return bp, upb, upb_fields
+
+
+def _site_yaml(site: int, assets: int) -> str:
+    lines = [f"site_id: g{site}", "assets:"]
+    for a in range(assets):
+        lines += [f"  - asset_id: g{site}-a{a}", "    kind: bess", "    capacity_kw: 100"]
+    return "\n".join(lines) + "\n"
+
+
+async def ingest(url: str, args: argparse.Namespace) -> dict[str, float]:
+    total = args.gateways * args.readings
+    settings = Settings(database_url=url, http_port=0, grpc_port=0, heartbeat_interval_s=30)
+    headend = Headend(settings)
+    await headend.start()
+    try:
+        for g in range(args.gateways):
+            await headend.registry.import_site(parse_site_file(_site_yaml(g, args.assets)))
+        ctx = mp.get_context("spawn")
+        ready, go = ctx.Event(), ctx.Event()
+        assert headend.grpc_port is not None
+        client = ctx.Process(
+            target=_client_main,
+            args=(
+                headend.grpc_port,
+                args.gateways,
+                args.assets,
+                args.readings,
+                args.batch,
+                ready,
+                go,
+            ),
+        )
+        client.start()
+        await asyncio.to_thread(ready.wait)
+        registry = headend.metrics.registry
+
+        def stored_rows() -> float:
+            return registry.get_sample_value("vpp_telemetry_rows_stored_total") or 0.0
+
+        t0 = time.perf_counter()
+        go.set()
+        deadline = t0 + args.timeout
+        while stored_rows() < total and time.perf_counter() < deadline:  # noqa: ASYNC110 - polls a counter
+            await asyncio.sleep(0.01)
+        elapsed = time.perf_counter() - t0
+        stored = stored_rows()
+        await asyncio.to_thread(client.join, 30)
+    finally:
+        await headend.stop()
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM telemetry").fetchone()
+        in_db = int(row[0]) if row else 0
+    return {"stored": stored, "in_db": in_db, "elapsed": elapsed, "rate": stored / elapsed}
+
+
+async def _acking_agent(port: int, stop: asyncio.Event) -> None:
+    channel = Channel("127.0.0.1", port)
+    try:
+        async with channel.request(
+            CONNECT, Cardinality.STREAM_STREAM, vp.AgentMessage, vp.HeadendMessage
+        ) as stream:
+            await stream.send_message(
+                vp.AgentMessage(
+                    register=vp.Register(
+                        site_id="g0",
+                        asset_id="",
+                        agent_version="bench",
+                        protocol_version=1,
+                        assets=[vp.AssetDescriptor(asset_id="g0-a0", kind=vp.AssetKind.BESS)],
+                    )
+                )
+            )
+            while not stop.is_set():
+                msg = await stream.recv_message()
+                if msg is None:
+                    return
+                if msg.setpoint is not None:
+                    await stream.send_message(
+                        vp.AgentMessage(
+                            setpoint_ack=vp.SetpointAck(
+                                setpoint_id=msg.setpoint.setpoint_id,
+                                asset_id="g0-a0",
+                                state=vp.AckState.APPLIED,
+                                reason="",
+                                ts=datetime.now(UTC),
+                                applied_kw=msg.setpoint.power_kw,
+                                allocations=[],
+                                clamped=False,
+                            )
+                        )
+                    )
+    except Exception:
+        pass
+    finally:
+        channel.close()
+
+
+async def dispatch_latency(url: str, n: int) -> list[float]:
+    settings = Settings(database_url=url, http_port=0, grpc_port=0, heartbeat_interval_s=30)
+    ports: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+    server = asyncio.create_task(
+        run(settings, on_ready=lambda h, g: ports.set_result((h, g)), stop=stop)
+    )
+    http_port, grpc_port = await asyncio.wait_for(ports, 30)
+    agent = asyncio.create_task(_acking_agent(grpc_port, stop))
+    out: list[float] = []
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as http:
+            while (await http.get("/gateways")).json()[0]["connected"] is not True:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            for i in range(n):
+                t = time.perf_counter()
+                resp = await http.post("/dispatch", json={"asset_id": "g0-a0", "power_kw": i % 50})
+                dispatch_id = resp.json()["dispatch_id"]
+                while (await http.get(f"/dispatch/{dispatch_id}")).json()["state"] != "applied":
+                    pass
+                out.append(time.perf_counter() - t)
+    finally:
+        stop.set()
+        await asyncio.gather(server, agent, return_exceptions=True)
+    return out
+
+
+@contextmanager
+def database() -> Iterator[str]:
+    server = os.environ.get("VPP_BENCH_DATABASE_URL")
+    if server:
+        parts = urlsplit(server)
+        admin = urlunsplit(parts._replace(path="/postgres"))
+        name = f"vpp_bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield urlunsplit(parts._replace(path=f"/{name}"))
+        finally:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        return
+    from vpp_headend.db.embedded import start_embedded
+
+    with tempfile.TemporaryDirectory() as tmp:
+        embedded = start_embedded(Path(tmp) / "pg")
+        try:
+            yield embedded.url
+        finally:
+            embedded.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--gateways", type=int, default=10)
+    parser.add_argument("--assets", type=int, default=10, help="per gateway")
+    parser.add_argument("--readings", type=int, default=50_000, help="per gateway")
+    parser.add_argument("--batch", type=int, default=100, help="readings per TelemetryBatch")
+    parser.add_argument("--dispatches", type=int, default=200)
+    parser.add_argument("--timeout", type=float, default=45.0)
+    args = parser.parse_args()
+
+    frames = _batches(0, args.assets, args.readings, args.batch)
+    bp_rate, upb_rate, upb_fields_rate = decode_rates(frames, args.readings)
+    with database() as url:
+        upgrade(url)
+        figures = asyncio.run(ingest(url, args))
+        latencies = asyncio.run(dispatch_latency(url, args.dispatches))
+
+    total = args.gateways * args.readings
+    print(
+        f"headend ingest: {args.gateways} gateways x {args.assets} assets, "
+        f"{total} readings in TelemetryBatch of {args.batch}, client in a separate process"
+    )
+    print(
+        f"  end to end (gRPC in -> rows in PostgreSQL): {figures['rate']:>10,.0f} readings/s "
+        f"({figures['stored']:.0f} stored in {figures['elapsed']:.2f} s; "
+        f"{figures['in_db']} rows in telemetry)"
+    )
+    print(f"  bare decode, betterproto2:                  {bp_rate:>10,.0f} readings/s")
+    print(f"  bare decode, upb:                           {upb_rate:>10,.0f} readings/s")
+    print(f"  bare decode + field access, upb:            {upb_fields_rate:>10,.0f} readings/s")
+    print(f"  end to end / betterproto2 decode:           {figures['rate'] / bp_rate:>10.2f}")
+    print(
+        f"  end to end / upb decode + field access:     {figures['rate'] / upb_fields_rate:>10.3f}"
+    )
+    ms = sorted(x * 1000 for x in latencies)
+    p99 = ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))]
+    print(
+        f"dispatch POST -> APPLIED (idle, {len(ms)} dispatches, REST polled): "
+        f"p50 {statistics.median(ms):.1f} ms, p99 {p99:.1f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()

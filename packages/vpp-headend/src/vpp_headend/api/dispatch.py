@@ -1,0 +1,94 @@
+"""POST /dispatch, GET /dispatch/{dispatch_id}, GET /dispatches."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, get_args
+from uuid import UUID
+
+from litestar import Controller, Request, Response, get, post
+from litestar.params import FromPath, HeaderParameter, QueryParameter
+
+from ..domain import DispatchState
+from ..errors import NotFoundError, ValidationFailedError
+from .deps import HeadendDep
+from .schemas import (
+    DispatchBody,
+    DispatchOut,
+    DispatchSummaryOut,
+    dispatch_out,
+    dispatch_summary_out,
+    parse_dispatch,
+)
+
+STATES = get_args(DispatchState)
+
+
+class DispatchController(Controller):
+    """Power dispatches to an asset, a site or a group."""
+
+    tags = ["dispatch"]  # noqa: RUF012
+
+    @post(
+        "/dispatch",
+        status_code=202,
+        summary="Create a dispatch",
+        description=(
+            "Body: exactly one of asset_id / site_id / group_id, power_kw (finite, kW, "
+            "+ export / discharge), optional ttl_s or expires_at. An Idempotency-Key header "
+            "returns the original dispatch on a retry. 422 names the offending field; 404 "
+            "for an unknown target."
+        ),
+        request_body_schema=DispatchBody,
+    )
+    async def create(
+        self,
+        headend: HeadendDep,
+        request: Request[Any, Any, Any],
+        idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
+    ) -> Response[DispatchOut]:
+        """Validate, create and route; 202 with the dispatch."""
+        s = headend.settings
+        req = parse_dispatch(
+            await request.body(),
+            idempotency_key=idempotency_key,
+            now=datetime.now(UTC),
+            default_ttl_s=s.default_ttl_s,
+            max_ttl_s=s.max_ttl_s,
+        )
+        view, created = await headend.dispatch.create(req)
+        headers = {"Location": f"/dispatch/{view.dispatch_id}"}
+        if not created:
+            headers["Idempotent-Replayed"] = "true"
+        return Response(dispatch_out(view), status_code=202, headers=headers)
+
+    @get("/dispatch/{dispatch_id:str}")
+    async def get_one(self, headend: HeadendDep, dispatch_id: FromPath[str]) -> DispatchOut:
+        """State, each transition with its time, per-site deliveries and per-asset acks."""
+        try:
+            uid = UUID(dispatch_id)
+        except ValueError:
+            raise NotFoundError(
+                f"unknown dispatch {dispatch_id[:80]!r}", field="dispatch_id"
+            ) from None
+        return dispatch_out(await headend.dispatch.get(uid))
+
+    @get("/dispatches")
+    async def search(
+        self,
+        headend: HeadendDep,
+        asset_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        site_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        state_filter: Annotated[
+            str | None,
+            QueryParameter(name="state", description=f"one of {', '.join(STATES)}"),
+        ] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    ) -> list[DispatchSummaryOut]:
+        """Dispatches, newest first."""
+        if state_filter is not None and state_filter not in STATES:
+            raise ValidationFailedError(f"state must be one of {', '.join(STATES)}", field="state")
+        views = await headend.dispatch.search(
+            asset_id=asset_id, site_id=site_id, state=state_filter, limit=limit
+        )
+        return [dispatch_summary_out(v) for v in views]

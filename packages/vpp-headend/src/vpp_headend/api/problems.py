@@ -1,0 +1,68 @@
+"""One JSON error shape for every 4xx/5xx: ``{status, title, detail[, field]}``."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
+
+from ..errors import HeadendError, internal_problem
+
+log = logging.getLogger(__name__)
+
+
+def _response(body: dict[str, Any]) -> Response[dict[str, Any]]:
+    return Response(
+        content=body, status_code=int(body["status"]), media_type="application/problem+json"
+    )
+
+
+def headend_error(_: Request[Any, Any, Any], exc: HeadendError) -> Response[dict[str, Any]]:
+    """Our own errors carry their status, title, detail and field."""
+    return _response(exc.problem())
+
+
+def validation_error(
+    _: Request[Any, Any, Any], exc: ValidationException
+) -> Response[dict[str, Any]]:
+    """Litestar's parameter validation (query and path values) as a 422 naming the field."""
+    field: str | None = None
+    detail = exc.detail
+    extra = exc.extra
+    if isinstance(extra, list) and extra and isinstance(extra[0], dict):
+        field = extra[0].get("key")
+        message = extra[0].get("message")
+        if message:
+            detail = f"{field}: {message}" if field else str(message)
+    body: dict[str, Any] = {"status": 422, "title": "Unprocessable Entity", "detail": detail}
+    if field:
+        body["field"] = field
+    return _response(body)
+
+
+def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    """Routing errors (404, 405...) in the same shape."""
+    status = exc.status_code
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = "Error"
+    return _response({"status": status, "title": title, "detail": exc.detail or title})
+
+
+def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """Anything else: logged with its traceback, answered without one."""
+    log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    return _response(internal_problem())
+
+
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    HeadendError: headend_error,
+    ValidationException: validation_error,
+    HTTPException: http_error,
+    Exception: unexpected_error,
+}

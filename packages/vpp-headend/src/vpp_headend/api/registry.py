@@ -1,0 +1,41 @@
+"""GET /sites, /sites/{site_id}, /assets, /assets/{asset_id}."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, get
+from litestar.params import FromPath, QueryParameter
+
+from .deps import HeadendDep
+from .schemas import AssetOut, SiteOut, asset_out, site_out
+
+
+class RegistryController(Controller):
+    """The asset registry, read-only (import with `vpp-headend assets import`)."""
+
+    tags = ["registry"]  # noqa: RUF012
+
+    @get("/sites")
+    async def list_sites(self, headend: HeadendDep) -> list[SiteOut]:
+        """Every registered site."""
+        return [site_out(s) for s in await headend.registry.list_sites()]
+
+    @get("/sites/{site_id:str}")
+    async def get_site(self, headend: HeadendDep, site_id: FromPath[str]) -> SiteOut:
+        """One site with its assets."""
+        return site_out(await headend.registry.get_site(site_id), detail=True)
+
+    @get("/assets")
+    async def list_assets(
+        self,
+        headend: HeadendDep,
+        site_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
+    ) -> list[AssetOut]:
+        """Registered assets, optionally of one site."""
+        return [asset_out(a) for a in await headend.registry.list_assets(site_id)]
+
+    @get("/assets/{asset_id:str}")
+    async def get_asset(self, headend: HeadendDep, asset_id: FromPath[str]) -> AssetOut:
+        """One asset."""
+        return asset_out(await headend.registry.get_asset(asset_id))

@@ -1,0 +1,362 @@
+"""Request parsing and response shapes of the REST API (msgspec structs)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+
+from ..domain import (
+    Asset,
+    DispatchRequest,
+    DispatchView,
+    GatewayView,
+    LatestReading,
+    Site,
+    TargetKind,
+    status_name,
+)
+from ..errors import BadRequestError, ValidationFailedError
+
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+_TARGETS: tuple[TargetKind, ...] = ("asset", "site", "group")
+
+
+class DispatchBody(msgspec.Struct, forbid_unknown_fields=True):
+    """POST /dispatch: exactly one of asset_id / site_id / group_id; ttl_s or expires_at."""
+
+    power_kw: float
+    asset_id: str | None = None
+    site_id: str | None = None
+    group_id: str | None = None
+    ttl_s: float | None = None
+    expires_at: AwareDatetime | None = None
+
+
+def parse_dispatch(
+    raw: bytes,
+    *,
+    idempotency_key: str | None,
+    now: datetime,
+    default_ttl_s: float,
+    max_ttl_s: float,
+) -> DispatchRequest:
+    """Validate a POST /dispatch body; errors name the offending field."""
+    try:
+        # Python's json accepts NaN and Infinity, so they reach the finite check below
+        # and are reported against their field instead of as a syntax error.
+        data = json.loads(raw) if raw.strip() else None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequestError(f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValidationFailedError("body must be a JSON object", field="body")
+    try:
+        body = msgspec.convert(data, DispatchBody, strict=True)
+    except msgspec.ValidationError as exc:
+        raise _validation(exc) from None
+    given = [k for k in _TARGETS if getattr(body, f"{k}_id") is not None]
+    if len(given) != 1:
+        what = "none" if not given else " and ".join(f"{k}_id" for k in given)
+        raise ValidationFailedError(
+            f"give exactly one of asset_id, site_id, group_id (got {what})",
+            field=f"{given[1]}_id" if len(given) > 1 else "asset_id",
+        )
+    kind = given[0]
+    target_id: str = getattr(body, f"{kind}_id")
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", target_id):
+        raise ValidationFailedError(
+            f"{kind}_id must match [A-Za-z0-9._-]{{1,64}}", field=f"{kind}_id"
+        )
+    if isinstance(body.power_kw, bool) or not math.isfinite(body.power_kw):
+        raise ValidationFailedError("power_kw must be a finite number", field="power_kw")
+    if body.ttl_s is not None and body.expires_at is not None:
+        raise ValidationFailedError("give ttl_s or expires_at, not both", field="expires_at")
+    if body.expires_at is not None:
+        expires_at = body.expires_at.astimezone(UTC)
+        if expires_at <= now:
+            raise ValidationFailedError("expires_at must be in the future", field="expires_at")
+        if (expires_at - now).total_seconds() > max_ttl_s:
+            raise ValidationFailedError(
+                f"expires_at must be within {max_ttl_s:g} s from now", field="expires_at"
+            )
+    else:
+        ttl = default_ttl_s if body.ttl_s is None else body.ttl_s
+        if not math.isfinite(ttl) or ttl <= 0:
+            raise ValidationFailedError("ttl_s must be a positive number of seconds", field="ttl_s")
+        if ttl > max_ttl_s:
+            raise ValidationFailedError(f"ttl_s must be at most {max_ttl_s:g}", field="ttl_s")
+        expires_at = now + timedelta(seconds=ttl)
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
+        raise ValidationFailedError(
+            "Idempotency-Key must be 1 to 200 characters", field="Idempotency-Key"
+        )
+    return DispatchRequest(
+        target_kind=kind,
+        target_id=target_id,
+        power_kw=float(body.power_kw),
+        expires_at=expires_at,
+        idempotency_key=idempotency_key,
+    )
+
+
+def _validation(exc: msgspec.ValidationError) -> ValidationFailedError:
+    msg = str(exc)
+    match = re.search(r" - at `\$\.?([^`]*)`$", msg)
+    field = match.group(1) if match else None
+    if field is None:
+        unknown = re.search(r"unknown field `([^`]*)`", msg)
+        field = unknown.group(1) if unknown else None
+    if field is None:
+        missing = re.search(r"missing required field `([^`]*)`", msg)
+        field = missing.group(1) if missing else None
+    text = msg[: match.start()] if match else msg
+    return ValidationFailedError(text, field=field)
+
+
+# -- responses ---------------------------------------------------------------------------
+
+
+class AssetOut(msgspec.Struct):
+    asset_id: str
+    site_id: str
+    kind: str
+    capacity_kw: float | None
+    min_kw: float | None
+    max_kw: float | None
+    energy_kwh: float | None
+
+
+class SiteOut(msgspec.Struct):
+    site_id: str
+    groups: list[str]
+    asset_ids: list[str]
+    capacity_kw: float
+    legacy: bool
+    telemetry_interval_s: float | None
+
+
+class SiteDetailOut(SiteOut):
+    assets: list[AssetOut] = msgspec.field(default_factory=list)
+
+
+class TelemetryOut(msgspec.Struct):
+    asset_id: str
+    site_id: str
+    ts: datetime
+    received_at: datetime
+    seq: int
+    power_kw: float
+    soc_pct: float | None
+    status: str
+    setpoint_kw: float | None
+    setpoint_id: str | None
+    lag_s: float
+
+
+class ReadingOut(msgspec.Struct):
+    seq: int
+    ts: datetime
+    received_at: datetime
+    power_kw: float
+    soc_pct: float | None
+    status: str
+    setpoint_kw: float | None
+    setpoint_id: str | None
+
+
+class HistoryOut(msgspec.Struct):
+    asset_id: str
+    start: datetime | None
+    end: datetime | None
+    limit: int
+    count: int
+    readings: list[ReadingOut]
+
+
+class TargetRef(msgspec.Struct):
+    kind: str
+    id: str
+
+
+class DeliveryOut(msgspec.Struct):
+    site_id: str
+    power_kw: float
+    state: str
+    sent_at: datetime | None
+    updated_at: datetime
+    reason: str | None
+
+
+class AllocationOut(msgspec.Struct):
+    asset_id: str
+    site_id: str
+    allocation_kw: float | None
+    state: str
+    applied_kw: float | None
+    clamped: bool
+    reason: str | None
+    updated_at: datetime
+
+
+class EventOut(msgspec.Struct):
+    at: datetime
+    state: str
+    scope: str
+    scope_id: str | None
+    detail: str | None
+
+
+class DispatchOut(msgspec.Struct):
+    dispatch_id: UUID
+    state: str
+    target: TargetRef
+    power_kw: float
+    issued_at: datetime
+    expires_at: datetime
+    updated_at: datetime
+    deliveries: list[DeliveryOut]
+    allocations: list[AllocationOut]
+    transitions: list[EventOut]
+    events: list[EventOut]
+    split: str | None = None
+
+
+class DispatchSummaryOut(msgspec.Struct):
+    dispatch_id: UUID
+    state: str
+    target: TargetRef
+    power_kw: float
+    issued_at: datetime
+    expires_at: datetime
+    updated_at: datetime
+    deliveries: list[DeliveryOut]
+
+
+class GatewayOut(msgspec.Struct):
+    site_id: str
+    connected: bool
+    connected_since: datetime | None
+    last_seen: datetime | None
+    assets_served: list[str]
+    remote: str | None
+    agent_version: str | None
+    epoch: int | None
+    session_id: UUID | None
+    disconnect_reason: str | None
+
+
+def asset_out(a: Asset) -> AssetOut:
+    return AssetOut(a.asset_id, a.site_id, a.kind, a.capacity_kw, a.min_kw, a.max_kw, a.energy_kwh)
+
+
+def site_out(s: Site, *, detail: bool = False) -> SiteOut:
+    common: dict[str, Any] = {
+        "site_id": s.site_id,
+        "groups": list(s.groups),
+        "asset_ids": [a.asset_id for a in s.assets],
+        "capacity_kw": s.capacity_kw,
+        "legacy": s.legacy,
+        "telemetry_interval_s": s.telemetry_interval_s,
+    }
+    if detail:
+        return SiteDetailOut(**common, assets=[asset_out(a) for a in s.assets])
+    return SiteOut(**common)
+
+
+def telemetry_out(r: LatestReading, site_id: str, now: datetime) -> TelemetryOut:
+    return TelemetryOut(
+        asset_id=r.asset_id,
+        site_id=site_id,
+        ts=r.ts,
+        received_at=r.received_at,
+        seq=r.seq,
+        power_kw=r.power_kw,
+        soc_pct=r.soc_pct,
+        status=status_name(r.status),
+        setpoint_kw=r.setpoint_kw,
+        setpoint_id=r.setpoint_id,
+        lag_s=round(max(0.0, (now - r.ts).total_seconds()), 3),
+    )
+
+
+def reading_out(r: LatestReading) -> ReadingOut:
+    return ReadingOut(
+        seq=r.seq,
+        ts=r.ts,
+        received_at=r.received_at,
+        power_kw=r.power_kw,
+        soc_pct=r.soc_pct,
+        status=status_name(r.status),
+        setpoint_kw=r.setpoint_kw,
+        setpoint_id=r.setpoint_id,
+    )
+
+
+def _deliveries(v: DispatchView) -> list[DeliveryOut]:
+    return [
+        DeliveryOut(x.site_id, x.power_kw, x.state, x.sent_at, x.updated_at, x.reason)
+        for x in v.deliveries
+    ]
+
+
+def dispatch_out(v: DispatchView) -> DispatchOut:
+    events = [EventOut(e.at, e.state, e.scope, e.scope_id, e.detail) for e in v.events]
+    return DispatchOut(
+        dispatch_id=v.dispatch_id,
+        state=v.state,
+        target=TargetRef(v.target_kind, v.target_id),
+        power_kw=v.power_kw,
+        issued_at=v.issued_at,
+        expires_at=v.expires_at,
+        updated_at=v.updated_at,
+        deliveries=_deliveries(v),
+        allocations=[
+            AllocationOut(
+                t.asset_id,
+                t.site_id,
+                t.allocation_kw,
+                t.state,
+                t.applied_kw,
+                t.clamped,
+                t.reason,
+                t.updated_at,
+            )
+            for t in v.targets
+        ],
+        transitions=[e for e in events if e.scope == "dispatch"],
+        events=events,
+        split=v.detail,
+    )
+
+
+def dispatch_summary_out(v: DispatchView) -> DispatchSummaryOut:
+    return DispatchSummaryOut(
+        dispatch_id=v.dispatch_id,
+        state=v.state,
+        target=TargetRef(v.target_kind, v.target_id),
+        power_kw=v.power_kw,
+        issued_at=v.issued_at,
+        expires_at=v.expires_at,
+        updated_at=v.updated_at,
+        deliveries=_deliveries(v),
+    )
+
+
+def gateway_out(g: GatewayView) -> GatewayOut:
+    return GatewayOut(
+        site_id=g.site_id,
+        connected=g.connected,
+        connected_since=g.connected_since,
+        last_seen=g.last_seen,
+        assets_served=list(g.assets_served),
+        remote=g.remote,
+        agent_version=g.agent_version,
+        epoch=g.epoch,
+        session_id=g.session_id,
+        disconnect_reason=g.disconnect_reason,
+    )

@@ -1,0 +1,67 @@
+"""GET /telemetry/{asset_id} and /telemetry/{asset_id}/history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from litestar import Controller, get
+from litestar.params import FromPath, QueryParameter
+
+from ..db.telemetry_repo import history
+from ..errors import NotFoundError, ValidationFailedError
+from .deps import HeadendDep
+from .schemas import HistoryOut, TelemetryOut, reading_out, telemetry_out
+
+MAX_HISTORY = 10_000
+
+
+class TelemetryController(Controller):
+    """Latest values and stored history of an asset."""
+
+    path = "/telemetry"
+    tags = ["telemetry"]  # noqa: RUF012
+
+    @get("/{asset_id:str}")
+    async def latest(self, headend: HeadendDep, asset_id: FromPath[str]) -> TelemetryOut:
+        """The newest stored reading with its lag (now − ts); 404 if none yet."""
+        asset = await headend.registry.get_asset(asset_id)
+        reading = await headend.ingest.latest(asset_id)
+        if reading is None:
+            raise NotFoundError(f"no telemetry stored for asset {asset_id!r} yet", field="asset_id")
+        return telemetry_out(reading, asset.site_id, datetime.now(UTC))
+
+    @get("/{asset_id:str}/history")
+    async def history(
+        self,
+        headend: HeadendDep,
+        asset_id: FromPath[str],
+        start: Annotated[datetime | None, QueryParameter()] = None,
+        end: Annotated[datetime | None, QueryParameter()] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_HISTORY)] = 100,
+    ) -> HistoryOut:
+        """Stored readings with start <= ts < end, newest first, at most ``limit``."""
+        start, end = _aware(start, "start"), _aware(end, "end")
+        if start is not None and end is not None and start >= end:
+            raise ValidationFailedError("start must be before end", field="start")
+        await headend.registry.get_asset(asset_id)
+        async with headend.engine.connect() as conn:
+            rows = await history(conn, asset_id, start=start, end=end, limit=limit)
+        return HistoryOut(
+            asset_id=asset_id,
+            start=start,
+            end=end,
+            limit=limit,
+            count=len(rows),
+            readings=[reading_out(r) for r in rows],
+        )
+
+
+def _aware(value: datetime | None, field: str) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValidationFailedError(
+            f"{field} needs a timezone (e.g. 2026-11-27T10:00:00Z)", field=field
+        )
+    return value.astimezone(UTC)

@@ -1,0 +1,220 @@
+"""The ``vpp-headend`` command: serve, migrate, prune, import site files.
+
+Settings come from the options given, else ``VPP_*`` environment variables (e.g.
+``VPP_DATABASE_URL``, ``VPP_HTTP_PORT``, ``VPP_GRPC_PORT``), else defaults. Without a
+database URL, an embedded PostgreSQL runs in the data directory (``vpp-headend[embedded]``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .db.embedded import EmbeddedUnavailableError, start_embedded
+from .db.engine import make_engine
+from .db.migrate import upgrade
+from .db.partitions import drop_partitions_before
+from .db.url import redacted
+from .errors import HeadendError
+from .logs import configure_logging, log_event
+from .settings import Settings, SettingsError
+
+log = logging.getLogger("vpp_headend.cli")
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+db_app = typer.Typer(no_args_is_help=True, help="Database schema and retention.")
+assets_app = typer.Typer(no_args_is_help=True, help="The asset registry.")
+app.add_typer(db_app, name="db")
+app.add_typer(assets_app, name="assets")
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        help="libpq URL, e.g. postgresql://user@host:5432/vpp (env VPP_DATABASE_URL). "
+        "None: embedded PostgreSQL in --data-dir.",
+        show_default=False,
+    ),
+]
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Embedded PostgreSQL data directory (default .vpp/pgdata)"),
+]
+LogLevel = Annotated[str, typer.Option("--log-level", envvar="VPP_LOG_LEVEL")]
+
+
+def _settings(**explicit: Any) -> Settings:
+    try:
+        return Settings.from_env(os.environ, **explicit)
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def _database(settings: Settings, *, migrate: bool) -> Iterator[Settings]:
+    """Settings with a database URL: the configured one, or an embedded server's."""
+    if settings.database_url is not None:
+        if migrate:
+            upgrade(settings.database_url)
+            log_event(log, "migrated", database=redacted(settings.database_url))
+        yield settings
+        return
+    try:
+        embedded = start_embedded(settings.data_dir)
+    except EmbeddedUnavailableError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    log_event(log, "embedded_postgres", data_dir=str(embedded.data_dir), url=embedded.url)
+    try:
+        upgrade(embedded.url)
+        log_event(log, "migrated", database="embedded", data_dir=str(embedded.data_dir))
+        yield settings.with_(database_url=embedded.url)
+    finally:
+        embedded.stop()
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1)")] = None,
+    http_port: Annotated[
+        int | None, typer.Option(help="REST port, 0 = any free port (default 8000)")
+    ] = None,
+    grpc_port: Annotated[
+        int | None, typer.Option(help="gRPC port, 0 = any free port (default 50051)")
+    ] = None,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+    auto_enroll: Annotated[
+        bool | None,
+        typer.Option(
+            "--auto-enroll", help="Dev only: enroll unknown assets to the registering site"
+        ),
+    ] = None,
+    heartbeat_interval: Annotated[
+        float | None,
+        typer.Option("--heartbeat-interval", help="Seconds between heartbeats (default 15)"),
+    ] = None,
+    migrate: Annotated[
+        bool, typer.Option("--migrate", help="Run migrations first (always with embedded)")
+    ] = False,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Serve the REST API and the gRPC agent service until SIGINT/SIGTERM."""
+    configure_logging(log_level)
+    settings = _settings(
+        host=host,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        database_url=database_url,
+        data_dir=data_dir,
+        auto_enroll=auto_enroll,
+        heartbeat_interval_s=heartbeat_interval,
+    )
+    from .serve import run
+
+    with _database(settings, migrate=migrate) as ready:
+        try:
+            started = asyncio.run(run(ready))
+        except HeadendError as exc:
+            typer.echo(f"error: {exc.detail}", err=True)
+            raise typer.Exit(1) from None
+    if not started:
+        raise typer.Exit(1)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    database_url: DatabaseUrl = None, data_dir: DataDir = None, log_level: LogLevel = "INFO"
+) -> None:
+    """Migrate the database schema to the newest revision."""
+    configure_logging(log_level)
+    settings = _settings(database_url=database_url, data_dir=data_dir)
+    with _database(settings, migrate=True):
+        pass
+    typer.echo("database is at the newest schema revision")
+
+
+@db_app.command("prune")
+def db_prune(
+    days: Annotated[
+        int | None, typer.Option(help="Keep this many days of raw history (default 7)")
+    ] = None,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Drop whole daily telemetry partitions older than the retention."""
+    configure_logging(log_level)
+    settings = _settings(database_url=database_url, data_dir=data_dir, retention_days=days)
+    with _database(settings, migrate=False) as ready:
+        assert ready.database_url is not None
+        cutoff = datetime.now(UTC).date() - timedelta(days=ready.retention_days)
+        dropped = asyncio.run(_prune(ready.database_url, cutoff))
+    typer.echo(f"dropped {len(dropped)} partition(s) before {cutoff}: {', '.join(dropped) or '-'}")
+
+
+async def _prune(url: str, cutoff: Any) -> list[str]:
+    engine = make_engine(url, pool_size=1)
+    try:
+        return await drop_partitions_before(engine, cutoff)
+    finally:
+        await engine.dispose()
+
+
+@assets_app.command("import")
+def assets_import(
+    files: Annotated[list[Path], typer.Argument(help="Site files (YAML)", exists=False)],
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+    log_level: LogLevel = "WARNING",
+) -> None:
+    """Load sites, assets and groups from site files (idempotent; re-import updates)."""
+    from vpp_protocol.sitefile import SiteFileError, load_site_file
+
+    configure_logging(log_level)
+    try:
+        sites = [load_site_file(f) for f in files]
+    except SiteFileError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    settings = _settings(database_url=database_url, data_dir=data_dir)
+    with _database(settings, migrate=False) as ready:
+        assert ready.database_url is not None
+        try:
+            results = asyncio.run(_import(ready.database_url, sites))
+        except HeadendError as exc:
+            typer.echo(f"error: {exc.detail}", err=True)
+            raise typer.Exit(1) from None
+    for r in results:
+        verb = "created" if r.created else "updated"
+        typer.echo(
+            f"{r.site_id}: {verb}, {r.assets_upserted} asset(s), {r.assets_removed} removed, "
+            f"groups: {', '.join(r.groups) or '-'}"
+        )
+
+
+async def _import(url: str, sites: list[Any]) -> list[Any]:
+    from .registry import Registry
+
+    engine = make_engine(url, pool_size=1)
+    try:
+        registry = Registry(engine)
+        return [await registry.import_site(site) for site in sites]
+    finally:
+        await engine.dispose()
+
+
+def main() -> None:  # pragma: no cover - console entry point alias
+    app()
+
+
+__all__ = ["app"]

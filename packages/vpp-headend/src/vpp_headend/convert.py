@@ -1,0 +1,238 @@
+"""The one edge between wire messages and the headend's domain types.
+
+Incoming frames are upb messages (`vpp_protocol.upb`, decoded by grpclib's codec:
+~10x faster than the dataclasses, and telemetry goes straight to COPY row tuples);
+outgoing messages are the public betterproto2 dataclasses.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+import vpp_protocol as vp
+from vpp_protocol.sitefile import ID_PATTERN
+from vpp_protocol.upb import pb
+
+from .domain import (
+    Ack,
+    AckStateName,
+    Allocation,
+    AssetClaim,
+    CloseReasonName,
+    RegisterReply,
+    RegisterRequest,
+    SetpointCommand,
+)
+from .errors import ProtocolViolationError
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Readings outside these years are refused: they would be typos or unset clocks.
+_TS_MIN = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp())
+_TS_MAX = int(datetime(2200, 1, 1, tzinfo=UTC).timestamp())
+
+_KIND_NAMES = {
+    pb.ASSET_KIND_PV: "pv",
+    pb.ASSET_KIND_BESS: "bess",
+    pb.ASSET_KIND_METER: "meter",
+    pb.ASSET_KIND_GENSET: "genset",
+    pb.ASSET_KIND_EV_CHARGER: "ev_charger",
+    pb.ASSET_KIND_LOAD: "load",
+    pb.ASSET_KIND_OTHER: "other",
+}
+_ACK_STATES: dict[int, AckStateName] = {
+    pb.ACK_STATE_RECEIVED: "received",
+    pb.ACK_STATE_APPLIED: "applied",
+    pb.ACK_STATE_FAILED: "failed",
+    pb.ACK_STATE_REJECTED: "rejected",
+    pb.ACK_STATE_EXPIRED: "expired",
+}
+_REJECT_CODES = {
+    "unknown_asset": vp.RejectCode.UNKNOWN_ASSET,
+    "foreign_asset": vp.RejectCode.FOREIGN_ASSET,
+    "duplicate": vp.RejectCode.DUPLICATE,
+    "invalid": vp.RejectCode.INVALID,
+    "unauthorized": vp.RejectCode.UNAUTHORIZED,
+}
+_CLOSE_REASONS = {
+    "superseded": vp.CloseReason.SUPERSEDED,
+    "server_shutdown": vp.CloseReason.SERVER_SHUTDOWN,
+    "heartbeat_timeout": vp.CloseReason.HEARTBEAT_TIMEOUT,
+    "unauthorized": vp.CloseReason.UNAUTHORIZED,
+    "protocol_error": vp.CloseReason.PROTOCOL_ERROR,
+}
+
+#: The request type grpclib decodes incoming frames into.
+AgentFrame = pb.AgentMessage
+
+
+def body_kind(frame: pb.AgentMessage) -> str | None:
+    """Which body an AgentMessage carries (None when empty)."""
+    kind: str | None = frame.WhichOneof("body")
+    return kind
+
+
+def _opt(msg: pb.AssetDescriptor, name: str) -> float | None:
+    return float(getattr(msg, name)) if msg.HasField(name) else None
+
+
+def register_from_pb(msg: pb.Register) -> RegisterRequest:
+    """Register → `RegisterRequest`; a malformed site id is a protocol violation."""
+    if not ID_PATTERN.fullmatch(msg.site_id):
+        raise ProtocolViolationError(f"Register.site_id {msg.site_id[:80]!r} is not a valid id")
+    claims = tuple(
+        AssetClaim(
+            asset_id=a.asset_id,
+            kind=_KIND_NAMES.get(a.kind, "other"),
+            capacity_kw=_opt(a, "capacity_kw"),
+            min_kw=_opt(a, "min_kw"),
+            max_kw=_opt(a, "max_kw"),
+            energy_kwh=_opt(a, "energy_kwh"),
+        )
+        for a in msg.assets
+    )
+    if not claims and msg.asset_id and not ID_PATTERN.fullmatch(msg.asset_id):
+        raise ProtocolViolationError(f"Register.asset_id {msg.asset_id[:80]!r} is not a valid id")
+    return RegisterRequest(
+        site_id=msg.site_id,
+        claims=claims,
+        agent_version=msg.agent_version[:200],
+        protocol_version=msg.protocol_version,
+        legacy_asset_id="" if claims else msg.asset_id,
+    )
+
+
+def ack_from_pb(msg: pb.SetpointAck, default_asset_id: str) -> Ack:
+    """SetpointAck → `Ack`; a bad id or an unknown state is a protocol violation."""
+    try:
+        setpoint_id = UUID(msg.setpoint_id)
+    except ValueError:
+        raise ProtocolViolationError(
+            f"SetpointAck.setpoint_id {msg.setpoint_id[:80]!r} is not a UUID"
+        ) from None
+    state = _ACK_STATES.get(msg.state)
+    if state is None:
+        raise ProtocolViolationError(f"SetpointAck.state {msg.state} is not a known ack state")
+    applied = msg.applied_kw if msg.HasField("applied_kw") else None
+    if applied is not None and not math.isfinite(applied):
+        applied = None
+    return Ack(
+        setpoint_id=setpoint_id,
+        asset_id=msg.asset_id or default_asset_id,
+        state=state,
+        reason=msg.reason[:500],
+        ts=timestamp(msg.ts.seconds, msg.ts.nanos) if msg.HasField("ts") else None,
+        applied_kw=applied,
+        allocations=tuple(
+            Allocation(a.asset_id, a.power_kw)
+            for a in msg.allocations
+            if a.asset_id and math.isfinite(a.power_kw)
+        ),
+        clamped=msg.clamped,
+    )
+
+
+def timestamp(seconds: int, nanos: int) -> datetime | None:
+    """A protobuf Timestamp as an aware UTC datetime; None when out of the sane range."""
+    if not _TS_MIN <= seconds < _TS_MAX or not 0 <= nanos < 1_000_000_000:
+        return None
+    return _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
+
+
+#: One telemetry history row, in `vpp_headend.db.models.TELEMETRY_COLUMNS` order.
+Row = tuple[str, int, datetime, datetime, float, float | None, int, float | None, str | None]
+
+
+def reading_row(r: pb.Telemetry, asset_id: str, received_at: datetime) -> Row | None:
+    """A reading as a COPY row; None when it is invalid (no time, non-finite power...)."""
+    if r.seq <= 0 or not r.HasField("ts"):
+        return None
+    ts = timestamp(r.ts.seconds, r.ts.nanos)
+    power = r.power_kw
+    if ts is None or not math.isfinite(power):
+        return None
+    soc = r.soc_pct if r.HasField("soc_pct") else None
+    if soc is not None and not math.isfinite(soc):
+        soc = None
+    sp = r.setpoint_kw if r.HasField("setpoint_kw") else None
+    if sp is not None and not math.isfinite(sp):
+        sp = None
+    sp_id = r.setpoint_id
+    status = r.status
+    return (
+        asset_id,
+        r.seq,
+        ts,
+        received_at,
+        power,
+        soc,
+        status if 0 <= status <= 32767 else 0,
+        sp,
+        sp_id if sp_id and len(sp_id) <= 64 and "\x00" not in sp_id else None,
+    )
+
+
+def register_result(reply: RegisterReply) -> vp.HeadendMessage:
+    """`RegisterReply` → HeadendMessage(register_result)."""
+    return vp.HeadendMessage(
+        register_result=vp.RegisterResult(
+            accepted_asset_ids=list(reply.accepted),
+            rejected=[
+                vp.RejectedAsset(asset_id=r.asset_id, code=_REJECT_CODES[r.code], reason=r.reason)
+                for r in reply.rejected
+            ],
+            session_id=str(reply.session_id),
+            epoch=reply.epoch,
+            telemetry_watermarks=dict(reply.watermarks),
+            protocol_version=reply.protocol_version,
+            default_asset_id=reply.default_asset_id,
+            heartbeat_interval_s=reply.heartbeat_interval_s,
+        )
+    )
+
+
+def setpoint_message(cmd: SetpointCommand) -> vp.HeadendMessage:
+    """`SetpointCommand` → HeadendMessage(setpoint); a legacy target sets no target field."""
+    common = {
+        "setpoint_id": str(cmd.setpoint_id),
+        "power_kw": cmd.power_kw,
+        "issued_at": cmd.issued_at,
+        "expires_at": cmd.expires_at,
+    }
+    if cmd.target_kind == "asset":
+        sp = vp.Setpoint(asset_id=cmd.target_id, **common)
+    elif cmd.target_kind == "site":
+        sp = vp.Setpoint(site_id=cmd.target_id, **common)
+    elif cmd.target_kind == "group":
+        sp = vp.Setpoint(group_id=cmd.target_id, **common)
+    else:
+        sp = vp.Setpoint(**common)
+    return vp.HeadendMessage(setpoint=sp)
+
+
+def heartbeat_message(seq: int, now: datetime) -> vp.HeadendMessage:
+    """HeadendMessage(heartbeat)."""
+    return vp.HeadendMessage(heartbeat=vp.Heartbeat(ts=now, seq=seq))
+
+
+def session_closed(reason: CloseReasonName, detail: str) -> vp.HeadendMessage:
+    """HeadendMessage(session_closed)."""
+    return vp.HeadendMessage(
+        session_closed=vp.SessionClosed(reason=_CLOSE_REASONS[reason], detail=detail)
+    )
+
+
+__all__ = [
+    "AgentFrame",
+    "Row",
+    "ack_from_pb",
+    "body_kind",
+    "heartbeat_message",
+    "reading_row",
+    "register_from_pb",
+    "register_result",
+    "session_closed",
+    "setpoint_message",
+    "timestamp",
+]

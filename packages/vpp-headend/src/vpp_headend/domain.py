@@ -1,0 +1,323 @@
+"""The headend's own types: frozen dataclasses that services work with.
+
+Wire messages are converted to and from these in `vpp_headend.convert` only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+from vpp_protocol.sitefile import AssetConfig
+
+TargetKind = Literal["asset", "site", "group"]
+DispatchState = Literal[
+    "pending", "sent", "received", "applied", "failed", "rejected", "expired", "superseded"
+]
+AckStateName = Literal["received", "applied", "failed", "rejected", "expired"]
+CloseReasonName = Literal[
+    "superseded", "server_shutdown", "heartbeat_timeout", "unauthorized", "protocol_error"
+]
+RejectCodeName = Literal["unknown_asset", "foreign_asset", "duplicate", "invalid", "unauthorized"]
+
+TERMINAL_STATES: frozenset[str] = frozenset(
+    {"applied", "failed", "rejected", "expired", "superseded"}
+)
+#: Progress order of dispatch states; a transition only ever moves forward.
+STATE_RANK: dict[str, int] = {
+    "pending": 0,
+    "sent": 1,
+    "received": 2,
+    "applied": 3,
+    "failed": 3,
+    "rejected": 3,
+    "expired": 3,
+    "superseded": 3,
+}
+
+ASSET_KINDS = ("pv", "bess", "meter", "genset", "ev_charger", "load", "other")
+STATUS_NAMES = ("unspecified", "ok", "offline", "fault", "standby")
+
+
+@dataclass(frozen=True, slots=True)
+class Asset:
+    """One registered asset."""
+
+    asset_id: str
+    site_id: str
+    kind: str
+    capacity_kw: float | None = None
+    min_kw: float | None = None
+    max_kw: float | None = None
+    energy_kwh: float | None = None
+
+    @property
+    def dispatchable(self) -> bool:
+        """Meters measure; they take no setpoints and no share of a split."""
+        return self.kind != "meter"
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """Effective (min_kw, max_kw), with the site file's per-kind defaults."""
+        kind = self.kind if self.kind in ASSET_KINDS else "other"
+        cfg = AssetConfig(
+            asset_id=self.asset_id,
+            kind=kind,  # type: ignore[arg-type]  # checked just above
+            capacity_kw=self.capacity_kw,
+            min_kw=self.min_kw,
+            max_kw=self.max_kw,
+        )
+        return cfg.bounds
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """One registered site, its assets and its groups."""
+
+    site_id: str
+    assets: tuple[Asset, ...] = ()
+    groups: tuple[str, ...] = ()
+    telemetry_interval_s: float | None = None
+    legacy: bool = False
+
+    @property
+    def capacity_kw(self) -> float:
+        """Aggregate nameplate capacity of the dispatchable assets."""
+        return sum(a.capacity_kw or 0.0 for a in self.assets if a.dispatchable)
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """Aggregate (min_kw, max_kw) of the dispatchable assets (may be infinite)."""
+        lo = hi = 0.0
+        for a in self.assets:
+            if a.dispatchable:
+                a_lo, a_hi = a.bounds
+                lo, hi = lo + a_lo, hi + a_hi
+        return lo, hi
+
+
+@dataclass(frozen=True, slots=True)
+class AssetClaim:
+    """An asset as a gateway describes it in Register."""
+
+    asset_id: str
+    kind: str = "other"
+    capacity_kw: float | None = None
+    min_kw: float | None = None
+    max_kw: float | None = None
+    energy_kwh: float | None = None
+
+    def problem(self) -> str | None:
+        """Why this descriptor is invalid, or None."""
+        for name in ("capacity_kw", "min_kw", "max_kw", "energy_kwh"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                return f"{name} is not finite"
+        if self.capacity_kw is not None and self.capacity_kw < 0:
+            return "capacity_kw is negative"
+        if self.min_kw is not None and self.max_kw is not None and self.min_kw > self.max_kw:
+            return "min_kw is greater than max_kw"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterRequest:
+    """A gateway's Register."""
+
+    site_id: str
+    claims: tuple[AssetClaim, ...]
+    agent_version: str = ""
+    protocol_version: int = 0
+    legacy_asset_id: str = ""
+
+    @property
+    def legacy(self) -> bool:
+        """A legacy single-asset agent: only ``asset_id``, no asset list."""
+        return not self.claims and bool(self.legacy_asset_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A claimed asset the headend refused, and why."""
+
+    asset_id: str
+    code: RejectCodeName
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimOutcome:
+    """The registry's verdict on a Register."""
+
+    site_known: bool
+    accepted: tuple[str, ...]
+    rejected: tuple[Rejection, ...]
+    default_asset_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterReply:
+    """What the headend answers a Register with."""
+
+    accepted: tuple[str, ...]
+    rejected: tuple[Rejection, ...]
+    session_id: UUID
+    epoch: int
+    watermarks: dict[str, int]
+    protocol_version: int
+    default_asset_id: str
+    heartbeat_interval_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """One asset's share of a site or group setpoint, as the gateway reports it."""
+
+    asset_id: str
+    power_kw: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A gateway's SetpointAck."""
+
+    setpoint_id: UUID
+    asset_id: str
+    state: AckStateName
+    reason: str = ""
+    ts: datetime | None = None
+    applied_kw: float | None = None
+    allocations: tuple[Allocation, ...] = ()
+    clamped: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SetpointCommand:
+    """A setpoint to send to one site session (the id is the dispatch id)."""
+
+    setpoint_id: UUID
+    target_kind: TargetKind | Literal["default"]
+    target_id: str
+    power_kw: float
+    issued_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchRequest:
+    """A validated POST /dispatch."""
+
+    target_kind: TargetKind
+    target_id: str
+    power_kw: float
+    expires_at: datetime
+    idempotency_key: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """What an idempotent retry must repeat (the expiry may drift with ttl_s)."""
+        return f"{self.target_kind}:{self.target_id}:{self.power_kw!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPlan:
+    """One site's part of a new dispatch."""
+
+    site_id: str
+    power_kw: float
+    online: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchEvent:
+    """One recorded transition."""
+
+    at: datetime
+    state: str
+    scope: str
+    scope_id: str | None
+    detail: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryView:
+    """One site's delivery of a dispatch."""
+
+    site_id: str
+    power_kw: float
+    state: str
+    sent_at: datetime | None
+    updated_at: datetime
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetView:
+    """One asset's allocation and ack state."""
+
+    asset_id: str
+    site_id: str
+    allocation_kw: float | None
+    state: str
+    applied_kw: float | None
+    clamped: bool
+    reason: str | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchView:
+    """A dispatch as the REST API shows it."""
+
+    dispatch_id: UUID
+    target_kind: str
+    target_id: str
+    power_kw: float
+    state: str
+    issued_at: datetime
+    expires_at: datetime
+    updated_at: datetime
+    detail: str | None = None
+    deliveries: tuple[DeliveryView, ...] = ()
+    targets: tuple[TargetView, ...] = ()
+    events: tuple[DispatchEvent, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LatestReading:
+    """The newest stored reading of an asset."""
+
+    asset_id: str
+    seq: int
+    ts: datetime
+    received_at: datetime
+    power_kw: float
+    soc_pct: float | None
+    status: int
+    setpoint_kw: float | None
+    setpoint_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayView:
+    """A known gateway (site) and its connection state."""
+
+    site_id: str
+    connected: bool
+    connected_since: datetime | None
+    last_seen: datetime | None
+    assets_served: tuple[str, ...]
+    remote: str | None
+    agent_version: str | None
+    epoch: int | None = None
+    session_id: UUID | None = None
+    disconnect_reason: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def status_name(code: int) -> str:
+    """Lower-case name of an AssetStatus number (``unspecified`` for unknown values)."""
+    return STATUS_NAMES[code] if 0 <= code < len(STATUS_NAMES) else "unspecified"

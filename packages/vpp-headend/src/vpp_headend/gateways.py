@@ -1,0 +1,289 @@
+"""Gateway sessions: admitting a Register, recording connects and disconnects, listing.
+
+`GatewayService.admit` turns a Register into a session (claims checked against the
+registry, a new epoch from ``gateway_sessions``, telemetry watermarks) or a refusal;
+the gRPC handler does the talking. Database writes on disconnect run as tasks the
+service owns, so a cancelled stream handler still gets its disconnect recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID, uuid4
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from vpp_protocol import PROTOCOL_VERSION
+
+from .db import models as m
+from .domain import ClaimOutcome, GatewayView, RegisterReply, RegisterRequest
+from .ingest import Ingest
+from .logs import log_event
+from .metrics import Metrics
+from .registry import Registry
+from .sessions import Session, SessionRegistry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The outcome of a Register: a session (None when the site is refused) and the reply."""
+
+    session: Session | None
+    reply: RegisterReply
+    outcome: ClaimOutcome
+
+
+class GatewayService:
+    """Admits sessions, records their lifecycle, and lists gateways."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        registry: Registry,
+        sessions: SessionRegistry,
+        ingest: Ingest,
+        metrics: Metrics,
+        *,
+        auto_enroll: bool,
+        heartbeat_interval_s: float,
+        replica: str,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._engine = engine
+        self._registry = registry
+        self.sessions = sessions
+        self._ingest = ingest
+        self._metrics = metrics
+        self._auto_enroll = auto_enroll
+        self._heartbeat = heartbeat_interval_s
+        self._replica = replica
+        self._clock = clock
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Mark sessions this replica left open (a crash) as disconnected."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(m.gateway_sessions)
+                .where(
+                    m.gateway_sessions.c.replica == self._replica, m.gateway_sessions.c.connected
+                )
+                .values(
+                    connected=False,
+                    disconnected_at=self._clock(),
+                    disconnect_reason="headend_restart",
+                )
+            )
+
+    async def stop(self) -> None:
+        """Wait for pending disconnect records."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def admit(self, req: RegisterRequest, remote: str) -> Admission:
+        """Check the claims; open and route a session unless the site is refused."""
+        outcome = await self._registry.authorize(req, auto_enroll=self._auto_enroll)
+        for r in outcome.rejected:
+            self._metrics.assets_rejected.labels(r.code).inc()
+            log_event(
+                log,
+                "asset_rejected",
+                level=logging.WARNING,
+                site_id=req.site_id,
+                asset_id=r.asset_id,
+                code=r.code,
+                reason=r.reason,
+                remote=remote,
+            )
+        session_id = uuid4()
+        if not outcome.site_known:
+            reply = RegisterReply(
+                accepted=(),
+                rejected=outcome.rejected,
+                session_id=session_id,
+                epoch=0,
+                watermarks={},
+                protocol_version=PROTOCOL_VERSION,
+                default_asset_id="",
+                heartbeat_interval_s=self._heartbeat,
+            )
+            return Admission(None, reply, outcome)
+        now = self._clock()
+        watermarks = await self._ingest.watermarks(outcome.accepted)
+        epoch = await self._record_connect(req, outcome, session_id, remote, now)
+        session = Session(
+            site_id=req.site_id,
+            session_id=session_id,
+            epoch=epoch,
+            assets=frozenset(outcome.accepted),
+            default_asset_id=outcome.default_asset_id,
+            remote=remote,
+            agent_version=req.agent_version,
+            connected_since=now,
+            last_seen=now,
+        )
+        old = self.sessions.open(session)
+        if old is not None:
+            log_event(
+                log,
+                "session_superseded",
+                site_id=req.site_id,
+                old_session_id=old.session_id,
+                old_epoch=old.epoch,
+                new_session_id=session_id,
+                new_epoch=epoch,
+            )
+        self._metrics.sessions_total.inc()
+        self._update_gauges()
+        reply = RegisterReply(
+            accepted=outcome.accepted,
+            rejected=outcome.rejected,
+            session_id=session_id,
+            epoch=epoch,
+            watermarks=watermarks,
+            protocol_version=PROTOCOL_VERSION,
+            default_asset_id=outcome.default_asset_id,
+            heartbeat_interval_s=self._heartbeat,
+        )
+        return Admission(session, reply, outcome)
+
+    def closed(self, session: Session, reason: str) -> None:
+        """The stream of ``session`` ended; unroute it and record why (in the background)."""
+        current = self.sessions.remove(session)
+        self._update_gauges()
+        self._metrics.disconnects.labels(reason).inc()
+        duration = (self._clock() - session.connected_since).total_seconds()
+        log_event(
+            log,
+            "disconnect",
+            site_id=session.site_id,
+            session_id=session.session_id,
+            epoch=session.epoch,
+            reason=reason,
+            remote=session.remote,
+            duration_s=duration,
+        )
+        if current:
+            task = asyncio.create_task(self._record_disconnect(session, reason))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def seen(self, session: Session) -> None:
+        """Persist ``last_seen`` (called at most once per heartbeat interval)."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(m.gateway_sessions)
+                .where(
+                    m.gateway_sessions.c.site_id == session.site_id,
+                    m.gateway_sessions.c.session_id == session.session_id,
+                )
+                .values(last_seen=session.last_seen)
+            )
+
+    async def list_gateways(self) -> list[GatewayView]:
+        """Every registered site with its gateway's connection state, by site id."""
+        g = m.gateway_sessions
+        query = (
+            select(m.sites.c.site_id, g)
+            .select_from(m.sites.outerjoin(g, g.c.site_id == m.sites.c.site_id))
+            .order_by(m.sites.c.site_id)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        out: list[GatewayView] = []
+        for row in rows:
+            r = row._mapping
+            live = self.sessions.for_site(r["site_id"])
+            if live is not None:
+                out.append(
+                    GatewayView(
+                        site_id=live.site_id,
+                        connected=True,
+                        connected_since=live.connected_since,
+                        last_seen=live.last_seen,
+                        assets_served=tuple(sorted(live.assets)),
+                        remote=live.remote,
+                        agent_version=live.agent_version,
+                        epoch=live.epoch,
+                        session_id=live.session_id,
+                    )
+                )
+                continue
+            served = r["assets_served"]
+            out.append(
+                GatewayView(
+                    site_id=r["site_id"],
+                    # Another replica may hold the stream (DESIGN.md §7): trust its record.
+                    connected=bool(r["connected"]) and r["replica"] != self._replica,
+                    connected_since=r["connected_since"],
+                    last_seen=r["last_seen"],
+                    assets_served=tuple(served.split(",")) if served else (),
+                    remote=r["remote"],
+                    agent_version=r["agent_version"],
+                    epoch=r["epoch"],
+                    session_id=r["session_id"],
+                    disconnect_reason=r["disconnect_reason"],
+                )
+            )
+        return out
+
+    def _update_gauges(self) -> None:
+        self._metrics.gateways_connected.set(len(self.sessions))
+        self._metrics.assets_served.set(self.sessions.assets_served)
+
+    async def _record_connect(
+        self,
+        req: RegisterRequest,
+        outcome: ClaimOutcome,
+        session_id: UUID,
+        remote: str,
+        now: datetime,
+    ) -> int:
+        g = m.gateway_sessions
+        values = {
+            "session_id": session_id,
+            "connected": True,
+            "connected_since": now,
+            "last_seen": now,
+            "disconnected_at": None,
+            "disconnect_reason": None,
+            "remote": remote,
+            "agent_version": req.agent_version,
+            "replica": self._replica,
+            "assets_served": ",".join(sorted(outcome.accepted)),
+        }
+        stmt = insert(g).values(site_id=req.site_id, epoch=1, **values)
+        upsert = stmt.on_conflict_do_update(
+            index_elements=[g.c.site_id], set_={**values, "epoch": g.c.epoch + 1}
+        ).returning(g.c.epoch)
+        async with self._engine.begin() as conn:
+            epoch = (await conn.execute(upsert)).scalar_one()
+        return int(epoch)
+
+    async def _record_disconnect(self, session: Session, reason: str) -> None:
+        g = m.gateway_sessions
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    update(g)
+                    .where(g.c.site_id == session.site_id, g.c.session_id == session.session_id)
+                    .values(
+                        connected=False,
+                        disconnected_at=self._clock(),
+                        disconnect_reason=reason,
+                        last_seen=session.last_seen,
+                    )
+                )
+        except Exception as exc:  # a lost record must not take the server down
+            log_event(log, "disconnect_record_failed", level=logging.WARNING, error=exc)
+
+
+__all__ = ["Admission", "GatewayService"]

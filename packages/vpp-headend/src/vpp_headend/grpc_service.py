@@ -1,0 +1,396 @@
+"""The gRPC AgentService: one long-lived bidirectional stream per gateway.
+
+A stream runs two tasks: a receiver (Register first, then telemetry, acks and
+heartbeats) and a sender (RegisterResult, then setpoints from the session's outbox and
+a Heartbeat every interval). Whichever ends first ends the stream; the other is
+cancelled. A close requested by the headend (superseded, shutdown, heartbeat timeout,
+protocol error) is a SessionClosed message, then the end of the stream with a gRPC
+status. Nothing a gateway sends can crash the server or another session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import grpclib.const
+from google.protobuf.message import (  # type: ignore[import-untyped,unused-ignore]
+    DecodeError as PbDecodeError,
+)
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError, StreamTerminatedError
+from grpclib.server import Stream
+
+import vpp_protocol as vp
+from vpp_protocol.upb import pb
+
+from . import convert
+from .dispatch import DispatchService
+from .domain import CloseReasonName
+from .errors import HeadendError, ProtocolViolationError
+from .gateways import GatewayService
+from .ingest import Ingest
+from .logs import log_event
+from .metrics import Metrics
+from .sessions import CLOSE, Session
+
+log = logging.getLogger(__name__)
+
+CONNECT_PATH = "/vpp.agent.v1.AgentService/Connect"
+
+_CLOSE_STATUS: dict[str, Status] = {
+    "superseded": Status.ABORTED,
+    "server_shutdown": Status.UNAVAILABLE,
+    "heartbeat_timeout": Status.DEADLINE_EXCEEDED,
+    "unauthorized": Status.PERMISSION_DENIED,
+    "protocol_error": Status.INVALID_ARGUMENT,
+}
+
+AgentStream = Stream[Any, vp.HeadendMessage]  # requests are upb pb.AgentMessage
+
+
+class _Closed(Exception):
+    """The sender finished a headend-initiated close."""
+
+    def __init__(self, reason: CloseReasonName, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class AgentService:
+    """grpclib servicer of ``vpp.agent.v1.AgentService``.
+
+    Incoming frames are decoded as upb messages (fast telemetry path); replies are the
+    public betterproto2 dataclasses.
+    """
+
+    def __init__(
+        self,
+        gateways: GatewayService,
+        dispatch: DispatchService,
+        ingest: Ingest,
+        metrics: Metrics,
+        *,
+        heartbeat_interval_s: float,
+        register_timeout_s: float,
+        close_grace_s: float = 1.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._gateways = gateways
+        self._dispatch = dispatch
+        self._ingest = ingest
+        self._metrics = metrics
+        self._hb = heartbeat_interval_s
+        self._register_timeout = register_timeout_s
+        self._close_grace = close_grace_s
+        self._clock = clock
+        self._streams: set[asyncio.Task[Any]] = set()
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        return {
+            CONNECT_PATH: grpclib.const.Handler(
+                self.connect,
+                grpclib.const.Cardinality.STREAM_STREAM,
+                pb.AgentMessage,
+                vp.HeadendMessage,
+            )
+        }
+
+    @property
+    def open_streams(self) -> int:
+        """Stream handlers still running."""
+        return len(self._streams)
+
+    async def wait_streams_closed(self, grace_s: float) -> bool:
+        """Wait until every stream handler returned; False on timeout."""
+        pending = set(self._streams)
+        if not pending:
+            return True
+        _, still = await asyncio.wait(pending, timeout=grace_s)
+        return not still
+
+    # -- the handler ---------------------------------------------------------------------
+
+    async def connect(self, stream: AgentStream) -> None:
+        """Handle one gateway stream from Register to the end."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._streams.add(task)
+        try:
+            await self._connect(stream)
+        except StreamTerminatedError:
+            pass  # the peer went away; nothing to answer
+        finally:
+            self._streams.discard(task)
+
+    async def _connect(self, stream: AgentStream) -> None:
+        remote = _remote(stream)
+        try:
+            request = await self._first_register(stream)
+        except ProtocolViolationError as exc:
+            await self._refuse(stream, "protocol_error", exc.detail, remote, None)
+            return
+        if request is None:
+            return
+        if self._gateways.sessions.shutting_down:
+            await self._refuse(stream, "server_shutdown", "headend is shutting down", remote, None)
+            return
+        admission = await self._gateways.admit(request, remote)
+        await stream.send_message(convert.register_result(admission.reply))
+        session = admission.session
+        if session is None:
+            await self._refuse(
+                stream,
+                "unauthorized",
+                f"site {request.site_id!r} is not registered",
+                remote,
+                request.site_id,
+            )
+            return
+        log_event(
+            log,
+            "connect",
+            site_id=session.site_id,
+            session_id=session.session_id,
+            epoch=session.epoch,
+            remote=remote,
+            assets=len(session.assets),
+            rejected=len(admission.outcome.rejected),
+            legacy=request.legacy,
+            agent_version=request.agent_version or None,
+        )
+        reason = "connection_lost"
+        sender = asyncio.create_task(self._send_loop(stream, session), name="session-send")
+        receiver = asyncio.create_task(self._recv_loop(stream, session), name="session-recv")
+        try:
+            await self._dispatch.deliver_pending(session)
+            done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            if receiver in done:
+                failure = receiver.exception()
+                if failure is None:
+                    reason = "client_closed"
+                    return
+                if not isinstance(failure, ProtocolViolationError):
+                    self._log_failure(session, failure)
+                    return
+                reason = "protocol_error"
+                self._metrics.protocol_errors.inc()
+                log_event(
+                    log,
+                    "protocol_error",
+                    level=logging.WARNING,
+                    site_id=session.site_id,
+                    session_id=session.session_id,
+                    detail=failure.detail,
+                )
+                session.close("protocol_error", failure.detail)
+                await asyncio.wait({sender}, timeout=self._close_grace)
+                await self._drain(stream)
+                raise GRPCError(_CLOSE_STATUS["protocol_error"], failure.detail)
+            failure = sender.exception()
+            if isinstance(failure, _Closed):
+                reason = failure.reason
+                # Let the gateway read SessionClosed: grpclib resets a stream the client
+                # has not half-closed when the status is not OK, and a reset discards
+                # what the client has not read yet. A gateway ends its side on SessionClosed.
+                await asyncio.wait({receiver}, timeout=self._close_grace)
+                raise GRPCError(_CLOSE_STATUS[failure.reason], failure.detail)
+            if failure is not None:
+                self._log_failure(session, failure)
+        finally:
+            for t in (sender, receiver):
+                t.cancel()
+            await asyncio.gather(sender, receiver, return_exceptions=True)
+            self._gateways.closed(session, reason)
+
+    def _log_failure(self, session: Session, failure: BaseException) -> None:
+        if not isinstance(failure, StreamTerminatedError | ConnectionError):
+            log.error("stream of site %s failed", session.site_id, exc_info=failure)
+
+    async def _drain(self, stream: AgentStream) -> None:
+        """Read and discard until the gateway ends its side (bounded by the close grace)."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self._close_grace):
+                while await stream.recv_message() is not None:
+                    pass
+
+    async def _first_register(self, stream: AgentStream) -> Any:
+        """The Register that must open a stream; None when the peer left first."""
+        try:
+            async with asyncio.timeout(self._register_timeout):
+                frame = await stream.recv_message()
+        except TimeoutError:
+            raise ProtocolViolationError(
+                f"no Register within {self._register_timeout:g} s"
+            ) from None
+        except PbDecodeError as exc:
+            raise ProtocolViolationError(f"malformed AgentMessage: {exc}") from None
+        if frame is None:
+            return None
+        kind = convert.body_kind(frame)
+        if kind != "register":
+            raise ProtocolViolationError(f"the first message must be Register, not {kind}")
+        return convert.register_from_pb(frame.register)
+
+    async def _refuse(
+        self,
+        stream: AgentStream,
+        reason: CloseReasonName,
+        detail: str,
+        remote: str,
+        site_id: str | None,
+    ) -> None:
+        """SessionClosed + a gRPC status for a stream that never got a session."""
+        if reason == "protocol_error":
+            self._metrics.protocol_errors.inc()
+        log_event(
+            log,
+            "refused",
+            level=logging.WARNING,
+            reason=reason,
+            detail=detail,
+            remote=remote,
+            site_id=site_id,
+        )
+        with contextlib.suppress(StreamTerminatedError, ConnectionError):
+            await stream.send_message(convert.session_closed(reason, detail))
+        await self._drain(stream)
+        raise GRPCError(_CLOSE_STATUS[reason], detail)
+
+    # -- sender --------------------------------------------------------------------------
+
+    async def _send_loop(self, stream: AgentStream, session: Session) -> None:
+        """Setpoints from the outbox, heartbeats on time, and the close."""
+        interval = self._hb
+        seq = 0
+        next_hb = time.monotonic() + interval
+        while True:
+            now = time.monotonic()
+            silent_until = session.last_seen_mono + 3 * interval
+            if now >= silent_until:
+                session.close(
+                    "heartbeat_timeout", f"nothing heard for {3 * interval:g} s (3 intervals)"
+                )
+            if now >= next_hb:
+                seq += 1
+                await stream.send_message(convert.heartbeat_message(seq, self._clock()))
+                next_hb += interval * (1 + int((now - next_hb) // interval))
+                continue
+            item: object = None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, min(next_hb, silent_until) - now)):
+                    item = await session.outbox.get()
+            if item is None:
+                continue
+            if item is CLOSE:
+                reason = cast(CloseReasonName, session.close_reason)
+                with contextlib.suppress(StreamTerminatedError, ConnectionError):
+                    await stream.send_message(convert.session_closed(reason, session.close_detail))
+                raise _Closed(reason, session.close_detail)
+            await stream.send_message(cast(vp.HeadendMessage, item))
+            # Yield between sends: grpclib does not while the window has room.
+            await asyncio.sleep(0)
+
+    # -- receiver ------------------------------------------------------------------------
+
+    async def _recv_loop(self, stream: AgentStream, session: Session) -> None:
+        """Everything the gateway sends after Register; returns when it ends the stream."""
+        last_persisted = time.monotonic()
+        while True:
+            try:
+                frame = await stream.recv_message()
+            except PbDecodeError as exc:
+                raise ProtocolViolationError(f"malformed AgentMessage: {exc}") from None
+            if frame is None:
+                return
+            now = self._clock()
+            session.touch(now)
+            kind = convert.body_kind(frame)
+            if kind == "telemetry_batch":
+                await self._telemetry(session, frame.telemetry_batch.readings, now)
+            elif kind == "telemetry":
+                await self._telemetry(session, (frame.telemetry,), now)
+            elif kind == "setpoint_ack":
+                await self._ack(session, frame.setpoint_ack)
+            elif kind == "heartbeat":
+                if time.monotonic() - last_persisted >= self._hb:
+                    last_persisted = time.monotonic()
+                    await self._gateways.seen(session)
+            elif kind == "register":
+                raise ProtocolViolationError("Register sent twice on one stream")
+            else:
+                raise ProtocolViolationError("empty AgentMessage (no body)")
+
+    async def _telemetry(
+        self, session: Session, readings: Iterable[pb.Telemetry], received_at: datetime
+    ) -> None:
+        ingest, metrics, assets = self._ingest, self._metrics, session.assets
+        default = session.default_asset_id
+        rows: list[convert.Row] = []
+        n = 0
+        for r in readings:
+            n += 1
+            asset_id = r.asset_id or default
+            if asset_id not in assets:
+                self._drop(session, asset_id, "foreign_asset" if asset_id else "no_asset")
+                continue
+            row = convert.reading_row(r, asset_id, received_at)
+            if row is None:
+                self._drop(session, asset_id, "invalid")
+                continue
+            if ingest.accept(asset_id, row[1]):
+                rows.append(row)
+        metrics.telemetry_received.inc(n)
+        await ingest.put(rows)  # waits while the queue is full: backpressure
+
+    def _drop(self, session: Session, asset_id: str, reason: str) -> None:
+        self._metrics.telemetry_dropped.labels(reason).inc()
+        log_event(
+            log,
+            "telemetry_dropped",
+            level=logging.WARNING,
+            site_id=session.site_id,
+            asset_id=asset_id[:64] or None,
+            reason=reason,
+        )
+
+    async def _ack(self, session: Session, msg: pb.SetpointAck) -> None:
+        try:
+            ack = convert.ack_from_pb(msg, session.default_asset_id)
+        except ProtocolViolationError as exc:
+            # A bad ack is logged and ignored: closing would not make the gateway's
+            # report any better, and it would drop the telemetry flowing alongside.
+            self._metrics.protocol_errors.inc()
+            self._metrics.acks_ignored.labels("invalid").inc()
+            log_event(
+                log,
+                "ack_invalid",
+                level=logging.WARNING,
+                site_id=session.site_id,
+                detail=exc.detail,
+            )
+            return
+        try:
+            await self._dispatch.on_ack(session, ack)
+        except HeadendError as exc:
+            log_event(log, "ack_failed", level=logging.WARNING, detail=exc.detail)
+
+
+def _remote(stream: AgentStream) -> str:
+    try:
+        addr = stream.peer.addr()
+    except Exception:  # peer info is best effort
+        return "?"
+    if not addr:
+        return "?"
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+__all__ = ["CONNECT_PATH", "AgentService"]

@@ -1,0 +1,266 @@
+"""One headend: the engine, the services, the ingest writer and the gRPC server.
+
+`Headend.start` / `Headend.stop` are what the Litestar lifespan calls, and what tests
+call directly to run a headend in their own event loop on ephemeral ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from grpclib._typing import IServable
+from grpclib.config import Configuration
+from grpclib.health.service import Health
+from grpclib.reflection.service import ServerReflection
+from grpclib.server import Server
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .db.engine import make_engine, ping
+from .db.migrate import current_revision, head_revision
+from .db.partitions import ensure_partitions
+from .db.url import redacted
+from .dispatch import DispatchService
+from .errors import UnavailableError
+from .gateways import GatewayService
+from .grpc_service import AgentService
+from .ingest import Ingest
+from .logs import log_event
+from .metrics import Metrics
+from .registry import Registry
+from .sessions import SessionRegistry
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+class Headend:
+    """Owns every long-lived part of a headend process and their tasks."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        if settings.database_url is None:
+            raise ValueError("Headend needs settings.database_url (the CLI starts embedded)")
+        self.settings = settings
+        self._clock = clock
+        self.metrics = Metrics()
+        self.sessions = SessionRegistry()
+        self._engine: AsyncEngine | None = None
+        self._server: Server | None = None
+        self._service: AgentService | None = None
+        self._maintenance: asyncio.Task[None] | None = None
+        self.grpc_port: int | None = None
+        self._registry: Registry | None = None
+        self._ingest: Ingest | None = None
+        self._gateways: GatewayService | None = None
+        self._dispatch: DispatchService | None = None
+
+    # -- accessors (valid between start and stop) ------------------------------------------
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return _running(self._engine)
+
+    @property
+    def registry(self) -> Registry:
+        return _running(self._registry)
+
+    @property
+    def ingest(self) -> Ingest:
+        return _running(self._ingest)
+
+    @property
+    def gateways(self) -> GatewayService:
+        return _running(self._gateways)
+
+    @property
+    def dispatch(self) -> DispatchService:
+        return _running(self._dispatch)
+
+    @property
+    def started(self) -> bool:
+        """True between a successful `start` and `stop`."""
+        return self._server is not None
+
+    @property
+    def grpc_listening(self) -> bool:
+        """True while the gRPC server accepts connections."""
+        return self._server is not None and not self.sessions.shutting_down
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect to the database, start the services and the gRPC server."""
+        s = self.settings
+        assert s.database_url is not None
+        engine = self._engine = make_engine(s.database_url)
+        try:
+            await ping(engine)
+        except Exception as exc:
+            await engine.dispose()
+            self._engine = None
+            raise UnavailableError(
+                f"database {redacted(s.database_url)} is not reachable: {exc}"
+            ) from exc
+        have, want = await current_revision(engine), head_revision()
+        if have != want:
+            await engine.dispose()
+            self._engine = None
+            raise UnavailableError(
+                f"database schema is at {have or 'nothing'}, this headend needs {want}: "
+                "run `vpp-headend db upgrade`"
+            )
+        created = await ensure_partitions(engine, self._clock().date(), s.partition_days_ahead)
+        if created:
+            log_event(log, "partitions_created", names=created)
+        self._registry = Registry(engine)
+        self._ingest = Ingest(
+            engine,
+            self.metrics,
+            queue_rows=s.ingest_queue_rows,
+            batch_rows=s.ingest_batch_rows,
+            latest_flush_interval_s=s.latest_flush_interval_s,
+            clock=self._clock,
+        )
+        self.metrics.add_lag_source(self._ingest.latest_in_memory, self._clock)
+        self._gateways = GatewayService(
+            engine,
+            self._registry,
+            self.sessions,
+            self._ingest,
+            self.metrics,
+            auto_enroll=s.auto_enroll,
+            heartbeat_interval_s=s.heartbeat_interval_s,
+            replica=s.replica,
+            clock=self._clock,
+        )
+        self._dispatch = DispatchService(
+            engine,
+            self._registry,
+            self.sessions,
+            self.metrics,
+            ack_grace_s=s.ack_grace_s,
+            sweep_interval_s=s.sweep_interval_s,
+            clock=self._clock,
+        )
+        await self._ingest.start()
+        await self._gateways.start()
+        await self._dispatch.start()
+        self._service = AgentService(
+            self._gateways,
+            self._dispatch,
+            self._ingest,
+            self.metrics,
+            heartbeat_interval_s=s.heartbeat_interval_s,
+            register_timeout_s=s.register_timeout_s,
+            close_grace_s=s.close_grace_s,
+            clock=self._clock,
+        )
+        handlers: list[IServable] = [self._service, Health()]
+        handlers = ServerReflection.extend(handlers)
+        self._server = Server(handlers, config=self._grpc_config())
+        sock = socket.create_server((s.host, s.grpc_port), reuse_port=False)
+        self.grpc_port = sock.getsockname()[1]
+        await self._server.start(sock=sock)
+        self._maintenance = asyncio.create_task(self._partition_loop(), name="partitions")
+        log_event(
+            log,
+            "grpc_listening",
+            host=s.host,
+            port=self.grpc_port,
+            heartbeat_interval_s=s.heartbeat_interval_s,
+            auto_enroll=s.auto_enroll,
+        )
+
+    def _grpc_config(self) -> Configuration:
+        s = self.settings
+        # With only _keepalive_time set, grpclib's 300 s minimum ping interval suppresses
+        # pings (STACK_NOTES): set the interval and max-pings-without-data as well.
+        return Configuration(
+            _keepalive_time=s.keepalive_time_s,
+            _keepalive_timeout=s.keepalive_timeout_s,
+            _keepalive_permit_without_calls=True,
+            _http2_max_pings_without_data=0,
+            _http2_min_sent_ping_interval_without_data=s.keepalive_time_s,
+        )
+
+    async def stop(self) -> None:
+        """End every stream with SERVER_SHUTDOWN, stop the server, flush ingest, close DB."""
+        self.sessions.shutting_down = True
+        closing = self.sessions.close_all("server_shutdown", "headend is shutting down")
+        if closing:
+            log_event(log, "shutdown_closing_sessions", sessions=len(closing))
+        if self._service is not None:
+            done = await self._service.wait_streams_closed(self.settings.shutdown_grace_s)
+            if not done:
+                log_event(
+                    log,
+                    "shutdown_streams_timeout",
+                    level=logging.WARNING,
+                    streams=self._service.open_streams,
+                )
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+            self._maintenance = None
+        if self._dispatch is not None:
+            await self._dispatch.stop()
+        if self._ingest is not None:
+            await self._ingest.stop()
+        if self._gateways is not None:
+            await self._gateways.stop()
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+        log_event(log, "stopped")
+
+    async def ready(self) -> list[str]:
+        """What is not ready (empty list: ready)."""
+        problems: list[str] = []
+        if not self.grpc_listening:
+            problems.append("gRPC server is not listening")
+        if self._engine is None:
+            problems.append("database engine is not started")
+        else:
+            try:
+                async with asyncio.timeout(2.0):
+                    await ping(self._engine)
+            except Exception as exc:
+                problems.append(f"database is not reachable: {type(exc).__name__}")
+        return problems
+
+    async def _partition_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.partition_check_interval_s)
+            try:
+                created = await ensure_partitions(
+                    self.engine, self._clock().date(), self.settings.partition_days_ahead
+                )
+                if created:
+                    log_event(log, "partitions_created", names=created)
+            except Exception as exc:  # retried at the next check
+                log_event(log, "partitions_failed", level=logging.WARNING, error=exc)
+
+
+def _running(value: _T | None) -> _T:
+    if value is None:
+        raise UnavailableError("headend is not running")
+    return value
+
+
+__all__ = ["Headend"]

@@ -1,0 +1,338 @@
+"""Telemetry ingest: dedupe on receipt, a bounded queue, and one background writer.
+
+Receivers (one per gateway stream) call `Ingest.accept` per reading (duplicate and gap
+bookkeeping against the per-asset watermark) and `Ingest.put` per frame. `put` waits
+while the queue is full, so a stream handler stops reading and HTTP/2 flow control
+pushes back on the gateway: nothing is dropped silently. The writer takes batches off
+the queue and writes them with binary COPY on the raw psycopg connection; after each
+commit it advances the per-asset *stored* watermark and the in-memory latest values,
+which a second loop upserts into ``telemetry_latest`` in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import cast
+
+import psycopg
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .convert import Row
+from .db.models import TELEMETRY_COLUMNS
+from .domain import LatestReading
+from .logs import log_event
+from .metrics import Metrics
+from .watermarks import DUPLICATE, SeqTracker
+
+log = logging.getLogger(__name__)
+
+_COPY = f"COPY telemetry ({', '.join(TELEMETRY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_COPY_TYPES = [
+    "text",
+    "int8",
+    "timestamptz",
+    "timestamptz",
+    "float8",
+    "float8",
+    "int2",
+    "float8",
+    "text",
+]
+_UPSERT_LATEST = text(
+    """
+    INSERT INTO telemetry_latest AS l
+        (asset_id, seq, ts, received_at, power_kw, soc_pct, status, setpoint_kw, setpoint_id)
+    SELECT * FROM unnest(
+        CAST(:asset_id AS text[]), CAST(:seq AS bigint[]), CAST(:ts AS timestamptz[]),
+        CAST(:received_at AS timestamptz[]), CAST(:power_kw AS float8[]),
+        CAST(:soc_pct AS float8[]), CAST(:status AS smallint[]),
+        CAST(:setpoint_kw AS float8[]), CAST(:setpoint_id AS text[]))
+    ON CONFLICT (asset_id) DO UPDATE SET
+        seq = EXCLUDED.seq, ts = EXCLUDED.ts, received_at = EXCLUDED.received_at,
+        power_kw = EXCLUDED.power_kw, soc_pct = EXCLUDED.soc_pct, status = EXCLUDED.status,
+        setpoint_kw = EXCLUDED.setpoint_kw, setpoint_id = EXCLUDED.setpoint_id
+    WHERE l.seq < EXCLUDED.seq
+    """
+)
+# Highest stored seq per asset. telemetry_latest can lag history after a crash (it is
+# flushed in batches), so history newer than the latest row is checked too; that range
+# is small and served by the (asset_id, ts) index.
+_WATERMARKS = text(
+    """
+    SELECT a.asset_id,
+           GREATEST(l.seq, (SELECT max(t.seq) FROM telemetry t
+                            WHERE t.asset_id = a.asset_id
+                              AND t.ts >= COALESCE(l.ts - interval '1 hour', '-infinity')))
+    FROM unnest(CAST(:ids AS text[])) AS a(asset_id)
+    LEFT JOIN telemetry_latest l ON l.asset_id = a.asset_id
+    """
+)
+_LATEST = text(
+    "SELECT asset_id, seq, ts, received_at, power_kw, soc_pct, status, setpoint_kw, "
+    "setpoint_id FROM telemetry_latest WHERE asset_id = :a"
+)
+
+
+class RowQueue:
+    """A FIFO of row chunks bounded by the total number of rows."""
+
+    def __init__(self, max_rows: int) -> None:
+        self._max = max_rows
+        self._chunks: deque[list[Row]] = deque()
+        self._rows = 0
+        self._cond = asyncio.Condition()
+        self._closed = False
+
+    @property
+    def depth(self) -> int:
+        """Rows waiting."""
+        return self._rows
+
+    async def put(self, rows: list[Row]) -> None:
+        """Append a chunk, waiting while the queue is full (an oversized chunk waits for empty)."""
+        async with self._cond:
+            await self._cond.wait_for(
+                lambda: self._closed or self._rows == 0 or self._rows + len(rows) <= self._max
+            )
+            self._chunks.append(rows)
+            self._rows += len(rows)
+            self._cond.notify_all()
+
+    async def get(self, max_rows: int) -> list[Row]:
+        """Up to ``max_rows`` rows, waiting for the first; [] once closed and empty."""
+        async with self._cond:
+            await self._cond.wait_for(lambda: self._rows > 0 or self._closed)
+            out: list[Row] = []
+            while self._chunks and len(out) < max_rows:
+                chunk = self._chunks[0]
+                room = max_rows - len(out)
+                if len(chunk) <= room:
+                    out += self._chunks.popleft()
+                else:
+                    out += chunk[:room]
+                    self._chunks[0] = chunk[room:]
+            self._rows -= len(out)
+            self._cond.notify_all()
+            return out
+
+    async def close(self) -> None:
+        """Let `get` return [] once empty and release waiting putters."""
+        async with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class Ingest:
+    """Owns the telemetry queue, the writer tasks and the per-asset watermarks."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        metrics: Metrics,
+        *,
+        queue_rows: int,
+        batch_rows: int,
+        latest_flush_interval_s: float,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._engine = engine
+        self._metrics = metrics
+        self._batch_rows = batch_rows
+        self._latest_interval = latest_flush_interval_s
+        self._clock = clock
+        self.queue = RowQueue(queue_rows)
+        self._trackers: dict[str, SeqTracker] = {}
+        self._stored: dict[str, int] = {}
+        self._latest: dict[str, Row] = {}
+        self._dirty: set[str] = set()
+        self._stored_changed = asyncio.Condition()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._rate_window: deque[tuple[float, int]] = deque()
+        self.gaps: dict[str, int] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the writer and the latest-value flusher."""
+        self._tasks = [
+            asyncio.create_task(self._writer(), name="ingest-writer"),
+            asyncio.create_task(self._latest_loop(), name="ingest-latest"),
+        ]
+
+    async def stop(self) -> None:
+        """Write everything queued, flush latest values, stop the tasks."""
+        await self.queue.close()
+        writer, latest = self._tasks or (None, None)
+        if writer is not None:
+            await writer
+        if latest is not None:
+            latest.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await latest
+        await self._flush_latest()
+        self._tasks = []
+
+    # -- receive side (called by stream handlers) ------------------------------------------
+
+    def accept(self, asset_id: str, seq: int) -> bool:
+        """True for a new reading; False for a duplicate (counted). Gaps are counted here."""
+        tracker = self._trackers.get(asset_id)
+        if tracker is None:
+            tracker = self._trackers[asset_id] = SeqTracker(self._stored.get(asset_id, 0))
+        outcome = tracker.offer(seq)
+        if outcome == DUPLICATE:
+            self._metrics.telemetry_duplicates.inc()
+            return False
+        if outcome:
+            self._metrics.telemetry_gaps.inc(outcome)
+            self.gaps[asset_id] = self.gaps.get(asset_id, 0) + outcome
+        return True
+
+    async def put(self, rows: list[Row]) -> None:
+        """Queue accepted rows for writing; waits while the queue is full (backpressure)."""
+        if rows:
+            await self.queue.put(rows)
+            self._metrics.ingest_queue_depth.set(self.queue.depth)
+
+    async def load_watermarks(self, asset_ids: Iterable[str]) -> None:
+        """Load the stored watermark of assets this process has not tracked yet."""
+        missing = [a for a in asset_ids if a not in self._trackers]
+        if not missing:
+            return
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(_WATERMARKS, {"ids": missing})).all()
+        for asset_id, wm in rows:
+            if asset_id not in self._trackers:
+                stored = int(wm or 0)
+                self._stored[asset_id] = max(self._stored.get(asset_id, 0), stored)
+                self._trackers[asset_id] = SeqTracker(self._stored[asset_id])
+
+    async def watermarks(self, asset_ids: Iterable[str], catch_up_s: float = 2.0) -> dict[str, int]:
+        """Highest stored seq per asset, after waiting (bounded) for accepted rows to land."""
+        ids = list(asset_ids)
+        await self.load_watermarks(ids)
+
+        def caught_up() -> bool:
+            return all(self._stored.get(a, 0) >= self._trackers[a].hwm for a in ids)
+
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(catch_up_s), self._stored_changed:
+                await self._stored_changed.wait_for(caught_up)
+        return {a: self._stored.get(a, 0) for a in ids}
+
+    # -- read side -------------------------------------------------------------------------
+
+    def latest_in_memory(self) -> Iterable[tuple[str, datetime]]:
+        """(asset_id, ts) of the newest stored reading of every asset seen by this process."""
+        return [(a, row[2]) for a, row in list(self._latest.items())]
+
+    async def latest(self, asset_id: str) -> LatestReading | None:
+        """The newest stored reading of an asset (memory first, then the database)."""
+        row = self._latest.get(asset_id)
+        if row is None:
+            async with self._engine.connect() as conn:
+                found = (await conn.execute(_LATEST, {"a": asset_id})).first()
+            if found is None:
+                return None
+            row = cast(Row, tuple(found))
+        return LatestReading(*row)
+
+    # -- writer ----------------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        while True:
+            rows = await self.queue.get(self._batch_rows)
+            self._metrics.ingest_queue_depth.set(self.queue.depth)
+            if not rows:
+                return
+            await self._write_with_retry(rows)
+
+    async def _write_with_retry(self, rows: list[Row]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                started = time.perf_counter()
+                await self._copy(rows)
+            except (OperationalError, psycopg.OperationalError) as exc:
+                # The database is away: keep the rows (receivers block on the full queue).
+                log_event(log, "ingest_retry", level=logging.WARNING, rows=len(rows), error=exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            except (DBAPIError, psycopg.Error) as exc:
+                # Rows the database refuses would block ingest forever: count and log them.
+                self._metrics.telemetry_dropped.labels("write_error").inc(len(rows))
+                log_event(log, "ingest_failed", level=logging.ERROR, rows=len(rows), error=exc)
+                return
+            self._metrics.ingest_write_seconds.observe(time.perf_counter() - started)
+            await self._committed(rows)
+            return
+
+    async def _copy(self, rows: list[Row]) -> None:
+        async with self._engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            pg: psycopg.AsyncConnection[object] = raw.driver_connection  # type: ignore[assignment]
+            async with pg.cursor() as cur, cur.copy(_COPY) as copy:
+                copy.set_types(_COPY_TYPES)
+                for row in rows:
+                    await copy.write_row(row)
+            await pg.commit()
+
+    async def _committed(self, rows: list[Row]) -> None:
+        stored, latest, dirty = self._stored, self._latest, self._dirty
+        for row in rows:
+            asset_id, seq = row[0], row[1]
+            if seq > stored.get(asset_id, 0):
+                stored[asset_id] = seq
+            current = latest.get(asset_id)
+            if current is None or seq > current[1]:
+                latest[asset_id] = row
+                dirty.add(asset_id)
+        self._metrics.telemetry_rows.inc(len(rows))
+        self._track_rate(len(rows))
+        async with self._stored_changed:
+            self._stored_changed.notify_all()
+
+    def _track_rate(self, n: int) -> None:
+        now = time.monotonic()
+        window = self._rate_window
+        window.append((now, n))
+        while window and now - window[0][0] > 5.0:
+            window.popleft()
+        span = max(now - window[0][0], 1.0)
+        self._metrics.telemetry_rate.set(sum(k for _, k in window) / span)
+
+    # -- latest values -----------------------------------------------------------------------
+
+    async def _latest_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._latest_interval)
+            try:
+                await self._flush_latest()
+            except (DBAPIError, psycopg.Error) as exc:
+                log_event(log, "latest_flush_failed", level=logging.WARNING, error=exc)
+
+    async def _flush_latest(self) -> None:
+        if not self._dirty:
+            return
+        ids, self._dirty = sorted(self._dirty), set()
+        rows = [self._latest[a] for a in ids]
+        cols = list(zip(*rows, strict=True))
+        params = {name: list(col) for name, col in zip(TELEMETRY_COLUMNS, cols, strict=True)}
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(_UPSERT_LATEST, params)
+        except BaseException:
+            self._dirty.update(ids)
+            raise
+
+
+__all__ = ["Ingest", "RowQueue"]

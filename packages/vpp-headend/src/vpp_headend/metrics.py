@@ -1,0 +1,126 @@
+"""Prometheus metrics of one headend (its own registry: no process-global state).
+
+Gauges that describe current state (connected gateways, per-asset lag, queue depth) are
+computed when scraped from callbacks, so the hot path only bumps counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _LagCollector(Collector):
+    """``vpp_telemetry_lag_seconds{asset_id}``: now − ts of the latest stored reading."""
+
+    def __init__(
+        self, source: Callable[[], Iterable[tuple[str, datetime]]], clock: Callable[[], datetime]
+    ) -> None:
+        self._source = source
+        self._clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "vpp_telemetry_lag_seconds",
+            "Seconds between now and the newest stored reading of each asset",
+            labels=["asset_id"],
+        )
+        now = self._clock()
+        for asset_id, ts in self._source():
+            family.add_metric([asset_id], max(0.0, (now - ts).total_seconds()))
+        yield family
+
+
+class Metrics:
+    """Every metric the headend exports."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.gateways_connected = Gauge(
+            "vpp_gateways_connected", "Gateway sessions open on this headend", registry=r
+        )
+        self.assets_served = Gauge(
+            "vpp_assets_served", "Assets routable through open sessions", registry=r
+        )
+        self.sessions_total = Counter("vpp_gateway_sessions", "Gateway sessions opened", registry=r)
+        self.disconnects = Counter(
+            "vpp_gateway_disconnects", "Gateway sessions closed, by reason", ["reason"], registry=r
+        )
+        self.assets_rejected = Counter(
+            "vpp_assets_rejected", "Asset claims refused at Register, by code", ["code"], registry=r
+        )
+        self.protocol_errors = Counter(
+            "vpp_grpc_protocol_errors", "Malformed or out-of-order gRPC messages", registry=r
+        )
+        self.telemetry_received = Counter(
+            "vpp_telemetry_received", "Readings received (before dedupe)", registry=r
+        )
+        self.telemetry_rows = Counter(
+            "vpp_telemetry_rows_stored", "Readings written to history", registry=r
+        )
+        self.telemetry_rate = Gauge(
+            "vpp_telemetry_rows_per_second",
+            "Readings written per second (over the last few seconds)",
+            registry=r,
+        )
+        self.telemetry_duplicates = Counter(
+            "vpp_telemetry_duplicates", "Readings dropped as duplicate (asset_id, seq)", registry=r
+        )
+        self.telemetry_gaps = Counter(
+            "vpp_telemetry_gaps", "Missing readings detected from seq jumps", registry=r
+        )
+        self.telemetry_dropped = Counter(
+            "vpp_telemetry_dropped",
+            "Readings refused, by reason (foreign_asset, no_asset, invalid, write_error)",
+            ["reason"],
+            registry=r,
+        )
+        self.ingest_queue_depth = Gauge(
+            "vpp_ingest_queue_rows", "Readings waiting to be written", registry=r
+        )
+        self.ingest_write_seconds = Histogram(
+            "vpp_ingest_batch_write_seconds",
+            "Time to COPY one batch of readings",
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.dispatches_created = Counter(
+            "vpp_dispatches_created", "Dispatches created, by target kind", ["target"], registry=r
+        )
+        self.dispatches_final = Counter(
+            "vpp_dispatches_final", "Dispatches by final state", ["state"], registry=r
+        )
+        self.ack_latency = Histogram(
+            "vpp_setpoint_ack_latency_seconds",
+            "Time from sending a setpoint to its final ack",
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.acks_ignored = Counter(
+            "vpp_setpoint_acks_ignored",
+            "Acks that changed nothing (repeats, unknown setpoint, late)",
+            ["why"],
+            registry=r,
+        )
+
+    def add_lag_source(
+        self,
+        source: Callable[[], Iterable[tuple[str, datetime]]],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        """Export per-asset lag computed from ``source`` at scrape time."""
+        self.registry.register(_LagCollector(source, clock))
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+__all__ = ["CONTENT_TYPE", "Metrics"]

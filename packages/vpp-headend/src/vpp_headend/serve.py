@@ -1,0 +1,109 @@
+"""Running a headend process: the gRPC server and uvicorn (HTTP) in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
+
+import uvicorn
+
+from .app import create_app
+from .headend import Headend
+from .logs import log_event
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn.Server that does not re-raise SIGINT/SIGTERM after a graceful shutdown.
+
+    uvicorn re-raises the captured signal once `serve` returns, which kills the process
+    before the CLI stops an embedded PostgreSQL; the shutdown was already graceful, so
+    the process exits normally instead.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        signals = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
+async def run(
+    settings: Settings,
+    *,
+    on_ready: Callable[[int, int], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> bool:
+    """Serve until SIGINT/SIGTERM or ``stop`` is set; False if HTTP never started.
+
+    The headend starts first (database checks fail fast, with a clear message), then
+    uvicorn serves the app on the same loop. The app's lifespan owns the headend from
+    there: at shutdown (inside uvicorn, which re-raises the signal once it returns) the
+    headend ends every gRPC stream with SERVER_SHUTDOWN, flushes ingest, closes the
+    database.
+    """
+    headend = Headend(settings)
+    await headend.start()
+    try:
+        app = create_app(settings, headend, own_headend=True)
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.http_port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+        )
+        server = _Server(config)
+        helpers = [asyncio.create_task(_announce(server, headend, on_ready))]
+        if stop is not None:
+            helpers.append(asyncio.create_task(_stop_on(stop, server)))
+        try:
+            await server.serve()
+        finally:
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+        return bool(server.started)
+    finally:
+        if headend.started:  # uvicorn never ran the lifespan (e.g. the port was taken)
+            await headend.stop()
+
+
+async def _stop_on(stop: asyncio.Event, server: uvicorn.Server) -> None:
+    await stop.wait()
+    server.should_exit = True
+
+
+async def _announce(
+    server: uvicorn.Server, headend: Headend, on_ready: Callable[[int, int], None] | None
+) -> None:
+    # uvicorn exposes "started" only as a flag (no event or callback): poll it.
+    while not server.started:  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+    http_port = next(
+        (s.getsockname()[1] for srv in server.servers for s in (srv.sockets or ())),
+        headend.settings.http_port,
+    )
+    grpc_port = headend.grpc_port or 0
+    log_event(
+        log, "listening", host=headend.settings.host, http_port=http_port, grpc_port=grpc_port
+    )
+    if on_ready is not None:
+        on_ready(http_port, grpc_port)
+
+
+__all__ = ["run"]

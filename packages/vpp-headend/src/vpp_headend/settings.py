@@ -1,0 +1,124 @@
+"""The headend's configuration: one frozen, validated dataclass built once at the entry point.
+
+`Settings.from_env` reads ``VPP_*`` environment variables as fallbacks for anything the
+caller (the CLI) does not set explicitly. Nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .db.url import DatabaseUrlError, libpq_url
+
+
+class SettingsError(ValueError):
+    """A setting is out of range or malformed; the message names it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Every knob of a headend process. Durations are in seconds."""
+
+    host: str = "127.0.0.1"
+    http_port: int = 8000  # 0 = pick a free port (tests)
+    grpc_port: int = 50051  # 0 = pick a free port (tests)
+    database_url: str | None = None  # libpq URL; None = embedded PostgreSQL in data_dir
+    data_dir: Path = Path(".vpp/pgdata")
+    auto_enroll: bool = False  # dev only: unknown assets join the registering site
+    heartbeat_interval_s: float = 15.0
+    keepalive_time_s: float = 30.0
+    keepalive_timeout_s: float = 20.0
+    register_timeout_s: float = 30.0  # time a new stream gets to send Register
+    close_grace_s: float = 1.0  # after SessionClosed, time the gateway gets to end its side
+    default_ttl_s: float = 300.0
+    max_ttl_s: float = 7 * 86400.0
+    ack_grace_s: float = 30.0  # a `sent` dispatch with no ack expires this long after expires_at
+    sweep_interval_s: float = 1.0
+    ingest_queue_rows: int = 50_000  # backpressure: receivers wait when this many rows are queued
+    ingest_batch_rows: int = 5_000
+    latest_flush_interval_s: float = 1.0
+    partition_days_ahead: int = 3
+    partition_check_interval_s: float = 3600.0
+    retention_days: int = 7
+    shutdown_grace_s: float = 5.0
+    replica: str = "headend-1"
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        for name in ("http_port", "grpc_port"):
+            port = getattr(self, name)
+            if not 0 <= port < 65536:
+                problems.append(f"{name}: {port} is not a TCP port (0-65535)")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith("_s") and not (
+                isinstance(value, int | float) and math.isfinite(value) and value > 0
+            ):
+                problems.append(f"{f.name}: must be a positive number of seconds, not {value!r}")
+        for name in ("ingest_queue_rows", "ingest_batch_rows", "retention_days"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}: must be at least 1")
+        if self.partition_days_ahead < 0:
+            problems.append("partition_days_ahead: must be >= 0")
+        if self.ingest_batch_rows > self.ingest_queue_rows:
+            problems.append("ingest_batch_rows: must not exceed ingest_queue_rows")
+        if self.database_url is not None:
+            try:
+                libpq_url(self.database_url)
+            except DatabaseUrlError as exc:
+                problems.append(f"database_url: {exc}")
+        if problems:
+            raise SettingsError("; ".join(problems))
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **explicit: Any) -> Settings:
+        """Settings from ``explicit`` values, else ``VPP_<NAME>`` variables, else defaults.
+
+        ``explicit`` values that are None count as not given.
+        """
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            given = explicit.get(f.name)
+            if given is not None:
+                values[f.name] = given
+                continue
+            raw = env.get(f"VPP_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, str(f.type), raw)
+        unknown = set(explicit) - {f.name for f in fields(cls)}
+        if unknown:
+            raise SettingsError(f"unknown settings: {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+
+def _parse(name: str, type_name: str, raw: str) -> Any:
+    """Parse one environment variable by the field's declared type."""
+    try:
+        if type_name == "bool":
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if type_name == "int":
+            return int(raw)
+        if type_name == "float":
+            return float(raw)
+        if type_name == "Path":
+            return Path(raw)
+    except ValueError:
+        raise SettingsError(f"VPP_{name.upper()}: cannot parse {raw!r} as {type_name}") from None
+    return raw
+
+
+__all__ = ["Settings", "SettingsError"]

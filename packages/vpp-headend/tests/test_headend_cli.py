@@ -1,0 +1,120 @@
+"""The vpp-headend command: db upgrade, assets import, db prune, serve (a real process)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from vpp_headend.cli import app
+
+
+@pytest.fixture
+def empty_db(pg_server_url: str):
+    parts = urlsplit(pg_server_url)
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    name = f"vpp_cli_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield urlunsplit(parts._replace(path=f"/{name}"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _write_site(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_db_upgrade_then_import_is_idempotent_and_updates(empty_db, tmp_path, site_yaml) -> None:
+    runner = CliRunner()
+    up = runner.invoke(app, ["db", "upgrade", "--database-url", empty_db, "--log-level", "WARNING"])
+    assert up.exit_code == 0, up.output
+    site = _write_site(tmp_path, "a.yaml", site_yaml("site-a", ["a-1", "a-2"], groups=["g"]))
+    for _ in range(2):
+        res = runner.invoke(app, ["assets", "import", str(site), "--database-url", empty_db])
+        assert res.exit_code == 0, res.output
+    assert "site-a: updated, 2 asset(s), 0 removed, groups: g" in res.output
+    site.write_text(site_yaml("site-a", ["a-1"], groups=[]))
+    res = runner.invoke(app, ["assets", "import", str(site), "--database-url", empty_db])
+    assert "1 asset(s), 1 removed" in res.output
+    with psycopg.connect(empty_db) as conn:
+        assert conn.execute("SELECT asset_id FROM assets").fetchall() == [("a-1",)]
+        assert conn.execute("SELECT count(*) FROM group_members").fetchone() == (0,)
+    prune = runner.invoke(app, ["db", "prune", "--days", "7", "--database-url", empty_db])
+    assert prune.exit_code == 0, prune.output
+
+
+def test_import_reports_bad_files_and_conflicts(db_url, tmp_path, site_yaml) -> None:
+    runner = CliRunner()
+    bad = _write_site(tmp_path, "bad.yaml", "site_id: x\nassets: []\n")
+    res = runner.invoke(app, ["assets", "import", str(bad), "--database-url", db_url])
+    assert res.exit_code == 2
+    assert "bad.yaml" in res.output
+    a = _write_site(tmp_path, "a.yaml", site_yaml("site-a", ["a-1"]))
+    b = _write_site(tmp_path, "b.yaml", site_yaml("site-b", ["a-1"]))
+    res = runner.invoke(app, ["assets", "import", str(a), str(b), "--database-url", db_url])
+    assert res.exit_code == 1
+    assert "registered to site 'site-a'" in res.output
+
+
+def test_serve_runs_both_servers_and_shuts_down_cleanly(db_url, tmp_path) -> None:
+    env = {**os.environ, "VPP_DATABASE_URL": db_url, "VPP_HEARTBEAT_INTERVAL_S": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from vpp_headend.cli import app; app()",
+            "serve",
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 20
+        ports = None
+        lines = []
+        while time.monotonic() < deadline and ports is None:
+            line = proc.stderr.readline()
+            lines.append(line)
+            match = re.search(r"event=listening .*http_port=(\d+) grpc_port=(\d+)", line)
+            if match:
+                ports = int(match.group(1)), int(match.group(2))
+        assert ports is not None, "".join(lines)
+        ready = httpx.get(f"http://127.0.0.1:{ports[0]}/ready", timeout=5)
+        assert ready.status_code == 200
+        assert ready.json()["grpc_port"] == ports[1]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        assert "event=stopped" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_serve_refuses_an_unmigrated_database(empty_db) -> None:
+    res = CliRunner().invoke(
+        app, ["serve", "--database-url", empty_db, "--http-port", "0", "--grpc-port", "0"]
+    )
+    assert res.exit_code == 1
+    assert "vpp-headend db upgrade" in res.output

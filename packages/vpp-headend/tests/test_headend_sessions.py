@@ -1,0 +1,210 @@
+"""Sessions: takeover, heartbeats and silence, graceful shutdown, protocol errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from grpclib.client import Channel
+from grpclib.const import Cardinality, Status
+from grpclib.exceptions import GRPCError
+
+import vpp_protocol as vp
+
+
+async def test_newer_session_supersedes_older_and_routing_follows(
+    running, agents, site_yaml, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="vpp_headend")
+    await running.import_site(site_yaml("site-a", ["a-1"]))
+    first = await agents(running.grpc_port, "site-a")
+    r1 = await first.register(["a-1"])
+    second = await agents(running.grpc_port, "site-a")
+    r2 = await second.register(["a-1"])
+    assert r2.epoch > r1.epoch
+    assert r2.session_id != r1.session_id
+    assert await first.closed_reason() == vp.CloseReason.SUPERSEDED
+    await first.wait_ended()
+    assert isinstance(first.error, GRPCError)
+    assert first.error.status == Status.ABORTED
+
+    body = await running.dispatch(asset_id="a-1", power_kw=2.0)
+    assert (await second.setpoint()).setpoint_id == body["dispatch_id"]
+    gateways = (await running.http.get("/gateways")).json()
+    assert gateways[0]["connected"] is True
+    assert gateways[0]["epoch"] == r2.epoch
+    assert "event=disconnect site_id=site-a" in caplog.text
+    assert "reason=superseded" in caplog.text
+
+
+async def test_headend_sends_heartbeats_and_closes_silent_streams(
+    running, agents, site_yaml, caplog, eventually
+) -> None:
+    caplog.set_level(logging.INFO, logger="vpp_headend")
+    await running.import_site(site_yaml("site-a", ["a-1"]))
+    agent = await agents(running.grpc_port, "site-a")
+    result = await agent.register(["a-1"])
+    assert result.heartbeat_interval_s == 0.5
+    beat = await agent.recv("heartbeat", 2)
+    assert beat.heartbeat is not None
+    assert beat.heartbeat.seq == 1
+    started = asyncio.get_running_loop().time()
+    # The agent says nothing more: closed within 3 intervals (+ scheduling slack).
+    assert await agent.closed_reason(3) == vp.CloseReason.HEARTBEAT_TIMEOUT
+    assert asyncio.get_running_loop().time() - started <= 3 * 0.5 + 0.3
+    await agent.wait_ended()
+
+    async def recorded() -> bool:
+        gateways = (await running.http.get("/gateways")).json()
+        return gateways[0]["connected"] is False and (
+            gateways[0]["disconnect_reason"] == "heartbeat_timeout"
+        )
+
+    await eventually(recorded, 3, "the disconnect was not recorded")
+    assert "reason=heartbeat_timeout" in caplog.text
+
+
+async def test_agent_heartbeats_keep_the_session_open(running, agents, site_yaml) -> None:
+    await running.import_site(site_yaml("site-a", ["a-1"]))
+    agent = await agents(running.grpc_port, "site-a")
+    await agent.register(["a-1"])
+    for n in range(8):  # 2 s, i.e. 4 intervals
+        agent.send(heartbeat=vp.Heartbeat(ts=None, seq=n + 1))
+        await asyncio.sleep(0.25)
+    assert not agent.ended.is_set()
+    assert running.headend.sessions.for_site("site-a") is not None
+
+
+async def test_graceful_shutdown_closes_every_stream_with_a_reason(
+    start_headend, agents, site_yaml, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="vpp_headend")
+    h = await start_headend()
+    await h.import_site(site_yaml("site-a", ["a-1"]))
+    await h.import_site(site_yaml("site-b", ["b-1"]))
+    a = await agents(h.grpc_port, "site-a")
+    await a.register(["a-1"])
+    b = await agents(h.grpc_port, "site-b")
+    await b.register(["b-1"])
+    a.send_batch([a.telemetry("a-1", seq=n) for n in range(1, 51)])
+    await asyncio.sleep(0.05)
+    await h.headend.stop()
+    assert await a.closed_reason() == vp.CloseReason.SERVER_SHUTDOWN
+    assert await b.closed_reason() == vp.CloseReason.SERVER_SHUTDOWN
+    await a.wait_ended()
+    await b.wait_ended()
+    assert isinstance(a.error, GRPCError)
+    assert a.error.status == Status.UNAVAILABLE
+    assert "reason=server_shutdown" in caplog.text
+    assert "event=stopped" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("first", "detail"),
+    [
+        ({"telemetry": vp.Telemetry(asset_id="a-1", seq=1, power_kw=1.0)}, "first message"),
+        ({"heartbeat": vp.Heartbeat(seq=1)}, "first message"),
+        ({}, "first message"),
+    ],
+)
+async def test_anything_before_register_is_a_protocol_error(
+    running, agents, site_yaml, first, detail
+) -> None:
+    await running.import_site(site_yaml("site-a", ["a-1"]))
+    agent = await agents(running.grpc_port, "site-a")
+    agent.send(**first)
+    msg = await agent.recv("session_closed")
+    assert msg.session_closed.reason == vp.CloseReason.PROTOCOL_ERROR
+    assert detail in msg.session_closed.detail
+    await agent.wait_ended()
+    assert isinstance(agent.error, GRPCError)
+    assert agent.error.status == Status.INVALID_ARGUMENT
+
+
+async def test_second_register_is_a_protocol_error_and_spares_other_sessions(
+    running, agents, site_yaml
+) -> None:
+    await running.import_site(site_yaml("site-a", ["a-1"]))
+    await running.import_site(site_yaml("site-b", ["b-1"]))
+    bystander = await agents(running.grpc_port, "site-b")
+    await bystander.register(["b-1"])
+    agent = await agents(running.grpc_port, "site-a")
+    await agent.register(["a-1"])
+    agent.send(register=vp.Register(site_id="site-a", asset_id="a-1"))
+    assert await agent.closed_reason() == vp.CloseReason.PROTOCOL_ERROR
+    await agent.wait_ended()
+    assert agent.error.status == Status.INVALID_ARGUMENT
+    body = await running.dispatch(asset_id="b-1", power_kw=1.0)
+    assert (await bystander.setpoint()).setpoint_id == body["dispatch_id"]
+
+
+class _Garbage:
+    """A "message" whose encoding is not a valid AgentMessage."""
+
+    def SerializeToString(self) -> bytes:
+        return b"\x0a\xff\xff\xff\xff\x0f"
+
+
+async def test_malformed_frame_gets_a_clear_status(running, site_yaml, agents) -> None:
+    await running.import_site(site_yaml("site-b", ["b-1"]))
+    bystander = await agents(running.grpc_port, "site-b")
+    await bystander.register(["b-1"])
+    channel = Channel("127.0.0.1", running.grpc_port)
+    got: list[vp.HeadendMessage] = []
+
+    async def exchange() -> None:
+        async with channel.request(
+            "/vpp.agent.v1.AgentService/Connect",
+            Cardinality.STREAM_STREAM,
+            _Garbage,
+            vp.HeadendMessage,
+        ) as stream:
+            await stream.send_message(_Garbage(), end=True)
+            async with asyncio.timeout(5):
+                got.extend([msg async for msg in stream])
+
+    try:
+        with pytest.raises(GRPCError) as err:  # the status arrives with the trailers
+            await exchange()
+    finally:
+        channel.close()
+    assert err.value.status == Status.INVALID_ARGUMENT
+    assert "malformed" in (err.value.message or "")
+    assert got[0].session_closed.reason == vp.CloseReason.PROTOCOL_ERROR
+    body = await running.dispatch(asset_id="b-1", power_kw=1.0)
+    assert (await bystander.setpoint()).setpoint_id == body["dispatch_id"]
+
+
+async def test_a_killed_gateway_is_marked_disconnected(
+    running, agents, site_yaml, eventually
+) -> None:
+    await running.import_site(site_yaml("site-a", ["a-1"]))
+    agent = await agents(running.grpc_port, "site-a")
+    await agent.register(["a-1"])
+    agent.drop()
+
+    async def gone() -> bool:
+        return running.headend.sessions.for_site("site-a") is None
+
+    await eventually(gone, 3, "the session of a vanished gateway stayed open")
+    body = await running.dispatch(asset_id="a-1", power_kw=1.0)
+    assert body["state"] == "pending"
+
+
+async def test_a_client_leaving_before_register_is_no_error(running, caplog) -> None:
+    channel = Channel("127.0.0.1", running.grpc_port)
+    try:
+        async with channel.request(
+            "/vpp.agent.v1.AgentService/Connect",
+            Cardinality.STREAM_STREAM,
+            vp.AgentMessage,
+            vp.HeadendMessage,
+        ) as stream:
+            await stream.send_request()
+            await stream.end()
+            async with asyncio.timeout(3):
+                assert [msg async for msg in stream] == []
+    finally:
+        channel.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

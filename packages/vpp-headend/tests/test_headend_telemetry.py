@@ -1,0 +1,178 @@
+"""Telemetry ingest: duplicates dropped, gaps counted, latest and history, watermarks,
+and a restart of the headend on the same database."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import vpp_protocol as vp
+from vpp_headend.ingest import RowQueue
+
+# Readings are stamped on a fixed grid (a second apart, in the recent past).
+BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=100)
+
+
+def _ts(n: int) -> datetime:
+    return BASE + timedelta(seconds=n)
+
+
+async def test_duplicates_dropped_gaps_counted_latest_and_history(
+    running, agents, site_yaml, eventually
+) -> None:
+    await running.import_site(site_yaml("site-a", ["a-1", "a-2"]))
+    agent = await agents(running.grpc_port, "site-a")
+    result = await agent.register(["a-1", "a-2"])
+    assert dict(result.telemetry_watermarks) == {"a-1": 0, "a-2": 0}
+
+    agent.send_batch([agent.telemetry("a-1", float(n), seq=n, ts=_ts(n)) for n in range(1, 6)])
+    # 3..5 again (a replay), then a jump to 9 (gap of 3), then 7 late (fills one).
+    agent.send_batch([agent.telemetry("a-1", float(n), seq=n, ts=_ts(n)) for n in (3, 4, 5)])
+    agent.send(telemetry=agent.telemetry("a-1", 9.0, seq=9, ts=_ts(9)))
+    agent.send(telemetry=agent.telemetry("a-1", 7.0, seq=7, ts=_ts(7)))
+    agent.send(telemetry=agent.telemetry("a-1", 9.0, seq=9, ts=_ts(9)))
+    agent.send(telemetry=agent.telemetry("a-2", 2.0, seq=1))
+
+    async def stored() -> bool:
+        hist = (await running.http.get("/telemetry/a-1/history")).json()
+        return hist["count"] == 7
+
+    await eventually(stored, 5, "history never reached 7 readings")
+    hist = (await running.http.get("/telemetry/a-1/history")).json()
+    assert [r["seq"] for r in hist["readings"]] == [9, 7, 5, 4, 3, 2, 1]  # newest first
+    limited = (await running.http.get("/telemetry/a-1/history", params={"limit": 2})).json()
+    assert [r["seq"] for r in limited["readings"]] == [9, 7]
+    window = (
+        await running.http.get(
+            "/telemetry/a-1/history",
+            params={"start": _ts(3).isoformat(), "end": _ts(6).isoformat()},
+        )
+    ).json()
+    assert [r["seq"] for r in window["readings"]] == [5, 4, 3]
+
+    latest = (await running.http.get("/telemetry/a-1")).json()
+    assert latest["seq"] == 9
+    assert latest["power_kw"] == 9.0
+    assert latest["site_id"] == "site-a"
+    assert latest["status"] == "ok"
+    assert latest["soc_pct"] == 50.0
+    assert latest["lag_s"] > 85
+
+    metrics = (await running.http.get("/metrics")).text
+    assert "vpp_telemetry_duplicates_total 4.0" in metrics
+    assert "vpp_telemetry_gaps_total 3.0" in metrics
+    assert 'vpp_telemetry_lag_seconds{asset_id="a-1"}' in metrics
+    assert "vpp_telemetry_rows_stored_total 8.0" in metrics
+
+    await agent.close()
+    again = await agents(running.grpc_port, "site-a")
+    result = await again.register(["a-1", "a-2"])
+    assert dict(result.telemetry_watermarks) == {"a-1": 9, "a-2": 1}
+
+
+async def test_invalid_readings_are_dropped_and_counted(running, agents, site_yaml) -> None:
+    await running.import_site(site_yaml("site-a", ["a-1"]))
+    agent = await agents(running.grpc_port, "site-a")
+    await agent.register(["a-1"])
+    agent.send_batch(
+        [
+            vp.Telemetry(asset_id="a-1", seq=0, ts=datetime.now(UTC), power_kw=1.0),  # seq 0
+            vp.Telemetry(asset_id="a-1", seq=1, ts=None, power_kw=1.0),  # no time
+            vp.Telemetry(asset_id="a-1", seq=2, ts=datetime.now(UTC), power_kw=float("nan")),
+            vp.Telemetry(asset_id="", seq=3, ts=datetime.now(UTC), power_kw=1.0),  # no asset
+            agent.telemetry("a-1", seq=4),
+        ]
+    )
+    await asyncio.sleep(0.3)
+    hist = (await running.http.get("/telemetry/a-1/history")).json()
+    assert [r["seq"] for r in hist["readings"]] == [4]
+    metrics = (await running.http.get("/metrics")).text
+    assert 'vpp_telemetry_dropped_total{reason="invalid"} 3.0' in metrics
+    assert 'vpp_telemetry_dropped_total{reason="no_asset"} 1.0' in metrics
+
+
+async def test_restart_keeps_pending_dispatches_and_history(
+    start_headend, agents, site_yaml, eventually
+) -> None:
+    first = await start_headend()
+    await first.import_site(site_yaml("site-a", ["a-1"]))
+    await first.import_site(site_yaml("site-b", ["b-1"]))
+    pending = await first.dispatch(asset_id="b-1", power_kw=6.0, ttl_s=60)
+    agent = await agents(first.grpc_port, "site-a")
+    await agent.register(["a-1"])
+    agent.send_batch([agent.telemetry("a-1", float(n), seq=n, ts=_ts(n)) for n in range(1, 21)])
+
+    async def stored() -> bool:
+        return (await first.http.get("/telemetry/a-1/history")).json()["count"] == 20
+
+    await eventually(stored, 5, "history not stored before the restart")
+    await first.headend.stop()
+    await agent.wait_ended()
+
+    second = await start_headend()
+    state = await second.dispatch_state(pending["dispatch_id"])
+    assert state["state"] == "pending"
+    hist = (await second.http.get("/telemetry/a-1/history", params={"limit": 100})).json()
+    assert hist["count"] == 20
+    latest = (await second.http.get("/telemetry/a-1")).json()
+    assert latest["seq"] == 20
+    gateways = {g["site_id"]: g for g in (await second.http.get("/gateways")).json()}
+    assert gateways["site-a"]["connected"] is False
+    assert gateways["site-a"]["disconnect_reason"] == "server_shutdown"
+
+    back = await agents(second.grpc_port, "site-a")
+    result = await back.register(["a-1"])
+    assert dict(result.telemetry_watermarks) == {"a-1": 20}
+    # A replay of already stored readings is dropped; new ones are stored.
+    back.send_batch([back.telemetry("a-1", seq=n, ts=_ts(n)) for n in range(15, 24)])
+    b = await agents(second.grpc_port, "site-b")
+    await b.register(["b-1"])
+    sp = await b.setpoint()
+    assert sp.setpoint_id == pending["dispatch_id"]
+
+    async def replayed() -> bool:
+        return (await second.http.get("/telemetry/a-1/history")).json()["count"] == 23
+
+    await eventually(replayed, 5, "replay after restart was not deduplicated to 23 rows")
+
+
+async def test_row_queue_blocks_producers_when_full() -> None:
+    queue = RowQueue(max_rows=3)
+    row = ("a", 1, datetime.now(UTC), datetime.now(UTC), 1.0, None, 1, None, None)
+    await queue.put([row, row])
+    blocked = asyncio.create_task(queue.put([row, row]))
+    await asyncio.sleep(0.05)
+    assert not blocked.done()  # backpressure: the producer waits, nothing is dropped
+    assert len(await queue.get(10)) == 2
+    await asyncio.wait_for(blocked, 1)
+    assert queue.depth == 2
+    huge = asyncio.create_task(queue.put([row] * 10))  # bigger than the queue: waits for empty
+    await asyncio.sleep(0.05)
+    assert not huge.done()
+    assert len(await queue.get(1)) == 1
+    assert len(await queue.get(10)) == 1
+    await asyncio.wait_for(huge, 1)
+    assert len(await queue.get(4)) == 4
+    await queue.close()
+    assert len(await queue.get(100)) == 6
+    assert await queue.get(100) == []
+
+
+async def test_backpressure_holds_the_stream_not_the_data(
+    start_headend, agents, site_yaml, eventually
+) -> None:
+    h = await start_headend(ingest_queue_rows=20, ingest_batch_rows=10)
+    await h.import_site(site_yaml("site-a", ["a-1"]))
+    agent = await agents(h.grpc_port, "site-a")
+    await agent.register(["a-1"])
+    for start in range(1, 2001, 100):
+        agent.send_batch(
+            [agent.telemetry("a-1", seq=n, ts=_ts(0)) for n in range(start, start + 100)]
+        )
+
+    async def all_stored() -> bool:
+        metrics = (await h.http.get("/metrics")).text
+        return "vpp_telemetry_rows_stored_total 2000.0" in metrics
+
+    await eventually(all_stored, 10, "not every reading was stored")
+    assert "vpp_telemetry_dropped_total{reason=" not in (await h.http.get("/metrics")).text
