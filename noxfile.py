@@ -67,7 +67,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on our own code (generated code excluded)."""
-    session.install(*_installed_packages(), *TEST_DEPS, "mypy>=1.15", "types-PyYAML")
+    session.install(*_installed_packages(), *TEST_DEPS, "mypy>=1.15", "types-PyYAML", "nox")
     srcs = [str(p) for p in sorted(ROOT.glob("packages/*/src/*")) if p.is_dir()]
     session.run("mypy", *srcs, "noxfile.py", "tools", "bench")
 
@@ -134,7 +134,7 @@ def packages(session: nox.Session) -> None:
                 session.run(
                     "uv", "pip", "install", "-q", "-p", py, "--find-links", str(wheels), dist
                 )
-                session.run(py, "tools/check_install.py", dist)
+                session.run(py, "tools/check_install.py", dist, external=True)
 
 
 @nox.session
