@@ -1,0 +1,278 @@
+"""Start the real system as separate processes: one headend and N gateways (test and demo tool).
+
+Two gateway layouts over the same assets:
+
+- **gateway mode**: one ``vpp-gateway run`` process serving many assets of one site;
+- **legacy mode**: one legacy agent process per asset (``legacy: true`` site files).
+
+Every process writes its log to a file in the work directory; `Proc.wait_for_log` polls it.
+Only loopback addresses are used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    """One child process with its command line and log file; restartable."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    process: asyncio.subprocess.Process | None = None
+    starts: int = 0
+
+    async def start(self) -> Proc:
+        self.starts += 1
+        log = self.log_path.open("ab")
+        log.write(f"\n=== start #{self.starts}: {' '.join(self.argv)}\n".encode())
+        log.flush()
+        self.process = await asyncio.create_subprocess_exec(
+            *self.argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+        )
+        log.close()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    async def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM (graceful), then SIGKILL after ``timeout``; returns the exit code."""
+        if not self.running:
+            return self.process.returncode if self.process else None
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.process.wait(), timeout)
+        except TimeoutError:
+            return await self.kill()
+
+    async def kill(self) -> int | None:
+        """SIGKILL: no goodbye, no flush (a crash or power loss)."""
+        if self.running:
+            assert self.process is not None
+            self.process.kill()
+            return await self.process.wait()
+        return self.process.returncode if self.process else None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_since_start(self) -> str:
+        """The log of the current run only."""
+        text = self.log()
+        marker = f"=== start #{self.starts}:"
+        return text[text.rfind(marker) :] if marker in text else text
+
+    async def wait_for_log(self, pattern: str, timeout: float = 20.0, *, count: int = 1) -> str:
+        """Wait until this run's log matches ``pattern`` ``count`` times; return the match."""
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        while True:
+            matches = regex.findall(self.log_since_start())
+            if len(matches) >= count:
+                return str(matches[-1])
+            if not self.running:
+                raise RuntimeError(
+                    f"{self.name} exited while waiting for {pattern!r}:\n{self.log()[-3000:]}"
+                )
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{self.name}: no {pattern!r} within {timeout}s:\n{self.log()[-3000:]}"
+                )
+            await asyncio.sleep(0.05)
+
+
+def write_site(
+    path: Path,
+    site_id: str,
+    assets: Sequence[dict[str, object]],
+    *,
+    headend_port: int,
+    tick_s: float = 1.0,
+    legacy: bool = False,
+    groups: Sequence[str] = (),
+    gateway: dict[str, object] | None = None,
+) -> Path:
+    """Write a site file (the same format the examples use)."""
+    doc: dict[str, object] = {
+        "site_id": site_id,
+        "headend": {"host": "127.0.0.1", "port": headend_port},
+        "telemetry_interval_s": tick_s,
+        "legacy": legacy,
+        "groups": list(groups),
+        "assets": list(assets),
+    }
+    if gateway:
+        doc["gateway"] = gateway
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def fleet_assets(site_id: str, n: int) -> list[dict[str, object]]:
+    """``n`` assets cycling through the kinds, with distinct capacities."""
+    kinds = [
+        ("pv", 100.0),
+        ("bess", 250.0),
+        ("ev_charger", 22.0),
+        ("genset", 200.0),
+        ("load", 50.0),
+    ]
+    out: list[dict[str, object]] = []
+    for i in range(n):
+        kind, cap = kinds[i % len(kinds)]
+        asset: dict[str, object] = {
+            "asset_id": f"{site_id}-{kind.replace('_', '')}-{i + 1}",
+            "kind": kind,
+            "capacity_kw": cap + i,
+        }
+        if kind == "bess":
+            asset["energy_kwh"] = 2 * (cap + i)
+        out.append(asset)
+    return out
+
+
+@dataclass
+class Launcher:
+    """Starts and tracks the processes of one system under test in ``workdir``."""
+
+    workdir: Path
+    procs: list[Proc] = field(default_factory=list)
+
+    def headend(
+        self,
+        database_url: str,
+        *,
+        grpc_port: int | None = None,
+        http_port: int | None = None,
+        extra: Sequence[str] = (),
+        name: str = "headend",
+    ) -> Proc:
+        grpc_port = grpc_port or free_port()
+        http_port = http_port or free_port()
+        argv = [
+            str(BIN / "vpp-headend"),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--grpc-port",
+            str(grpc_port),
+            "--http-port",
+            str(http_port),
+            "--database-url",
+            database_url,
+            *extra,
+        ]
+        proc = Proc(name, argv, self.workdir / f"{name}.log")
+        proc.env["VPP_GRPC_PORT"] = str(grpc_port)
+        proc.env["VPP_HTTP_PORT"] = str(http_port)
+        self.procs.append(proc)
+        return proc
+
+    def gateway(
+        self,
+        site_file: Path,
+        *,
+        headend: str | None = None,
+        extra: Sequence[str] = (),
+        name: str = "",
+    ) -> Proc:
+        name = name or f"gateway-{site_file.stem}"
+        argv = [
+            str(BIN / "vpp-gateway"),
+            "run",
+            str(site_file),
+            "--state-dir",
+            str(self.workdir / "state" / site_file.stem),
+        ]
+        if headend:
+            argv += ["--headend", headend]
+        proc = Proc(name, [*argv, *extra], self.workdir / f"{name}.log")
+        self.procs.append(proc)
+        return proc
+
+    def gateway_mode(
+        self,
+        site_id: str,
+        n_assets: int,
+        *,
+        headend_port: int,
+        tick_s: float = 1.0,
+        groups: Sequence[str] = (),
+    ) -> tuple[Path, list[str]]:
+        """One site file with ``n_assets`` assets; returns (path, asset ids)."""
+        assets = fleet_assets(site_id, n_assets)
+        path = write_site(
+            self.workdir / f"{site_id}.yaml",
+            site_id,
+            assets,
+            headend_port=headend_port,
+            tick_s=tick_s,
+            groups=groups,
+        )
+        return path, [str(a["asset_id"]) for a in assets]
+
+    def legacy_mode(
+        self, prefix: str, n_assets: int, *, headend_port: int, tick_s: float = 1.0
+    ) -> list[Path]:
+        """``n_assets`` legacy site files, one asset (and one process) each."""
+        paths = []
+        for asset in fleet_assets(prefix, n_assets):
+            asset_id = str(asset["asset_id"])
+            paths.append(
+                write_site(
+                    self.workdir / f"{asset_id}.yaml",
+                    asset_id,
+                    [asset],
+                    headend_port=headend_port,
+                    tick_s=tick_s,
+                    legacy=True,
+                )
+            )
+        return paths
+
+    @staticmethod
+    def http_port(proc: Proc) -> int:
+        return int(proc.env["VPP_HTTP_PORT"])
+
+    @staticmethod
+    def grpc_port(proc: Proc) -> int:
+        return int(proc.env["VPP_GRPC_PORT"])
+
+    async def stop_all(self) -> None:
+        """Gateways first, then the headend, each gracefully (SIGKILL after a timeout)."""
+        for proc in sorted(self.procs, key=lambda p: p.name.startswith("headend")):
+            await proc.stop()
