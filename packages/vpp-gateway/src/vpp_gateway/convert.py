@@ -76,6 +76,7 @@ def descriptor(asset: AssetConfig) -> pb.AssetDescriptor:
         min_kw=_finite(lo),
         max_kw=_finite(hi),
         energy_kwh=asset.energy_kwh,
+        credential=asset.credential or "",
     )
 
 

@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._version import __version__
 from .api.dispatch import DispatchController
@@ -15,6 +17,7 @@ from .api.ops import OpsController
 from .api.problems import EXCEPTION_HANDLERS
 from .api.registry import RegistryController
 from .api.telemetry import TelemetryController
+from .auth import SECURITY_HEADERS, STRICT_CSP, auth_guard
 from .headend import Headend
 from .settings import Settings
 
@@ -51,12 +54,57 @@ def create_app(
         dependencies={"headend": Provide(provide_headend, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
-        openapi_config=OpenAPIConfig(title="VPP headend", version=__version__, path="/schema"),
+        guards=[auth_guard],
+        middleware=[security_headers],
+        openapi_config=OpenAPIConfig(
+            title="VPP headend",
+            version=__version__,
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "BearerToken": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="`vpp-headend tokens create --role viewer|operator`",
+                    )
+                }
+            ),
+            security=[{"BearerToken": []}],
+        ),
         logging_config=None,
         debug=False,
     )
     app.state.headend = runtime
     return app
+
+
+def security_headers(app: ASGIApp) -> ASGIApp:
+    """ASGI middleware: the security headers on every HTTP response, errors included.
+
+    No CORS headers are ever added: browsers on other origins cannot call the API.
+    """
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        strict = not scope["path"].startswith("/schema")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                for name, value in SECURITY_HEADERS.items():
+                    if name.lower().encode() not in present:
+                        headers.append((name.lower().encode(), value.encode()))
+                if strict:
+                    headers.append((b"content-security-policy", STRICT_CSP.encode()))
+                message = {**message, "headers": headers}  # type: ignore[assignment]
+            await send(message)
+
+        await app(scope, receive, send_with_headers)
+
+    return wrapped
 
 
 __all__ = ["create_app"]

@@ -40,6 +40,7 @@ class DispatchController(Controller):
             "for an unknown target."
         ),
         request_body_schema=DispatchBody,
+        opt={"role": "operator"},
     )
     async def create(
         self,

@@ -15,12 +15,12 @@ class OpsController(Controller):
 
     tags = ["operations"]  # noqa: RUF012
 
-    @get("/health")
+    @get("/health", opt={"public": True})
     async def health(self) -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @get("/ready")
+    @get("/ready", opt={"public": True})
     async def ready(self, headend: HeadendDep) -> dict[str, object]:
         """Readiness: database reachable and gRPC listening; 503 otherwise."""
         problems = await headend.ready()
