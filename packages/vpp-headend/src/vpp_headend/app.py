@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar.datastructures import MutableScopeHeaders
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import Message, Scope
 
 from ._version import __version__
 from .api.dispatch import DispatchController
@@ -55,7 +56,7 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         guards=[auth_guard],
-        middleware=[security_headers],
+        before_send=[security_headers],
         openapi_config=OpenAPIConfig(
             title="VPP headend",
             version=__version__,
@@ -78,33 +79,18 @@ def create_app(
     return app
 
 
-def security_headers(app: ASGIApp) -> ASGIApp:
-    """ASGI middleware: the security headers on every HTTP response, errors included.
-
-    No CORS headers are ever added: browsers on other origins cannot call the API.
-    """
-
-    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        strict = not scope["path"].startswith("/schema")
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                present = {k.lower() for k, _ in headers}
-                for name, value in SECURITY_HEADERS.items():
-                    if name.lower().encode() not in present:
-                        headers.append((name.lower().encode(), value.encode()))
-                if strict:
-                    headers.append((b"content-security-policy", STRICT_CSP.encode()))
-                message = {**message, "headers": headers}  # type: ignore[assignment]
-            await send(message)
-
-        await app(scope, receive, send_with_headers)
-
-    return wrapped
+async def security_headers(message: Message, scope: Scope) -> None:
+    """``before_send`` hook: the security headers on every HTTP response, errors and
+    routing 404s included. No CORS headers are ever added: browsers on other origins
+    cannot read the API's responses."""
+    if message["type"] != "http.response.start":
+        return
+    headers = MutableScopeHeaders.from_message(message)
+    for name, value in SECURITY_HEADERS.items():
+        if name not in headers:
+            headers[name] = value
+    if not scope["path"].startswith("/schema"):
+        headers["Content-Security-Policy"] = STRICT_CSP
 
 
 __all__ = ["create_app"]

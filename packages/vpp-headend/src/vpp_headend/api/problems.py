@@ -15,9 +15,14 @@ from ..errors import HeadendError, internal_problem
 log = logging.getLogger(__name__)
 
 
-def _response(body: dict[str, Any]) -> Response[dict[str, Any]]:
+def _response(
+    body: dict[str, Any], headers: dict[str, str] | None = None
+) -> Response[dict[str, Any]]:
     return Response(
-        content=body, status_code=int(body["status"]), media_type="application/problem+json"
+        content=body,
+        status_code=int(body["status"]),
+        media_type="application/problem+json",
+        headers=headers,
     )
 
 
@@ -51,7 +56,8 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[s
         title = HTTPStatus(status).phrase
     except ValueError:
         title = "Error"
-    return _response({"status": status, "title": title, "detail": exc.detail or title})
+    body = {"status": status, "title": title, "detail": exc.detail or title}
+    return _response(body, dict(exc.headers) if exc.headers else None)
 
 
 def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
