@@ -6,8 +6,10 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 
 from ..errors import HeadendError, internal_problem
@@ -72,3 +74,39 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HTTPException: http_error,
     Exception: unexpected_error,
 }
+
+
+class ProblemOut(msgspec.Struct, omit_defaults=True):
+    """Every 4xx/5xx body (``application/problem+json``)."""
+
+    status: int
+    title: str
+    detail: str
+    field: str | None = None
+
+
+_WHY = {
+    400: "Malformed request (e.g. a body that is not JSON)",
+    401: "No bearer token, or an unknown or revoked one (when REST auth is on)",
+    403: "The token's role may not do this (dispatch needs operator)",
+    404: "Unknown id",
+    409: "Idempotency-Key reused with a different request",
+    422: "Invalid parameter or body; `field` names the offender",
+    503: "Not ready: database unreachable or gRPC not listening",
+}
+
+
+def problem_responses(*codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI documentation of the problem responses a route may give."""
+    return {
+        code: ResponseSpec(
+            data_container=ProblemOut,
+            description=_WHY[code],
+            media_type="application/problem+json",
+        )
+        for code in codes
+    }
+
+
+#: What every route behind the auth guard may answer.
+AUTH = (401,)
