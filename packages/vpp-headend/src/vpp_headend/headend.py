@@ -22,6 +22,7 @@ from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .db import security_repo
 from .db.engine import make_engine, ping
 from .db.migrate import current_revision, head_revision
 from .db.partitions import ensure_partitions
@@ -158,6 +159,7 @@ class Headend:
         )
         await self._ingest.start()
         await self._gateways.start()
+        await self._log_rest_auth()
         await self._dispatch.start()
         self._service = AgentService(
             self._gateways,
@@ -191,6 +193,23 @@ class Headend:
             tls="mutual" if s.tls else "off",
             heartbeat_interval_s=s.heartbeat_interval_s,
             auto_enroll=s.auto_enroll,
+        )
+
+    async def _log_rest_auth(self) -> None:
+        """Say at start whether the REST API asks for tokens (docs/security.md)."""
+        s = self.settings
+        _, tokens = await security_repo.role_of(self.engine, "")
+        if s.rest_auth == "required" or tokens:
+            log_event(log, "rest_auth", mode=s.rest_auth, enforced=True)
+            return
+        log_event(
+            log,
+            "rest_auth",
+            level=logging.INFO if s.loopback else logging.WARNING,
+            mode=s.rest_auth,
+            enforced=False,
+            detail="no API token exists: the REST API is open until one is created "
+            "(vpp-headend tokens create --role operator)",
         )
 
     async def _ssl_context(self) -> ssl.SSLContext | None:
