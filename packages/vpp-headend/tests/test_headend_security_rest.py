@@ -125,3 +125,7 @@ def test_tokens_create_prints_the_token_alone_on_the_last_line(
     assert token not in listed.stdout
     bad = runner.invoke(cli_app, ["tokens", "create", "--role", "admin"])
     assert bad.exit_code == 2
+    token_id = token.split("_")[1]
+    assert runner.invoke(cli_app, ["tokens", "revoke", token_id]).exit_code == 0
+    assert runner.invoke(cli_app, ["tokens", "revoke", token_id]).exit_code == 1
+    assert "revoked" in runner.invoke(cli_app, ["tokens", "list"]).stdout

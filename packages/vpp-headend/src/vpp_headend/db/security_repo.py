@@ -69,14 +69,16 @@ async def revoke_token(engine: AsyncEngine, token_id: str, now: datetime) -> boo
 
 async def revoke_certificate(engine: AsyncEngine, fingerprint_sha256: str, reason: str) -> bool:
     """Add a fingerprint to the deny-list; False when it was there already."""
+    r = m.revoked_certificates
     stmt = (
-        insert(m.revoked_certificates)
+        insert(r)
         .values(fingerprint_sha256=fingerprint_sha256, reason=reason)
         .on_conflict_do_nothing()
+        .returning(r.c.fingerprint_sha256)
     )
     async with engine.begin() as conn:
-        result = await conn.execute(stmt)
-    return bool(result.rowcount)
+        inserted = (await conn.execute(stmt)).first()
+    return inserted is not None
 
 
 async def certificate_revoked(engine: AsyncEngine, fingerprint_sha256: str) -> bool:
