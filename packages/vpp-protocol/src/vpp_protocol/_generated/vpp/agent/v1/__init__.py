@@ -439,7 +439,7 @@ class AssetDescriptor(betterproto2.Message):
     Per-asset credential (an opaque token, at most 256 characters) for assets
     whose registry entry requires one; empty when none. The headend compares
     a hash of it with the registry and rejects the claim as UNAUTHORIZED when
-    it is missing or wrong. Sent only over TLS.
+    it is missing or wrong. Meant for TLS connections only.
     """
 
 
