@@ -209,3 +209,15 @@ async def test_legacy_register_cannot_claim_a_credentialed_asset(
     result = await agent.register(legacy_asset="c-locked")
     assert result.accepted_asset_ids == []
     assert result.rejected[0].code == vp.RejectCode.UNAUTHORIZED
+
+
+def test_site_file_credentials_are_validated() -> None:
+    from vpp_protocol.sitefile import SiteFileError, parse_site_file
+
+    bad_hash = CRED_SITE.replace(hashlib.sha256(b"tok-c-hashed-9876543210").hexdigest(), "abc")
+    with pytest.raises(SiteFileError, match=r"assets\[2\]\.credential_sha256"):
+        parse_site_file(bad_hash)
+    with pytest.raises(SiteFileError, match=r"assets\[1\]\.credential"):
+        parse_site_file(CRED_SITE.replace("tok-c-locked-0123456789", "has space"))
+    with pytest.raises(SiteFileError, match=r"assets\[1\]\.credential"):
+        parse_site_file(CRED_SITE.replace("tok-c-locked-0123456789", "x" * 257))

@@ -253,3 +253,22 @@ async def test_insecure_start_logs_a_warning_every_time(
         if r.levelno == logging.WARNING and "insecure_plaintext_grpc" in r.getMessage()
     ]
     assert len(warnings) == 2
+
+
+def test_tls_settings_come_from_the_environment(db_url: str, pki: Pki) -> None:
+    env = {
+        "VPP_DATABASE_URL": db_url,
+        "VPP_HOST": "0.0.0.0",
+        "VPP_TLS_CERT": str(pki.server_cert),
+        "VPP_TLS_KEY": str(pki.server_key),
+        "VPP_TLS_CLIENT_CA": str(pki.ca1 / "ca.pem"),
+        "VPP_REST_AUTH": "required",
+        "VPP_MAX_MESSAGE_BYTES": "65536",
+    }
+    s = Settings.from_env(env)
+    assert s.tls
+    assert s.tls_cert == pki.server_cert
+    assert s.rest_auth == "required"
+    assert s.max_message_bytes == 65536
+    with pytest.raises(SettingsError, match="rest_auth"):
+        Settings.from_env({**env, "VPP_REST_AUTH": "off"})
