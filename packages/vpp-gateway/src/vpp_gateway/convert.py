@@ -76,6 +76,7 @@ def descriptor(asset: AssetConfig) -> pb.AssetDescriptor:
         min_kw=_finite(lo),
         max_kw=_finite(hi),
         energy_kwh=asset.energy_kwh,
+        credential=asset.credential or "",
     )
 
 
@@ -144,6 +145,14 @@ def heartbeat_message(seq: int, ts: datetime) -> pb.AgentMessage:
     return pb.AgentMessage(heartbeat=pb.Heartbeat(ts=ts, seq=seq))
 
 
+def _reject_reason(r: pb.RejectedAsset) -> str:
+    """The headend's reason; an UNAUTHORIZED claim (e.g. a wrong asset credential) says so."""
+    text = r.reason or r.code.name or "rejected"
+    if r.code == pb.RejectCode.UNAUTHORIZED and not text.startswith("unauthorized"):
+        return f"unauthorized: {text}"
+    return text
+
+
 def headend_event(msg: pb.HeadendMessage) -> HeadendEvent | None:
     """The domain event a headend message carries; None for an empty or unknown body."""
     field, body = betterproto2.which_one_of(msg, "body")
@@ -152,10 +161,7 @@ def headend_event(msg: pb.HeadendMessage) -> HeadendEvent | None:
             session_id=body.session_id,
             epoch=body.epoch,
             accepted=frozenset(body.accepted_asset_ids),
-            rejected=tuple(
-                RejectedAsset(r.asset_id, r.reason or r.code.name or "rejected")
-                for r in body.rejected
-            ),
+            rejected=tuple(RejectedAsset(r.asset_id, _reject_reason(r)) for r in body.rejected),
             watermarks=dict(body.telemetry_watermarks),
             heartbeat_interval_s=body.heartbeat_interval_s
             if math.isfinite(body.heartbeat_interval_s) and body.heartbeat_interval_s > 0

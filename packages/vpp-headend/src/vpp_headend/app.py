@@ -6,8 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar.datastructures import MutableScopeHeaders
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import Message, Scope
 
 from ._version import __version__
 from .api.dispatch import DispatchController
@@ -15,6 +18,7 @@ from .api.ops import OpsController
 from .api.problems import EXCEPTION_HANDLERS
 from .api.registry import RegistryController
 from .api.telemetry import TelemetryController
+from .auth import SECURITY_HEADERS, STRICT_CSP, auth_guard
 from .headend import Headend
 from .settings import Settings
 
@@ -51,12 +55,42 @@ def create_app(
         dependencies={"headend": Provide(provide_headend, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
-        openapi_config=OpenAPIConfig(title="VPP headend", version=__version__, path="/schema"),
+        guards=[auth_guard],
+        before_send=[security_headers],
+        openapi_config=OpenAPIConfig(
+            title="VPP headend",
+            version=__version__,
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "BearerToken": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="`vpp-headend tokens create --role viewer|operator`",
+                    )
+                }
+            ),
+            security=[{"BearerToken": []}],
+        ),
         logging_config=None,
         debug=False,
     )
     app.state.headend = runtime
     return app
+
+
+async def security_headers(message: Message, scope: Scope) -> None:
+    """``before_send`` hook: the security headers on every HTTP response, errors and
+    routing 404s included. No CORS headers are ever added: browsers on other origins
+    cannot read the API's responses."""
+    if message["type"] != "http.response.start":
+        return
+    headers = MutableScopeHeaders.from_message(message)
+    for name, value in SECURITY_HEADERS.items():
+        if name not in headers:
+            headers[name] = value
+    if not scope["path"].startswith("/schema"):
+        headers["Content-Security-Policy"] = STRICT_CSP
 
 
 __all__ = ["create_app"]

@@ -106,6 +106,22 @@ def serve(
     migrate: Annotated[
         bool, typer.Option("--migrate", help="Run migrations first (always with embedded)")
     ] = False,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="gRPC server certificate (PEM)")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Its private key")] = None,
+    tls_client_ca: Annotated[
+        Path | None,
+        typer.Option("--tls-client-ca", help="CA bundle site certificates must chain to"),
+    ] = None,
+    insecure: Annotated[
+        bool | None,
+        typer.Option("--insecure", help="Allow plaintext gRPC on a non-loopback address"),
+    ] = None,
+    rest_auth: Annotated[
+        str | None,
+        typer.Option("--rest-auth", help="auto (tokens once one exists) or required"),
+    ] = None,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Serve the REST API and the gRPC agent service until SIGINT/SIGTERM."""
@@ -118,6 +134,11 @@ def serve(
         data_dir=data_dir,
         auto_enroll=auto_enroll,
         heartbeat_interval_s=heartbeat_interval,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
+        insecure=insecure,
+        rest_auth=rest_auth,
     )
     from .serve import run
 
@@ -211,6 +232,13 @@ async def _import(url: str, sites: list[Any]) -> list[Any]:
         return [await registry.import_site(site) for site in sites]
     finally:
         await engine.dispose()
+
+
+# The security commands use the helpers above, so they are attached last.
+from .cli_security import certs_app, tokens_app  # noqa: E402
+
+app.add_typer(certs_app, name="certs")
+app.add_typer(tokens_app, name="tokens")
 
 
 def main() -> None:  # pragma: no cover - console entry point alias

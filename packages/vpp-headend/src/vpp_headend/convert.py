@@ -26,6 +26,7 @@ from .domain import (
     SetpointCommand,
 )
 from .errors import ProtocolViolationError
+from .limits import MAX_ABS_KW, MAX_AGENT_VERSION_CHARS, MAX_ID_CHARS, MAX_REASON_CHARS
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Readings outside these years are refused: they would be typos or unset clocks.
@@ -77,10 +78,14 @@ def _opt(msg: pb.AssetDescriptor, name: str) -> float | None:
     return float(getattr(msg, name)) if msg.HasField(name) else None
 
 
-def register_from_pb(msg: pb.Register) -> RegisterRequest:
-    """Register → `RegisterRequest`; a malformed site id is a protocol violation."""
+def register_from_pb(msg: pb.Register, max_assets: int = 1_000) -> RegisterRequest:
+    """Register → `RegisterRequest`; a malformed site id or too many assets is a violation."""
     if not ID_PATTERN.fullmatch(msg.site_id):
         raise ProtocolViolationError(f"Register.site_id {msg.site_id[:80]!r} is not a valid id")
+    if len(msg.assets) > max_assets:
+        raise ProtocolViolationError(
+            f"Register claims {len(msg.assets)} assets; the limit is {max_assets} per Register"
+        )
     claims = tuple(
         AssetClaim(
             asset_id=a.asset_id,
@@ -89,6 +94,7 @@ def register_from_pb(msg: pb.Register) -> RegisterRequest:
             min_kw=_opt(a, "min_kw"),
             max_kw=_opt(a, "max_kw"),
             energy_kwh=_opt(a, "energy_kwh"),
+            credential=a.credential,
         )
         for a in msg.assets
     )
@@ -97,7 +103,7 @@ def register_from_pb(msg: pb.Register) -> RegisterRequest:
     return RegisterRequest(
         site_id=msg.site_id,
         claims=claims,
-        agent_version=msg.agent_version[:200],
+        agent_version=msg.agent_version[:MAX_AGENT_VERSION_CHARS],
         protocol_version=msg.protocol_version,
         legacy_asset_id="" if claims else msg.asset_id,
     )
@@ -111,26 +117,35 @@ def ack_from_pb(msg: pb.SetpointAck, default_asset_id: str) -> Ack:
         raise ProtocolViolationError(
             f"SetpointAck.setpoint_id {msg.setpoint_id[:80]!r} is not a UUID"
         ) from None
+    if len(msg.asset_id) > MAX_ID_CHARS or any(
+        len(a.asset_id) > MAX_ID_CHARS for a in msg.allocations
+    ):
+        raise ProtocolViolationError(f"SetpointAck names an asset id over {MAX_ID_CHARS} chars")
     state = _ACK_STATES.get(msg.state)
     if state is None:
         raise ProtocolViolationError(f"SetpointAck.state {msg.state} is not a known ack state")
     applied = msg.applied_kw if msg.HasField("applied_kw") else None
-    if applied is not None and not math.isfinite(applied):
+    if applied is not None and not _sane_kw(applied):
         applied = None
     return Ack(
         setpoint_id=setpoint_id,
         asset_id=msg.asset_id or default_asset_id,
         state=state,
-        reason=msg.reason[:500],
+        reason=msg.reason[:MAX_REASON_CHARS],
         ts=timestamp(msg.ts.seconds, msg.ts.nanos) if msg.HasField("ts") else None,
         applied_kw=applied,
         allocations=tuple(
             Allocation(a.asset_id, a.power_kw)
             for a in msg.allocations
-            if a.asset_id and math.isfinite(a.power_kw)
+            if a.asset_id and _sane_kw(a.power_kw)
         ),
         clamped=msg.clamped,
     )
+
+
+def _sane_kw(value: float) -> bool:
+    """Finite and within ±`MAX_ABS_KW` (1e308 kW is a bug or an attack, not a reading)."""
+    return math.isfinite(value) and abs(value) <= MAX_ABS_KW
 
 
 def timestamp(seconds: int, nanos: int) -> datetime | None:
@@ -150,13 +165,13 @@ def reading_row(r: pb.Telemetry, asset_id: str, received_at: datetime) -> Row | 
         return None
     ts = timestamp(r.ts.seconds, r.ts.nanos)
     power = r.power_kw
-    if ts is None or not math.isfinite(power):
+    if ts is None or not _sane_kw(power):
         return None
     soc = r.soc_pct if r.HasField("soc_pct") else None
-    if soc is not None and not math.isfinite(soc):
+    if soc is not None and not (math.isfinite(soc) and -1.0 <= soc <= 101.0):
         soc = None
     sp = r.setpoint_kw if r.HasField("setpoint_kw") else None
-    if sp is not None and not math.isfinite(sp):
+    if sp is not None and not _sane_kw(sp):
         sp = None
     sp_id = r.setpoint_id
     status = r.status

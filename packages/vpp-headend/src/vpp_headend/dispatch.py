@@ -518,14 +518,29 @@ class DispatchService:
     ) -> bool:
         """Per-asset bookkeeping: allocations and ack states (forward only)."""
         existing = await repo.targets(conn, ack.setpoint_id)
+        served = self._session_assets(site_id)
+        # A site reports only on assets its session serves: an allocation naming another
+        # site's asset is refused and logged, never stored under that asset.
+        foreign = sorted({a.asset_id for a in ack.allocations if a.asset_id not in served})
+        if foreign:
+            self._metrics.acks_ignored.labels("foreign_asset").inc()
+            log_event(
+                log,
+                "ack_foreign_asset",
+                level=logging.WARNING,
+                site_id=site_id,
+                setpoint_id=ack.setpoint_id,
+                asset_ids=foreign[:10],
+            )
+        allocations = [a for a in ack.allocations if a.asset_id in served]
         updates: dict[str, dict[str, Any]] = {}
-        for alloc in ack.allocations:
+        for alloc in allocations:
             updates.setdefault(alloc.asset_id, {})["allocation_kw"] = alloc.power_kw
         if dispatch["target_kind"] == "asset":
             subjects = [dispatch["target_id"]]
         else:
-            subjects = [a.asset_id for a in ack.allocations]
-            if ack.asset_id and ack.asset_id in self._session_assets(site_id):
+            subjects = [a.asset_id for a in allocations]
+            if ack.asset_id and ack.asset_id in served:
                 subjects.append(ack.asset_id)
         changed = False
         for asset_id in dict.fromkeys(subjects):

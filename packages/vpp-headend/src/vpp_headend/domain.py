@@ -13,6 +13,8 @@ from uuid import UUID
 
 from vpp_protocol.sitefile import AssetConfig
 
+from .limits import MAX_ABS_KW, MAX_CREDENTIAL_CHARS
+
 TargetKind = Literal["asset", "site", "group"]
 DispatchState = Literal[
     "pending", "sent", "received", "applied", "failed", "rejected", "expired", "superseded"
@@ -109,6 +111,8 @@ class AssetClaim:
     min_kw: float | None = None
     max_kw: float | None = None
     energy_kwh: float | None = None
+    #: The per-asset credential the gateway presented ("" = none); never logged.
+    credential: str = field(default="", repr=False)
 
     def problem(self) -> str | None:
         """Why this descriptor is invalid, or None."""
@@ -116,6 +120,10 @@ class AssetClaim:
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 return f"{name} is not finite"
+            if value is not None and abs(value) > MAX_ABS_KW:
+                return f"{name} is out of range (|{name}| > {MAX_ABS_KW:g})"
+        if len(self.credential) > MAX_CREDENTIAL_CHARS:
+            return f"credential is longer than {MAX_CREDENTIAL_CHARS} characters"
         if self.capacity_kw is not None and self.capacity_kw < 0:
             return "capacity_kw is negative"
         if self.min_kw is not None and self.max_kw is not None and self.min_kw > self.max_kw:

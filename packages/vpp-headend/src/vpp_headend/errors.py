@@ -81,6 +81,10 @@ class ProtocolViolationError(HeadendError):
     grpc_status = Status.INVALID_ARGUMENT
 
 
+class FrameTooLargeError(ProtocolViolationError):
+    """A gateway announced a message longer than the configured limit (its body is not read)."""
+
+
 class UnauthorizedError(HeadendError):
     """A gateway's identity or claim was refused."""
 
@@ -97,6 +101,7 @@ def internal_problem() -> dict[str, object]:
 __all__ = [
     "BadRequestError",
     "ConflictError",
+    "FrameTooLargeError",
     "HeadendError",
     "NotFoundError",
     "ProtocolViolationError",

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from vpp_protocol import PROTOCOL_VERSION
 
 from .db import models as m
+from .db import security_repo
 from .domain import ClaimOutcome, GatewayView, RegisterReply, RegisterRequest
 from .ingest import Ingest
 from .logs import log_event
@@ -175,6 +176,10 @@ class GatewayService:
             task = asyncio.create_task(self._record_disconnect(session, reason))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+    async def certificate_revoked(self, fingerprint: str) -> bool:
+        """True when the certificate with this fingerprint is on the deny-list."""
+        return await security_repo.certificate_revoked(self._engine, fingerprint)
 
     async def seen(self, session: Session) -> None:
         """Persist ``last_seen`` (called at most once per heartbeat interval)."""

@@ -32,12 +32,14 @@ from vpp_protocol.upb import pb
 from . import convert
 from .dispatch import DispatchService
 from .domain import CloseReasonName
-from .errors import HeadendError, ProtocolViolationError
+from .errors import FrameTooLargeError, HeadendError, ProtocolViolationError
 from .gateways import GatewayService
 from .ingest import Ingest
+from .limits import Limits
 from .logs import log_event
 from .metrics import Metrics
 from .sessions import CLOSE, Session
+from .tls import PeerIdentity, peer_identity
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,8 @@ class AgentService:
         heartbeat_interval_s: float,
         register_timeout_s: float,
         close_grace_s: float = 1.0,
+        limits: Limits | None = None,
+        require_peer_certificate: bool = False,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._gateways = gateways
@@ -90,6 +94,8 @@ class AgentService:
         self._register_timeout = register_timeout_s
         self._close_grace = close_grace_s
         self._clock = clock
+        self._limits = limits or Limits()
+        self._require_cert = require_peer_certificate
         self._streams: set[asyncio.Task[Any]] = set()
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
@@ -131,12 +137,28 @@ class AgentService:
 
     async def _connect(self, stream: AgentStream) -> None:
         remote = _remote(stream)
+        peer = _peer(stream)
+        if self._require_cert:
+            refusal = await self._check_peer(peer)
+            if refusal is not None:
+                await self._refuse(stream, "unauthorized", refusal, remote, None)
+                return
         try:
             request = await self._first_register(stream)
         except ProtocolViolationError as exc:
             await self._refuse(stream, "protocol_error", exc.detail, remote, None)
             return
         if request is None:
+            return
+        if peer is not None and peer.site_id != request.site_id:
+            await self._refuse(
+                stream,
+                "unauthorized",
+                f"Register.site_id {request.site_id!r} does not match the site "
+                f"{peer.site_id!r} of the client certificate",
+                remote,
+                request.site_id,
+            )
             return
         if self._gateways.sessions.shutting_down:
             await self._refuse(stream, "server_shutdown", "headend is shutting down", remote, None)
@@ -191,7 +213,8 @@ class AgentService:
                 )
                 session.close("protocol_error", failure.detail)
                 await asyncio.wait({sender}, timeout=self._close_grace)
-                await self._drain(stream)
+                if not isinstance(failure, FrameTooLargeError):
+                    await self._drain(stream)
                 raise GRPCError(_CLOSE_STATUS["protocol_error"], failure.detail)
             failure = sender.exception()
             if isinstance(failure, _Closed):
@@ -209,6 +232,44 @@ class AgentService:
             await asyncio.gather(sender, receiver, return_exceptions=True)
             self._gateways.closed(session, reason)
 
+    async def _check_peer(self, peer: PeerIdentity | None) -> str | None:
+        """Why a TLS peer may not open a session (no site in its certificate, revoked)."""
+        if peer is None:
+            return "no client certificate"
+        if peer.site_id is None:
+            return f"the client certificate ({peer.subject}) names no valid site id"
+        if await self._gateways.certificate_revoked(peer.fingerprint):
+            return f"the client certificate {peer.fingerprint} is revoked"
+        return None
+
+    async def _recv(self, stream: AgentStream) -> Any:
+        """The next AgentMessage (upb), or None at the end of the stream.
+
+        grpclib buffers a whole message of whatever length the 5-byte prefix announces
+        before decoding it, with no limit; this reads the prefix itself and refuses a
+        message longer than ``max_message_bytes`` before reading its body.
+        """
+        raw = stream._stream  # grpclib's HTTP/2 stream: the only way to see the prefix
+        try:
+            meta = await raw.recv_data(5)
+            if not meta:
+                return None
+            compressed, length = meta[0], int.from_bytes(meta[1:5], "big")
+            if compressed:
+                raise ProtocolViolationError("compressed messages are not supported")
+            if length > self._limits.max_message_bytes:
+                raise FrameTooLargeError(
+                    f"message of {length} bytes exceeds the limit of "
+                    f"{self._limits.max_message_bytes} bytes"
+                )
+            body = await raw.recv_data(length)
+        except AssertionError:  # grpclib: the stream ended inside a message
+            raise ProtocolViolationError("truncated message (stream ended inside it)") from None
+        try:
+            return pb.AgentMessage.FromString(body)
+        except PbDecodeError as exc:
+            raise ProtocolViolationError(f"malformed AgentMessage: {exc}") from None
+
     def _log_failure(self, session: Session, failure: BaseException) -> None:
         if not isinstance(failure, StreamTerminatedError | ConnectionError):
             log.error("stream of site %s failed", session.site_id, exc_info=failure)
@@ -217,26 +278,24 @@ class AgentService:
         """Read and discard until the gateway ends its side (bounded by the close grace)."""
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self._close_grace):
-                while await stream.recv_message() is not None:
+                while await self._recv(stream) is not None:
                     pass
 
     async def _first_register(self, stream: AgentStream) -> Any:
         """The Register that must open a stream; None when the peer left first."""
         try:
             async with asyncio.timeout(self._register_timeout):
-                frame = await stream.recv_message()
+                frame = await self._recv(stream)
         except TimeoutError:
             raise ProtocolViolationError(
                 f"no Register within {self._register_timeout:g} s"
             ) from None
-        except PbDecodeError as exc:
-            raise ProtocolViolationError(f"malformed AgentMessage: {exc}") from None
         if frame is None:
             return None
         kind = convert.body_kind(frame)
         if kind != "register":
             raise ProtocolViolationError(f"the first message must be Register, not {kind}")
-        return convert.register_from_pb(frame.register)
+        return convert.register_from_pb(frame.register, self._limits.max_assets_per_register)
 
     async def _refuse(
         self,
@@ -302,18 +361,21 @@ class AgentService:
     async def _recv_loop(self, stream: AgentStream, session: Session) -> None:
         """Everything the gateway sends after Register; returns when it ends the stream."""
         last_persisted = time.monotonic()
+        limit = self._limits.max_readings_per_message
         while True:
-            try:
-                frame = await stream.recv_message()
-            except PbDecodeError as exc:
-                raise ProtocolViolationError(f"malformed AgentMessage: {exc}") from None
+            frame = await self._recv(stream)
             if frame is None:
                 return
             now = self._clock()
             session.touch(now)
             kind = convert.body_kind(frame)
             if kind == "telemetry_batch":
-                await self._telemetry(session, frame.telemetry_batch.readings, now)
+                readings = frame.telemetry_batch.readings
+                if len(readings) > limit:
+                    raise ProtocolViolationError(
+                        f"TelemetryBatch of {len(readings)} readings; the limit is {limit}"
+                    )
+                await self._telemetry(session, readings, now)
             elif kind == "telemetry":
                 await self._telemetry(session, (frame.telemetry,), now)
             elif kind == "setpoint_ack":
@@ -380,6 +442,14 @@ class AgentService:
             await self._dispatch.on_ack(session, ack)
         except HeadendError as exc:
             log_event(log, "ack_failed", level=logging.WARNING, detail=exc.detail)
+
+
+def _peer(stream: AgentStream) -> PeerIdentity | None:
+    """The TLS identity of the stream's peer; None on a plaintext connection."""
+    transport = getattr(stream.peer, "_transport", None)  # grpclib exposes only a dict form
+    if transport is None:
+        return None
+    return peer_identity(transport.get_extra_info("ssl_object"))
 
 
 def _remote(stream: AgentStream) -> str:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -21,6 +22,7 @@ from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .db import security_repo
 from .db.engine import make_engine, ping
 from .db.migrate import current_revision, head_revision
 from .db.partitions import ensure_partitions
@@ -30,11 +32,13 @@ from .errors import UnavailableError
 from .gateways import GatewayService
 from .grpc_service import AgentService
 from .ingest import Ingest
+from .limits import Limits
 from .logs import log_event
 from .metrics import Metrics
 from .registry import Registry
 from .sessions import SessionRegistry
 from .settings import Settings
+from .tls import server_context
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -155,6 +159,7 @@ class Headend:
         )
         await self._ingest.start()
         await self._gateways.start()
+        await self._log_rest_auth()
         await self._dispatch.start()
         self._service = AgentService(
             self._gateways,
@@ -164,23 +169,71 @@ class Headend:
             heartbeat_interval_s=s.heartbeat_interval_s,
             register_timeout_s=s.register_timeout_s,
             close_grace_s=s.close_grace_s,
+            limits=Limits(
+                max_message_bytes=s.max_message_bytes,
+                max_assets_per_register=s.max_assets_per_register,
+                max_readings_per_message=s.max_readings_per_message,
+            ),
+            require_peer_certificate=s.tls,
             clock=self._clock,
         )
         handlers: list[IServable] = [self._service, Health()]
         handlers = ServerReflection.extend(handlers)
+        ssl_context = await self._ssl_context()
         self._server = Server(handlers, config=self._grpc_config())
         sock = socket.create_server((s.host, s.grpc_port), reuse_port=False)
         self.grpc_port = sock.getsockname()[1]
-        await self._server.start(sock=sock)
+        await self._server.start(sock=sock, ssl=ssl_context)
         self._maintenance = asyncio.create_task(self._partition_loop(), name="partitions")
         log_event(
             log,
             "grpc_listening",
             host=s.host,
             port=self.grpc_port,
+            tls="mutual" if s.tls else "off",
             heartbeat_interval_s=s.heartbeat_interval_s,
             auto_enroll=s.auto_enroll,
         )
+
+    async def _log_rest_auth(self) -> None:
+        """Say at start whether the REST API asks for tokens (docs/security.md)."""
+        s = self.settings
+        _, tokens = await security_repo.role_of(self.engine, "")
+        if s.rest_auth == "required" or tokens:
+            log_event(log, "rest_auth", mode=s.rest_auth, enforced=True)
+            return
+        log_event(
+            log,
+            "rest_auth",
+            level=logging.INFO if s.loopback else logging.WARNING,
+            mode=s.rest_auth,
+            enforced=False,
+            detail="no API token exists: the REST API is open until one is created "
+            "(vpp-headend tokens create --role operator)",
+        )
+
+    async def _ssl_context(self) -> ssl.SSLContext | None:
+        """The mutual-TLS server context; None (with a warning when not loopback) for plaintext."""
+        s = self.settings
+        if s.tls_cert is not None and s.tls_key is not None and s.tls_client_ca is not None:
+            try:
+                return await asyncio.to_thread(
+                    server_context, s.tls_cert, s.tls_key, s.tls_client_ca
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise UnavailableError(f"cannot load the TLS files: {exc}") from exc
+        if s.insecure:
+            log_event(
+                log,
+                "insecure_plaintext_grpc",
+                level=logging.WARNING,
+                host=s.host,
+                detail="gRPC without TLS (--insecure): site identities are not verified; "
+                "any client can claim any registered site. Never use this in production.",
+            )
+        else:
+            log_event(log, "plaintext_grpc_loopback", host=s.host)
+        return None
 
     def _grpc_config(self) -> Configuration:
         s = self.settings

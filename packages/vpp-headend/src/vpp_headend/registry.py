@@ -7,6 +7,8 @@ Register as a value; nothing here raises for a refused claim.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -85,19 +87,23 @@ class Registry:
                 site_known = True
                 log_event(log, "site_enrolled", site_id=req.site_id)
             ids = [c.asset_id for c in claims]
-            owners = {
-                row.asset_id: row.site_id
-                for row in await conn.execute(
-                    select(m.assets.c.asset_id, m.assets.c.site_id).where(
-                        m.assets.c.asset_id.in_(ids)
-                    )
+            owners: dict[str, str] = {}
+            required: dict[str, str] = {}
+            for row in await conn.execute(
+                select(m.assets.c.asset_id, m.assets.c.site_id, m.assets.c.credential_sha256).where(
+                    m.assets.c.asset_id.in_(ids)
                 )
-            }
+            ):
+                owners[row.asset_id] = row.site_id
+                if row.credential_sha256:
+                    required[row.asset_id] = row.credential_sha256
             accepted: list[str] = []
             rejected: list[Rejection] = []
             seen: set[str] = set()
             for claim in claims:
                 verdict = _verdict(claim, req.site_id, site_known, owners, seen, auto_enroll)
+                if verdict is None and claim.asset_id in required:
+                    verdict = _credential_verdict(claim, required[claim.asset_id])
                 seen.add(claim.asset_id)
                 if verdict is None:
                     if claim.asset_id not in owners:
@@ -202,6 +208,22 @@ def _verdict(
     return None
 
 
+def credential_hash(credential: str) -> str:
+    """What the registry stores for a per-asset credential (SHA-256, hex)."""
+    return hashlib.sha256(credential.encode()).hexdigest()
+
+
+def _credential_verdict(claim: AssetClaim, required_sha256: str) -> Rejection | None:
+    """UNAUTHORIZED unless the claim presents the credential whose hash the registry holds."""
+    if not claim.credential:
+        return Rejection(
+            claim.asset_id, "unauthorized", "asset requires a credential; none was presented"
+        )
+    if not hmac.compare_digest(credential_hash(claim.credential), required_sha256):
+        return Rejection(claim.asset_id, "unauthorized", "asset credential does not match")
+    return None
+
+
 async def _site_exists(conn: AsyncConnection, site_id: str) -> bool:
     row = await conn.execute(select(m.sites.c.site_id).where(m.sites.c.site_id == site_id))
     return row.first() is not None
@@ -262,6 +284,8 @@ async def _import(conn: AsyncConnection, site: SiteFile) -> ImportResult:
             min_kw=a.min_kw,
             max_kw=a.max_kw,
             energy_kwh=a.energy_kwh,
+            credential_sha256=a.credential_sha256
+            or (credential_hash(a.credential) if a.credential else None),
         )
         await conn.execute(
             ins.on_conflict_do_update(
@@ -272,6 +296,7 @@ async def _import(conn: AsyncConnection, site: SiteFile) -> ImportResult:
                     "min_kw": ins.excluded.min_kw,
                     "max_kw": ins.excluded.max_kw,
                     "energy_kwh": ins.excluded.energy_kwh,
+                    "credential_sha256": ins.excluded.credential_sha256,
                     "updated_at": func.now(),
                 },
             )
@@ -344,4 +369,4 @@ async def _sites(conn: AsyncConnection, site_ids: Sequence[str] | None) -> list[
     ]
 
 
-__all__ = ["ImportResult", "Registry"]
+__all__ = ["ImportResult", "Registry", "credential_hash"]

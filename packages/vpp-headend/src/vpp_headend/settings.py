@@ -6,6 +6,7 @@ caller (the CLI) does not set explicitly. Nothing reads the environment at impor
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -46,9 +47,43 @@ class Settings:
     retention_days: int = 7
     shutdown_grace_s: float = 5.0
     replica: str = "headend-1"
+    # -- security (docs/security.md) --------------------------------------------------
+    tls_cert: Path | None = None  # the headend's server certificate chain (PEM)
+    tls_key: Path | None = None  # its private key
+    tls_client_ca: Path | None = None  # CA bundle that site certificates must chain to
+    insecure: bool = False  # allow plaintext gRPC on a non-loopback address (warned)
+    rest_auth: str = "auto"  # auto: tokens required once one exists; required: always
+    max_message_bytes: int = 4 * 1024 * 1024  # one gRPC message from a gateway
+    max_assets_per_register: int = 1_000
+    max_readings_per_message: int = 10_000
+
+    @property
+    def tls(self) -> bool:
+        """True when gRPC is served with mutual TLS."""
+        return self.tls_cert is not None
+
+    @property
+    def loopback(self) -> bool:
+        """True when the bind address is a loopback address."""
+        return is_loopback(self.host)
 
     def __post_init__(self) -> None:
         problems: list[str] = []
+        tls_files = (self.tls_cert, self.tls_key, self.tls_client_ca)
+        if any(tls_files) and not all(tls_files):
+            problems.append(
+                "tls_cert, tls_key and tls_client_ca: give all three (mutual TLS) or none"
+            )
+        if not any(tls_files) and not self.insecure and not is_loopback(self.host):
+            problems.append(
+                f"host: plaintext gRPC on {self.host} (not loopback) needs --insecure; "
+                "configure --tls-cert/--tls-key/--tls-client-ca instead"
+            )
+        if self.rest_auth not in ("auto", "required"):
+            problems.append(f"rest_auth: must be 'auto' or 'required', not {self.rest_auth!r}")
+        for name in ("max_message_bytes", "max_assets_per_register", "max_readings_per_message"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}: must be at least 1")
         for name in ("http_port", "grpc_port"):
             port = getattr(self, name)
             if not 0 <= port < 65536:
@@ -114,11 +149,21 @@ def _parse(name: str, type_name: str, raw: str) -> Any:
             return int(raw)
         if type_name == "float":
             return float(raw)
-        if type_name == "Path":
+        if type_name in ("Path", "Path | None"):
             return Path(raw)
     except ValueError:
         raise SettingsError(f"VPP_{name.upper()}: cannot parse {raw!r} as {type_name}") from None
     return raw
 
 
-__all__ = ["Settings", "SettingsError"]
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+__all__ = ["Settings", "SettingsError", "is_loopback"]

@@ -17,6 +17,9 @@ import msgspec
 import yaml
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: A per-asset credential: 1 to 256 printable ASCII characters, no spaces.
+CREDENTIAL_PATTERN = re.compile(r"[\x21-\x7e]{1,256}")
+SHA256_HEX_PATTERN = re.compile(r"[0-9a-f]{64}")
 AssetKindName = Literal["pv", "bess", "meter", "genset", "ev_charger", "load", "other"]
 #: Kinds whose power is drawn from the grid: their default bounds are [-capacity, 0].
 CONSUMER_KINDS = frozenset({"ev_charger", "load"})
@@ -66,6 +69,11 @@ class AssetConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     max_kw: float | None = None
     energy_kwh: float | None = None
     simulator: dict[str, Any] = msgspec.field(default_factory=dict)
+    # Per-asset identity (docs/security.md). The gateway presents `credential` in
+    # Register; the headend's registry import stores `credential_sha256` (or the hash of
+    # `credential` when only that is given) and then requires it for this asset.
+    credential: str | None = None
+    credential_sha256: str | None = None
 
     @property
     def dispatchable(self) -> bool:
@@ -167,6 +175,12 @@ def _asset_problems(path: str, asset: AssetConfig) -> list[tuple[str, str]]:
             out.append((f"{path}.{name}", f"{value} is not a finite number"))
         elif value is not None and name in ("capacity_kw", "energy_kwh") and value < 0:
             out.append((f"{path}.{name}", f"{value} is negative"))
+    if asset.credential is not None and not CREDENTIAL_PATTERN.fullmatch(asset.credential):
+        out.append((f"{path}.credential", "must be 1-256 printable ASCII characters, no spaces"))
+    if asset.credential_sha256 is not None and not SHA256_HEX_PATTERN.fullmatch(
+        asset.credential_sha256
+    ):
+        out.append((f"{path}.credential_sha256", "must be 64 lower-case hex digits (SHA-256)"))
     if not out:
         lo, hi = asset.bounds
         if lo > hi:
@@ -231,6 +245,7 @@ def load_site_file(path: str | Path) -> SiteFile:
 
 
 __all__ = [
+    "CREDENTIAL_PATTERN",
     "ID_PATTERN",
     "AssetConfig",
     "AssetKindName",

@@ -12,6 +12,7 @@ from litestar.params import FromPath, HeaderParameter, QueryParameter
 from ..domain import DispatchState
 from ..errors import NotFoundError, ValidationFailedError
 from .deps import HeadendDep
+from .problems import problem_responses
 from .schemas import (
     DispatchBody,
     DispatchOut,
@@ -40,6 +41,8 @@ class DispatchController(Controller):
             "for an unknown target."
         ),
         request_body_schema=DispatchBody,
+        opt={"role": "operator"},
+        responses=problem_responses(400, 401, 403, 404, 409, 422),
     )
     async def create(
         self,
@@ -62,7 +65,7 @@ class DispatchController(Controller):
             headers["Idempotent-Replayed"] = "true"
         return Response(dispatch_out(view), status_code=202, headers=headers)
 
-    @get("/dispatch/{dispatch_id:str}")
+    @get("/dispatch/{dispatch_id:str}", responses=problem_responses(400, 401, 404))
     async def get_one(self, headend: HeadendDep, dispatch_id: FromPath[str]) -> DispatchOut:
         """State, each transition with its time, per-site deliveries and per-asset acks."""
         try:
@@ -73,7 +76,7 @@ class DispatchController(Controller):
             ) from None
         return dispatch_out(await headend.dispatch.get(uid))
 
-    @get("/dispatches")
+    @get("/dispatches", responses=problem_responses(400, 401, 422))
     async def search(
         self,
         headend: HeadendDep,

@@ -7,6 +7,7 @@ from litestar import Controller, Response, get
 from ..errors import UnavailableError
 from ..metrics import CONTENT_TYPE
 from .deps import HeadendDep
+from .problems import problem_responses
 from .schemas import GatewayOut, gateway_out
 
 
@@ -15,12 +16,12 @@ class OpsController(Controller):
 
     tags = ["operations"]  # noqa: RUF012
 
-    @get("/health")
+    @get("/health", opt={"public": True})
     async def health(self) -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @get("/ready")
+    @get("/ready", opt={"public": True}, responses=problem_responses(503))
     async def ready(self, headend: HeadendDep) -> dict[str, object]:
         """Readiness: database reachable and gRPC listening; 503 otherwise."""
         problems = await headend.ready()
@@ -28,12 +29,12 @@ class OpsController(Controller):
             raise UnavailableError("; ".join(problems))
         return {"status": "ready", "grpc_port": headend.grpc_port}
 
-    @get("/metrics", media_type=CONTENT_TYPE)
+    @get("/metrics", media_type=CONTENT_TYPE, responses=problem_responses(401))
     async def metrics(self, headend: HeadendDep) -> Response[bytes]:
         """Prometheus text exposition."""
         return Response(headend.metrics.render(), media_type=CONTENT_TYPE)
 
-    @get("/gateways")
+    @get("/gateways", responses=problem_responses(401))
     async def gateways(self, headend: HeadendDep) -> list[GatewayOut]:
         """Connected and known gateways (every registered site)."""
         return [gateway_out(g) for g in await headend.gateways.list_gateways()]

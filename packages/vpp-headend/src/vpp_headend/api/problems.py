@@ -6,8 +6,10 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 
 from ..errors import HeadendError, internal_problem
@@ -15,9 +17,14 @@ from ..errors import HeadendError, internal_problem
 log = logging.getLogger(__name__)
 
 
-def _response(body: dict[str, Any]) -> Response[dict[str, Any]]:
+def _response(
+    body: dict[str, Any], headers: dict[str, str] | None = None
+) -> Response[dict[str, Any]]:
     return Response(
-        content=body, status_code=int(body["status"]), media_type="application/problem+json"
+        content=body,
+        status_code=int(body["status"]),
+        media_type="application/problem+json",
+        headers=headers,
     )
 
 
@@ -51,7 +58,8 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[s
         title = HTTPStatus(status).phrase
     except ValueError:
         title = "Error"
-    return _response({"status": status, "title": title, "detail": exc.detail or title})
+    body = {"status": status, "title": title, "detail": exc.detail or title}
+    return _response(body, dict(exc.headers) if exc.headers else None)
 
 
 def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
@@ -66,3 +74,39 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HTTPException: http_error,
     Exception: unexpected_error,
 }
+
+
+class ProblemOut(msgspec.Struct, omit_defaults=True):
+    """Every 4xx/5xx body (``application/problem+json``)."""
+
+    status: int
+    title: str
+    detail: str
+    field: str | None = None
+
+
+_WHY = {
+    400: "Malformed request (e.g. a body that is not JSON)",
+    401: "No bearer token, or an unknown or revoked one (when REST auth is on)",
+    403: "The token's role may not do this (dispatch needs operator)",
+    404: "Unknown id",
+    409: "Idempotency-Key reused with a different request",
+    422: "Invalid parameter or body; `field` names the offender",
+    503: "Not ready: database unreachable or gRPC not listening",
+}
+
+
+def problem_responses(*codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI documentation of the problem responses a route may give."""
+    return {
+        code: ResponseSpec(
+            data_container=ProblemOut,
+            description=_WHY[code],
+            media_type="application/problem+json",
+        )
+        for code in codes
+    }
+
+
+#: What every route behind the auth guard may answer.
+AUTH = (401,)

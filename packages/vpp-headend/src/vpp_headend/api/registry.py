@@ -8,6 +8,7 @@ from litestar import Controller, get
 from litestar.params import FromPath, QueryParameter
 
 from .deps import HeadendDep
+from .problems import problem_responses
 from .schemas import AssetOut, SiteOut, asset_out, site_out
 
 
@@ -16,17 +17,17 @@ class RegistryController(Controller):
 
     tags = ["registry"]  # noqa: RUF012
 
-    @get("/sites")
+    @get("/sites", responses=problem_responses(401))
     async def list_sites(self, headend: HeadendDep) -> list[SiteOut]:
         """Every registered site."""
         return [site_out(s) for s in await headend.registry.list_sites()]
 
-    @get("/sites/{site_id:str}")
+    @get("/sites/{site_id:str}", responses=problem_responses(400, 401, 404))
     async def get_site(self, headend: HeadendDep, site_id: FromPath[str]) -> SiteOut:
         """One site with its assets."""
         return site_out(await headend.registry.get_site(site_id), detail=True)
 
-    @get("/assets")
+    @get("/assets", responses=problem_responses(400, 401, 422))
     async def list_assets(
         self,
         headend: HeadendDep,
@@ -35,7 +36,7 @@ class RegistryController(Controller):
         """Registered assets, optionally of one site."""
         return [asset_out(a) for a in await headend.registry.list_assets(site_id)]
 
-    @get("/assets/{asset_id:str}")
+    @get("/assets/{asset_id:str}", responses=problem_responses(400, 401, 404))
     async def get_asset(self, headend: HeadendDep, asset_id: FromPath[str]) -> AssetOut:
         """One asset."""
         return asset_out(await headend.registry.get_asset(asset_id))

@@ -22,6 +22,7 @@ from ..domain import (
     status_name,
 )
 from ..errors import BadRequestError, ValidationFailedError
+from ..limits import MAX_ABS_KW
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 _TARGETS: tuple[TargetKind, ...] = ("asset", "site", "group")
@@ -74,6 +75,8 @@ def parse_dispatch(
         )
     if isinstance(body.power_kw, bool) or not math.isfinite(body.power_kw):
         raise ValidationFailedError("power_kw must be a finite number", field="power_kw")
+    if abs(body.power_kw) > MAX_ABS_KW:
+        raise ValidationFailedError(f"power_kw must be within ±{MAX_ABS_KW:g} kW", field="power_kw")
     if body.ttl_s is not None and body.expires_at is not None:
         raise ValidationFailedError("give ttl_s or expires_at, not both", field="expires_at")
     if body.expires_at is not None:

@@ -11,6 +11,7 @@ from litestar.params import FromPath, QueryParameter
 from ..db.telemetry_repo import history
 from ..errors import NotFoundError, ValidationFailedError
 from .deps import HeadendDep
+from .problems import problem_responses
 from .schemas import HistoryOut, TelemetryOut, reading_out, telemetry_out
 
 MAX_HISTORY = 10_000
@@ -22,7 +23,7 @@ class TelemetryController(Controller):
     path = "/telemetry"
     tags = ["telemetry"]  # noqa: RUF012
 
-    @get("/{asset_id:str}")
+    @get("/{asset_id:str}", responses=problem_responses(400, 401, 404))
     async def latest(self, headend: HeadendDep, asset_id: FromPath[str]) -> TelemetryOut:
         """The newest stored reading with its lag (now − ts); 404 if none yet."""
         asset = await headend.registry.get_asset(asset_id)
@@ -31,7 +32,7 @@ class TelemetryController(Controller):
             raise NotFoundError(f"no telemetry stored for asset {asset_id!r} yet", field="asset_id")
         return telemetry_out(reading, asset.site_id, datetime.now(UTC))
 
-    @get("/{asset_id:str}/history")
+    @get("/{asset_id:str}/history", responses=problem_responses(400, 401, 404, 422))
     async def history(
         self,
         headend: HeadendDep,

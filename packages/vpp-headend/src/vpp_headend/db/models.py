@@ -61,6 +61,7 @@ assets = Table(
     Column("energy_kwh", Double, nullable=True),
     _ts("created_at", nullable=False, default_now=True),
     _ts("updated_at", nullable=False, default_now=True),
+    Column("credential_sha256", Text, nullable=True),  # 0002_security
     Index("ix_assets_site_id", "site_id"),
 )
 
@@ -234,8 +235,31 @@ telemetry_1m = Table(
     PrimaryKeyConstraint("asset_id", "bucket"),
 )
 
+# -- 0002_security ------------------------------------------------------------------------
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("token_id", Text, primary_key=True),
+    Column("name", Text, nullable=False, server_default=text("''")),
+    Column("role", Text, nullable=False),  # operator | viewer
+    Column("token_sha256", Text, nullable=False, unique=True),
+    _ts("created_at", nullable=False, default_now=True),
+    _ts("revoked_at"),
+)
+
+revoked_certificates = Table(
+    "revoked_certificates",
+    metadata,
+    Column("fingerprint_sha256", Text, primary_key=True),
+    Column("reason", Text, nullable=False, server_default=text("''")),
+    _ts("revoked_at", nullable=False, default_now=True),
+)
+
+
 __all__ = [
     "TELEMETRY_COLUMNS",
+    "api_tokens",
     "assets",
     "dispatch_deliveries",
     "dispatch_events",
@@ -245,6 +269,7 @@ __all__ = [
     "group_members",
     "groups",
     "metadata",
+    "revoked_certificates",
     "sites",
     "telemetry",
     "telemetry_1m",

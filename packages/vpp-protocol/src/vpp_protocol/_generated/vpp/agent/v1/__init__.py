@@ -434,6 +434,14 @@ class AssetDescriptor(betterproto2.Message):
     Usable energy capacity in kWh (storage only); unset when not applicable.
     """
 
+    credential: "str" = betterproto2.field(7, betterproto2.TYPE_STRING)
+    """
+    Per-asset credential (an opaque token, at most 256 characters) for assets
+    whose registry entry requires one; empty when none. The headend compares
+    a hash of it with the registry and rejects the claim as UNAUTHORIZED when
+    it is missing or wrong. Meant for TLS connections only.
+    """
+
 
 default_message_pool.register_message("vpp.agent.v1", "AssetDescriptor", AssetDescriptor)
 

@@ -88,20 +88,22 @@ CLOSE_REASON_UNAUTHORIZED: CloseReason
 CLOSE_REASON_PROTOCOL_ERROR: CloseReason
 
 class AssetDescriptor(_message.Message):
-    __slots__ = ("asset_id", "kind", "capacity_kw", "min_kw", "max_kw", "energy_kwh")
+    __slots__ = ("asset_id", "kind", "capacity_kw", "min_kw", "max_kw", "energy_kwh", "credential")
     ASSET_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_KW_FIELD_NUMBER: _ClassVar[int]
     MIN_KW_FIELD_NUMBER: _ClassVar[int]
     MAX_KW_FIELD_NUMBER: _ClassVar[int]
     ENERGY_KWH_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     asset_id: str
     kind: AssetKind
     capacity_kw: float
     min_kw: float
     max_kw: float
     energy_kwh: float
-    def __init__(self, asset_id: _Optional[str] = ..., kind: _Optional[_Union[AssetKind, str]] = ..., capacity_kw: _Optional[float] = ..., min_kw: _Optional[float] = ..., max_kw: _Optional[float] = ..., energy_kwh: _Optional[float] = ...) -> None: ...
+    credential: str
+    def __init__(self, asset_id: _Optional[str] = ..., kind: _Optional[_Union[AssetKind, str]] = ..., capacity_kw: _Optional[float] = ..., min_kw: _Optional[float] = ..., max_kw: _Optional[float] = ..., energy_kwh: _Optional[float] = ..., credential: _Optional[str] = ...) -> None: ...
 
 class Register(_message.Message):
     __slots__ = ("site_id", "assets", "agent_version", "protocol_version", "asset_id")
