@@ -103,25 +103,44 @@ def proto_check(session: nox.Session) -> None:
 
 
 def _buf_breaking(session: nox.Session) -> None:
-    """`buf breaking` against the schema of the previous commit on main, once there is one."""
-    against = os.environ.get("VPP_BUF_AGAINST", "HEAD~1")
-    probe = session.run(
+    """`buf breaking` against the previous commit and against the first published schema.
+
+    Only additive changes are allowed, ever: comparing with the previous commit catches a
+    break made now; comparing with the first commit that had a schema catches one that
+    slipped in over several commits. ``VPP_BUF_AGAINST`` adds another ref (e.g. a release).
+    """
+    first = session.run(
         "git",
-        "ls-tree",
-        "-r",
-        "--name-only",
-        against,
+        "log",
+        "--reverse",
+        "--format=%H",
         "--",
         "proto/",
         external=True,
         silent=True,
         success_codes=[0, 128],
     )
-    if not probe or ".proto" not in str(probe):
-        session.log(f"buf breaking: no previous schema at {against}; nothing to compare")
-        return
-    with session.chdir(ROOT / "proto"):
-        session.run("buf", "breaking", "--against", f"{ROOT}/.git#ref={against},subdir=proto")
+    refs = ["HEAD~1", str(first or "").split("\n")[0].strip()]
+    if os.environ.get("VPP_BUF_AGAINST"):
+        refs.append(os.environ["VPP_BUF_AGAINST"])
+    for ref in dict.fromkeys(r for r in refs if r):
+        probe = session.run(
+            "git",
+            "ls-tree",
+            "-r",
+            "--name-only",
+            ref,
+            "--",
+            "proto/",
+            external=True,
+            silent=True,
+            success_codes=[0, 128],
+        )
+        if not probe or ".proto" not in str(probe):
+            session.log(f"buf breaking: no schema at {ref}; nothing to compare")
+            continue
+        with session.chdir(ROOT / "proto"):
+            session.run("buf", "breaking", "--against", f"{ROOT}/.git#ref={ref},subdir=proto")
 
 
 @nox.session

@@ -156,6 +156,9 @@ class Agent:
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     result: vp.RegisterResult | None = None
     seq: dict[str, int] = field(default_factory=dict)
+    # Like a live gateway, answer each headend Heartbeat so a slow test (a loaded CI box)
+    # is not closed for silence; tests about silence or about our own heartbeats turn it off.
+    answer_heartbeats: bool = True
 
     async def _messages(self) -> AsyncIterator[vp.AgentMessage]:
         while True:
@@ -170,6 +173,8 @@ class Agent:
         try:
             async for msg in stub.connect(self._messages()):
                 await self.incoming.put(msg)
+                if msg.heartbeat is not None and self.answer_heartbeats:
+                    self.send(heartbeat=vp.Heartbeat(ts=datetime.now(UTC), seq=msg.heartbeat.seq))
                 if msg.session_closed is not None:
                     self.outgoing.put_nowait(None)  # a gateway ends its side on SessionClosed
         except (GRPCError, StreamTerminatedError, ConnectionError) as exc:

@@ -44,6 +44,7 @@ async def test_headend_sends_heartbeats_and_closes_silent_streams(
     caplog.set_level(logging.INFO, logger="vpp_headend")
     await running.import_site(site_yaml("site-a", ["a-1"]))
     agent = await agents(running.grpc_port, "site-a")
+    agent.answer_heartbeats = False
     result = await agent.register(["a-1"])
     assert result.heartbeat_interval_s == 0.5
     beat = await agent.recv("heartbeat", 2)
@@ -52,7 +53,8 @@ async def test_headend_sends_heartbeats_and_closes_silent_streams(
     started = asyncio.get_running_loop().time()
     # The agent says nothing more: closed within 3 intervals (+ scheduling slack).
     assert await agent.closed_reason(3) == vp.CloseReason.HEARTBEAT_TIMEOUT
-    assert asyncio.get_running_loop().time() - started <= 3 * 0.5 + 0.3
+    # 3 intervals, plus slack for a loaded 2-core CI machine.
+    assert asyncio.get_running_loop().time() - started <= 3 * 0.5 + 1.0
     await agent.wait_ended()
 
     async def recorded() -> bool:
@@ -68,6 +70,7 @@ async def test_headend_sends_heartbeats_and_closes_silent_streams(
 async def test_agent_heartbeats_keep_the_session_open(running, agents, site_yaml) -> None:
     await running.import_site(site_yaml("site-a", ["a-1"]))
     agent = await agents(running.grpc_port, "site-a")
+    agent.answer_heartbeats = False  # only the heartbeats sent below keep it open
     await agent.register(["a-1"])
     for n in range(8):  # 2 s, i.e. 4 intervals
         agent.send(heartbeat=vp.Heartbeat(ts=None, seq=n + 1))
