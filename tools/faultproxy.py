@@ -18,7 +18,7 @@ import contextlib
 from dataclasses import dataclass, field
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: pipes live in a set
 class _Pipe:
     client: asyncio.StreamWriter
     upstream: asyncio.StreamWriter
