@@ -376,7 +376,8 @@ async def run(workdir: Path, database_url: str | None) -> int:
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
-    loop.add_signal_handler(signal.SIGTERM, main.cancel)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, kill: clean up, then exit
+        loop.add_signal_handler(sig, main.cancel)
     demo = Demo(workdir, database_url)
     try:
         await demo.start()
