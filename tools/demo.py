@@ -107,7 +107,7 @@ class Demo:
         resp = await self.http.post("/dispatch", json={"power_kw": power_kw, **target})
         resp.raise_for_status()
         body = resp.json()
-        (kind, ident), = target.items()
+        ((kind, ident),) = target.items()
         say(f"POST /dispatch {{{kind}: {ident}, power_kw: {power_kw}}} -> 202 {body['state']}")
         return str(body["dispatch_id"])
 
@@ -201,14 +201,24 @@ class Demo:
 
         async def all_in() -> dict[str, dict[str, Any]] | None:
             got = await self.latest(ids)
-            return got if len(got) == len(ids) and all(r["seq"] >= 2 for r in got.values()) else None
+            return (
+                got if len(got) == len(ids) and all(r["seq"] >= 2 for r in got.values()) else None
+            )
 
         latest = await self.until(all_in, "telemetry from every asset")
         table(
             ["asset", "kind", "site", "seq", "power_kw", "soc_pct", "status", "lag_s"],
             [
-                (a, self.kinds[a], r["site_id"], r["seq"], r["power_kw"], r["soc_pct"],
-                 r["status"], r["lag_s"])
+                (
+                    a,
+                    self.kinds[a],
+                    r["site_id"],
+                    r["seq"],
+                    r["power_kw"],
+                    r["soc_pct"],
+                    r["status"],
+                    r["lag_s"],
+                )
                 for a, r in latest.items()
             ],
         )
@@ -231,8 +241,15 @@ class Demo:
         for a in self.site_a:
             b, n = before[a], after[a]
             changed = b["setpoint_kw"] != n["setpoint_kw"]
-            rows.append((a, b["setpoint_kw"], n["setpoint_kw"], n["power_kw"],
-                         "<- changed" if changed else ""))
+            rows.append(
+                (
+                    a,
+                    b["setpoint_kw"],
+                    n["setpoint_kw"],
+                    n["power_kw"],
+                    "<- changed" if changed else "",
+                )
+            )
         table(["asset", "setpoint before", "setpoint after", "power_kw", ""], rows)
         n_changed = sum(1 for r in rows if r[4])
         say(f"{n_changed} of {len(rows)} site-a assets changed setpoint")
@@ -273,15 +290,21 @@ class Demo:
         did = await self.dispatch(power, group_id="vpp-north")
         d = await self.final(did)
         say("headend split by site (aggregate capacity):")
-        table(["site", "share_kw", "state"],
-              [(x["site_id"], x["power_kw"], x["state"]) for x in d["deliveries"]])
+        table(
+            ["site", "share_kw", "state"],
+            [(x["site_id"], x["power_kw"], x["state"]) for x in d["deliveries"]],
+        )
         say("each gateway split its share across its assets:")
-        table(["asset", "site", "allocation_kw"],
-              [(a["asset_id"], a["site_id"], a["allocation_kw"]) for a in d["allocations"]])
+        table(
+            ["asset", "site", "allocation_kw"],
+            [(a["asset_id"], a["site_id"], a["allocation_kw"]) for a in d["allocations"]],
+        )
         shares = exact_sum([x["power_kw"] for x in d["deliveries"]])
         total = exact_sum([a["allocation_kw"] for a in d["allocations"]])
-        say(f"sum of site shares = {shares} kW, sum of asset allocations = {total} kW "
-            f"(requested {power} kW)")
+        say(
+            f"sum of site shares = {shares} kW, sum of asset allocations = {total} kW "
+            f"(requested {power} kW)"
+        )
         if not shares == total == Decimal(repr(power)):
             raise RuntimeError("the group split does not sum to the request")
 
@@ -304,21 +327,34 @@ class Demo:
         say("site-a gateway started again")
         d = await self.final(did)
         say(f"delivered after reconnect and {d['state']} in {time.monotonic() - t0:.1f} s")
-        table(["at", "state", "scope"],
-              [(e["at"][11:23], e["state"], e["scope"]) for e in d["transitions"]])
+        table(
+            ["at", "state", "scope"],
+            [(e["at"][11:23], e["state"], e["scope"]) for e in d["transitions"]],
+        )
 
     async def summary(self) -> None:
         section("7. Summary")
         rows = await self.get("/dispatches", limit=20)
         table(
             ["dispatch", "target", "power_kw", "state"],
-            [(r["dispatch_id"][:8], f"{r['target']['kind']}:{r['target']['id']}",
-              r["power_kw"], r["state"]) for r in reversed(rows)],
+            [
+                (
+                    r["dispatch_id"][:8],
+                    f"{r['target']['kind']}:{r['target']['id']}",
+                    r["power_kw"],
+                    r["state"],
+                )
+                for r in reversed(rows)
+            ],
         )
         assert self.http is not None
         metrics = (await self.http.get("/metrics")).text
-        wanted = ("vpp_gateways_connected", "vpp_assets_served",
-                  "vpp_telemetry_rows_stored_total", "vpp_dispatches_final_total")
+        wanted = (
+            "vpp_gateways_connected",
+            "vpp_assets_served",
+            "vpp_telemetry_rows_stored_total",
+            "vpp_dispatches_final_total",
+        )
         say("from GET /metrics:")
         for line in metrics.splitlines():
             if line.startswith(wanted):

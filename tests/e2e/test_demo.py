@@ -48,8 +48,6 @@ async def test_demo_runs_the_whole_scenario_and_exits_0(db_url: str, tmp_path: P
     assert "/metrics" in out
     assert "/schema" in out
     # every process it started is gone
-    for log in tmp_path.glob("*.log"):
-        assert log.read_text().count("=== start #") >= 1
     pids = await asyncio.create_subprocess_exec(
         "pgrep", "-f", str(tmp_path), stdout=asyncio.subprocess.PIPE
     )

@@ -1,4 +1,4 @@
-"""Fault tests on real processes: headend crash, gateway crash, a silent network, a database restart.
+"""Fault tests on real processes: headend crash, gateway crash, silent network, database restart.
 
 Each test prints what it measured (time to detect, time to recover, readings lost and
 duplicated) — run with ``pytest -s`` to see the figures — and puts them in its assertion
