@@ -198,3 +198,31 @@ async def test_legacy_and_gateway_mode_side_by_side(system: System) -> None:
         return bool(a and b and a["setpoint_id"] == d1 and b["setpoint_id"] == d2)
 
     await eventually(both_show, what="both setpoints visible in telemetry")
+
+
+async def test_a_stopped_gateway_is_shown_disconnected_and_gets_pending_dispatches(
+    system: System,
+) -> None:
+    path, ids = await _start_site(system, "site-r", N_ASSETS)
+    await system.launcher.import_sites(system.db_url, [path])
+    await system.start_headend()
+    gw = system.launcher.gateway(path)
+    target = next(a for a in ids if "-bess-" in a)
+    for round_ in range(3):  # the headend once missed some graceful stops: try a few
+        await gw.start()
+        await system.wait_connected("site-r", epoch_above=round_)
+        await system.wait_telemetry(ids)
+        await gw.stop()
+
+        async def offline() -> dict[str, Any] | None:
+            row = await system.gateway_row("site-r")
+            return None if row["connected"] else row
+
+        row = await eventually(offline, timeout=10, what=f"site-r offline (round {round_})")
+        # a stopping gateway drops its stream without a half-close: "connection_lost"
+        assert row["disconnect_reason"] in ("client_closed", "connection_lost"), row
+        d = await system.dispatch(-5.0 - round_, asset_id=target)
+        assert (await system.get(f"/dispatch/{d}"))["state"] == "pending"
+    await gw.start()
+    done = await system.wait_dispatch(d)
+    assert done["allocations"][0]["applied_kw"] == -7.0

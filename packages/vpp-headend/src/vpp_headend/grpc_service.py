@@ -206,8 +206,13 @@ class AgentService:
         finally:
             for t in (sender, receiver):
                 t.cancel()
-            await asyncio.gather(sender, receiver, return_exceptions=True)
-            self._gateways.closed(session, reason)
+            try:
+                await asyncio.gather(sender, receiver, return_exceptions=True)
+            finally:
+                # grpclib may cancel this handler again while it waits here (connection
+                # lost, then stream reset): the session must be unrouted all the same, or
+                # it stays "connected" for good and dispatches go to a dead stream.
+                self._gateways.closed(session, reason)
 
     def _log_failure(self, session: Session, failure: BaseException) -> None:
         if not isinstance(failure, StreamTerminatedError | ConnectionError):
