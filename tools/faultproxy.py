@@ -5,7 +5,8 @@ anything but the address it is given (127.0.0.1 in our tests).
 
 - ``cut()``: close every proxied connection at once (both sides see a reset/EOF).
 - ``stall()``: stop forwarding bytes but keep the sockets open, as a network that drops
-  packets without a FIN does; only keepalive/heartbeats can detect it.
+  packets without a FIN does; only keepalive/heartbeats can detect it. ``stall("up")`` or
+  ``stall("down")`` drops one direction only (a half-open path).
 - ``refuse(True)``: close new connections immediately (headend unreachable).
 - ``resume()``: forward again (new connections only after a cut).
 """
@@ -17,7 +18,7 @@ import contextlib
 from dataclasses import dataclass, field
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: pipes live in a set
 class _Pipe:
     client: asyncio.StreamWriter
     upstream: asyncio.StreamWriter
@@ -32,9 +33,12 @@ class FaultProxy:
         self._listen_host = listen_host
         self._server: asyncio.Server | None = None
         self._pipes: set[_Pipe] = set()
-        self._flowing = asyncio.Event()
-        self._flowing.set()
+        # one "flowing" gate per direction: up = client → target, down = target → client
+        self._flowing = {"up": asyncio.Event(), "down": asyncio.Event()}
+        for gate in self._flowing.values():
+            gate.set()
         self._refusing = False
+        self._handlers: set[asyncio.Task[None]] = set()
         self.connections_accepted = 0
 
     @property
@@ -51,14 +55,17 @@ class FaultProxy:
         return self
 
     async def stop(self) -> None:
-        self.cut()
+        """Stop listening, drop every connection and wait for every task it started."""
         if self._server is not None:
             self._server.close()
+        self.resume()  # release pumps parked on a stalled gate so they can see the abort
+        self.cut()
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        if self._server is not None:
             await self._server.wait_closed()
-        for pipe in list(self._pipes):
-            for task in pipe.tasks:
-                task.cancel()
-            await asyncio.gather(*pipe.tasks, return_exceptions=True)
+            self._server = None
 
     def cut(self) -> None:
         """Drop every open connection now."""
@@ -67,18 +74,30 @@ class FaultProxy:
                 writer.transport.abort()
         self._pipes.clear()
 
-    def stall(self) -> None:
-        """Stop forwarding in both directions; sockets stay open (no FIN, no RST)."""
-        self._flowing.clear()
+    def stall(self, direction: str = "both") -> None:
+        """Stop forwarding ("both", "up" or "down"); sockets stay open (no FIN, no RST)."""
+        for name in ("up", "down") if direction == "both" else (direction,):
+            self._flowing[name].clear()
 
     def resume(self) -> None:
-        self._flowing.set()
+        """Forward again in both directions and accept new connections."""
+        for gate in self._flowing.values():
+            gate.set()
         self._refusing = False
 
     def refuse(self, on: bool = True) -> None:
         self._refusing = on
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await self._proxy(reader, writer)
+        finally:
+            self._handlers.discard(task)
+
+    async def _proxy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._refusing:
             writer.transport.abort()
             return
@@ -91,23 +110,32 @@ class FaultProxy:
         pipe = _Pipe(writer, up_writer)
         self._pipes.add(pipe)
         pipe.tasks = [
-            asyncio.create_task(self._pump(reader, up_writer, pipe)),
-            asyncio.create_task(self._pump(up_reader, writer, pipe)),
+            asyncio.create_task(self._pump(reader, up_writer, pipe, self._flowing["up"])),
+            asyncio.create_task(self._pump(up_reader, writer, pipe, self._flowing["down"])),
         ]
-        await asyncio.gather(*pipe.tasks, return_exceptions=True)
-        self._pipes.discard(pipe)
-        for w in (writer, up_writer):
-            w.transport.abort()
+        try:
+            await asyncio.gather(*pipe.tasks, return_exceptions=True)
+        finally:
+            for task in pipe.tasks:
+                task.cancel()
+            await asyncio.gather(*pipe.tasks, return_exceptions=True)
+            self._pipes.discard(pipe)
+            for w in (writer, up_writer):
+                w.transport.abort()
 
     async def _pump(
-        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, pipe: _Pipe
+        self,
+        src: asyncio.StreamReader,
+        dst: asyncio.StreamWriter,
+        pipe: _Pipe,
+        flowing: asyncio.Event,
     ) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             while True:
                 data = await src.read(65536)
                 if not data:
                     break
-                await self._flowing.wait()
+                await flowing.wait()
                 if pipe not in self._pipes:
                     break
                 dst.write(data)

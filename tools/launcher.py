@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -142,25 +143,56 @@ def write_site(
     return path
 
 
+#: Gateway knobs for tests and the demo: heartbeats every second, a frozen peer noticed in
+#: about 3 s (HTTP/2 PING) or 3 heartbeats, reconnect within a second or two.
+FAST_GATEWAY: dict[str, object] = {
+    "heartbeat_interval_s": 1.0,
+    "keepalive_time_s": 2.0,
+    "keepalive_timeout_s": 2.0,
+    "reconnect_base_s": 0.2,
+    "reconnect_cap_s": 2.0,
+}
+
+_KINDS: list[tuple[str, float]] = [
+    ("pv", 100.0),
+    ("bess", 250.0),
+    ("ev_charger", 22.0),
+    ("load", 50.0),
+    ("meter", 0.0),
+]
+
+
 def fleet_assets(site_id: str, n: int) -> list[dict[str, object]]:
-    """``n`` assets cycling through the kinds, with distinct capacities."""
-    kinds = [
-        ("pv", 100.0),
-        ("bess", 250.0),
-        ("ev_charger", 22.0),
-        ("genset", 200.0),
-        ("load", 50.0),
-    ]
+    """``n`` assets cycling through the kinds (one genset), each with its own steady reading.
+
+    Every simulator is parameterised so that no two assets report the same power/SoC and
+    readings stay steady between ticks: PV has its solar noon *now* (flat top of the curve,
+    whatever the wall clock), loads and meters have no noise and distinct base loads,
+    batteries distinct initial SoC, EV chargers distinct capacities.
+    """
+    now = datetime.now(UTC)
+    noon_h = round(now.hour + now.minute / 60, 3)
     out: list[dict[str, object]] = []
     for i in range(n):
-        kind, cap = kinds[i % len(kinds)]
+        kind, cap = ("genset", 200.0) if i == 5 else _KINDS[i % len(_KINDS)]
         asset: dict[str, object] = {
             "asset_id": f"{site_id}-{kind.replace('_', '')}-{i + 1}",
             "kind": kind,
-            "capacity_kw": cap + i,
         }
-        if kind == "bess":
+        if kind != "meter":
+            asset["capacity_kw"] = cap + i
+        sim: dict[str, object] = {}
+        if kind == "pv":
+            sim = {"solar_noon_utc_h": noon_h, "day_length_h": 24}
+        elif kind == "bess":
             asset["energy_kwh"] = 2 * (cap + i)
+            sim = {"initial_soc_pct": 30 + i}
+        elif kind == "load":  # consumption is negative
+            sim = {"base_kw": -(10.0 + i), "noise_kw": 0}
+        elif kind == "meter":
+            sim = {"base_kw": 10.0 + i, "noise_kw": 0, "amplitude_kw": 0}
+        if sim:
+            asset["simulator"] = sim
         out.append(asset)
     return out
 
@@ -180,7 +212,10 @@ class Launcher:
         http_port: int | None = None,
         extra: Sequence[str] = (),
         name: str = "headend",
+        heartbeat_s: float | None = 1.0,
+        keepalive_s: float | None = 2.0,
     ) -> Proc:
+        """A ``vpp-headend serve`` process (not started); short heartbeat/keepalive by default."""
         grpc_port = grpc_port or free_port()
         http_port = http_port or free_port()
         argv = [
@@ -196,9 +231,14 @@ class Launcher:
             database_url,
             *extra,
         ]
+        if heartbeat_s is not None:
+            argv += ["--heartbeat-interval", str(heartbeat_s)]
         proc = Proc(name, argv, self.workdir / f"{name}.log")
         proc.env["VPP_GRPC_PORT"] = str(grpc_port)
         proc.env["VPP_HTTP_PORT"] = str(http_port)
+        if keepalive_s is not None:
+            proc.env["VPP_KEEPALIVE_TIME_S"] = str(keepalive_s)
+            proc.env["VPP_KEEPALIVE_TIMEOUT_S"] = str(keepalive_s)
         self.procs.append(proc)
         return proc
 
@@ -232,8 +272,12 @@ class Launcher:
         headend_port: int,
         tick_s: float = 1.0,
         groups: Sequence[str] = (),
+        gateway: dict[str, object] | None = None,
     ) -> tuple[Path, list[str]]:
-        """One site file with ``n_assets`` assets; returns (path, asset ids)."""
+        """One site file with ``n_assets`` assets; returns (path, asset ids).
+
+        ``gateway`` is the site file's ``gateway:`` section (default `FAST_GATEWAY`).
+        """
         assets = fleet_assets(site_id, n_assets)
         path = write_site(
             self.workdir / f"{site_id}.yaml",
@@ -242,11 +286,18 @@ class Launcher:
             headend_port=headend_port,
             tick_s=tick_s,
             groups=groups,
+            gateway=FAST_GATEWAY if gateway is None else gateway,
         )
         return path, [str(a["asset_id"]) for a in assets]
 
     def legacy_mode(
-        self, prefix: str, n_assets: int, *, headend_port: int, tick_s: float = 1.0
+        self,
+        prefix: str,
+        n_assets: int,
+        *,
+        headend_port: int,
+        tick_s: float = 1.0,
+        gateway: dict[str, object] | None = None,
     ) -> list[Path]:
         """``n_assets`` legacy site files, one asset (and one process) each."""
         paths = []
@@ -260,9 +311,33 @@ class Launcher:
                     headend_port=headend_port,
                     tick_s=tick_s,
                     legacy=True,
+                    gateway=FAST_GATEWAY if gateway is None else gateway,
                 )
             )
         return paths
+
+    async def import_sites(self, database_url: str, site_files: Sequence[Path]) -> str:
+        """``vpp-headend assets import`` (the registry); returns its output, raises on failure."""
+        proc = await asyncio.create_subprocess_exec(
+            str(BIN / "vpp-headend"),
+            "assets",
+            "import",
+            *map(str, site_files),
+            "--database-url",
+            database_url,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        text = out.decode(errors="replace")
+        if proc.returncode != 0:
+            raise RuntimeError(f"assets import failed ({proc.returncode}):\n{text}")
+        return text
+
+    @staticmethod
+    def http_url(proc: Proc) -> str:
+        return f"http://127.0.0.1:{proc.env['VPP_HTTP_PORT']}"
 
     @staticmethod
     def http_port(proc: Proc) -> int:

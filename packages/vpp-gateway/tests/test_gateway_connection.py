@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
+import uuid
 from collections import defaultdict
+from typing import Any
 
+import grpclib.const
+import grpclib.server
 import pytest
 
 import vpp_protocol as pb
@@ -171,3 +176,70 @@ def test_backoff_full_jitter_spreads_over_the_whole_range() -> None:
     assert max(draws) > 57.0
     a, b = Backoff(1.0, 60.0, random.Random(7)), Backoff(1.0, 60.0, random.Random(7))
     assert [a.next_delay() for _ in range(8)] == [b.next_delay() for _ in range(8)]
+
+
+class _ClosingHeadend:
+    """A headend that answers Register, then sends SessionClosed and watches the client side.
+
+    It records whether the gateway half-closed its request stream (``recv_message`` returns
+    None) within a second, as the real headend expects before it ends the call.
+    """
+
+    def __init__(self) -> None:
+        self.ended_by_gateway: list[bool] = []
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        return {
+            "/vpp.agent.v1.AgentService/Connect": grpclib.const.Handler(
+                self._connect,
+                grpclib.const.Cardinality.STREAM_STREAM,
+                pb.AgentMessage,
+                pb.HeadendMessage,
+            )
+        }
+
+    async def _connect(self, stream: grpclib.server.Stream[Any, Any]) -> None:
+        reg = await stream.recv_message()
+        assert reg is not None
+        await stream.send_message(
+            pb.HeadendMessage(
+                register_result=pb.RegisterResult(
+                    accepted_asset_ids=[a.asset_id for a in reg.register.assets],
+                    session_id=str(uuid.uuid4()),
+                    epoch=len(self.ended_by_gateway) + 1,
+                    protocol_version=pb.PROTOCOL_VERSION,
+                    heartbeat_interval_s=0.5,
+                )
+            )
+        )
+        await stream.send_message(
+            pb.HeadendMessage(
+                session_closed=pb.SessionClosed(
+                    reason=pb.CloseReason.SUPERSEDED, detail="newer session"
+                )
+            )
+        )
+        ended = False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                while await stream.recv_message() is not None:
+                    pass  # heartbeats or telemetry sent before it read SessionClosed
+                ended = True
+        self.ended_by_gateway.append(ended)
+
+
+async def test_gateway_ends_its_stream_on_session_closed(make_settings, running) -> None:
+    fake = _ClosingHeadend()
+    server = grpclib.server.Server([fake])
+    await server.start("127.0.0.1", 0)
+    port = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with running(make_settings(port=port)):
+            deadline = asyncio.get_running_loop().time() + 10
+            while len(fake.ended_by_gateway) < 2:
+                assert asyncio.get_running_loop().time() < deadline, fake.ended_by_gateway
+                await asyncio.sleep(0.05)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert fake.ended_by_gateway[:2] == [True, True]

@@ -8,6 +8,7 @@ stream sends goes through the sender task, acks first, then heartbeats, then tel
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import ssl
 from collections import deque
@@ -76,6 +77,17 @@ def _first_cause(exc: BaseException) -> BaseException:
         inner = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)]
         exc = inner[0] if inner else exc.exceptions[0]
     return exc
+
+
+async def _end_request_stream(stream: AgentStream) -> None:
+    """Half-close our side after SessionClosed, as the headend asks.
+
+    The headend waits briefly for it before ending the call; without it grpclib resets the
+    stream and messages not read yet are lost. The sender task may be mid-message: a
+    failure here only means the stream is already gone.
+    """
+    with contextlib.suppress(StreamTerminatedError, ProtocolError, ConnectionError, GRPCError):
+        await stream.end()
 
 
 class Connection:
@@ -271,6 +283,7 @@ class Connection:
             if isinstance(event, RegisterOutcome):
                 return event
             if isinstance(event, CloseNotice):
+                await _end_request_stream(stream)
                 raise SessionEnded(f"{event.reason}: {event.detail}".rstrip(": "))
 
     async def _serve(self, stream: AgentStream, outcome: RegisterOutcome) -> None:
@@ -312,6 +325,7 @@ class Connection:
             if isinstance(event, SetpointCommand):
                 self._on_setpoint(event)
             elif isinstance(event, CloseNotice):
+                await _end_request_stream(stream)
                 raise SessionEnded(f"{event.reason}: {event.detail}".rstrip(": "))
             elif isinstance(event, HeartbeatIn | RegisterOutcome) or event is None:
                 pass

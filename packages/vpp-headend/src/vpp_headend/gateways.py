@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
+import psycopg
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vpp_protocol import PROTOCOL_VERSION
@@ -182,15 +184,24 @@ class GatewayService:
         return await security_repo.certificate_revoked(self._engine, fingerprint)
 
     async def seen(self, session: Session) -> None:
-        """Persist ``last_seen`` (called at most once per heartbeat interval)."""
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                update(m.gateway_sessions)
-                .where(
-                    m.gateway_sessions.c.site_id == session.site_id,
-                    m.gateway_sessions.c.session_id == session.session_id,
+        """Persist ``last_seen`` (called at most once per heartbeat interval).
+
+        Best effort: during a database outage the stream must stay up (the session keeps
+        ``last_seen`` in memory and the next heartbeat writes it again).
+        """
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    update(m.gateway_sessions)
+                    .where(
+                        m.gateway_sessions.c.site_id == session.site_id,
+                        m.gateway_sessions.c.session_id == session.session_id,
+                    )
+                    .values(last_seen=session.last_seen)
                 )
-                .values(last_seen=session.last_seen)
+        except (DBAPIError, psycopg.Error) as exc:
+            log_event(
+                log, "last_seen_failed", level=logging.WARNING, site_id=session.site_id, error=exc
             )
 
     async def list_gateways(self) -> list[GatewayView]:

@@ -229,8 +229,13 @@ class AgentService:
         finally:
             for t in (sender, receiver):
                 t.cancel()
-            await asyncio.gather(sender, receiver, return_exceptions=True)
-            self._gateways.closed(session, reason)
+            try:
+                await asyncio.gather(sender, receiver, return_exceptions=True)
+            finally:
+                # grpclib may cancel this handler again while it waits here (connection
+                # lost, then stream reset): the session must be unrouted all the same, or
+                # it stays "connected" for good and dispatches go to a dead stream.
+                self._gateways.closed(session, reason)
 
     async def _check_peer(self, peer: PeerIdentity | None) -> str | None:
         """Why a TLS peer may not open a session (no site in its certificate, revoked)."""

@@ -1,0 +1,457 @@
+"""The whole VPP system on one machine, with a scripted scenario to follow (``nox -s demo``).
+
+Starts an embedded PostgreSQL (or uses ``--database-url`` / ``VPP_DEMO_DATABASE_URL``),
+loads ``examples/`` into the registry, starts the headend, the site-a gateway (12 assets),
+the site-b gateway and two legacy single-asset agents, then walks through telemetry, an
+asset, a site and a group dispatch, and a gateway restart with a dispatch issued while it
+was offline. Ends by itself (exit 0) and stops everything it started, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import yaml
+from launcher import FAST_GATEWAY, Launcher, Proc, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+T = TypeVar("T")
+
+
+# -- output ---------------------------------------------------------------------------------
+def section(title: str) -> None:
+    print(f"\n\033[1m== {title} \033[0m{'=' * max(0, 72 - len(title))}", flush=True)
+
+
+def say(text: str) -> None:
+    print(f"   {text}", flush=True)
+
+
+def fmt(v: Any, nd: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [[fmt(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    line = "   " + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    print(line)
+    print("   " + "  ".join("-" * w for w in widths))
+    for r in cells:
+        print(
+            "   "
+            + "  ".join(
+                c.rjust(w) if c[:1].isdigit() or c[:1] == "-" else c.ljust(w)
+                for c, w in zip(r, widths, strict=True)
+            )
+        )
+    sys.stdout.flush()
+
+
+def exact_sum(values: Sequence[float]) -> Decimal:
+    return sum((Decimal(repr(v)) for v in values), Decimal(0))
+
+
+# -- the demo -------------------------------------------------------------------------------
+class Demo:
+    def __init__(self, workdir: Path, database_url: str | None) -> None:
+        self.workdir = workdir
+        self.database_url = database_url
+        self.launcher = Launcher(workdir)
+        self.embedded: Any = None
+        self.http: httpx.AsyncClient | None = None
+        self.headend: Proc | None = None
+        self.gateways: dict[str, Proc] = {}
+        self.started = time.monotonic()
+
+    # -- helpers ----------------------------------------------------------------------------
+    async def until(
+        self, probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = 30.0
+    ) -> T:
+        deadline = time.monotonic() + timeout
+        while True:
+            got = await probe()
+            if got:
+                return got
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out waiting for {what}")
+            await asyncio.sleep(0.2)
+
+    async def get(self, path: str, **params: Any) -> Any:
+        assert self.http is not None
+        resp = await self.http.get(path, params=params or None)
+        resp.raise_for_status()
+        return resp.json()
+
+    async def dispatch(self, power_kw: float, **target: str) -> str:
+        assert self.http is not None
+        resp = await self.http.post("/dispatch", json={"power_kw": power_kw, **target})
+        resp.raise_for_status()
+        body = resp.json()
+        ((kind, ident),) = target.items()
+        say(f"POST /dispatch {{{kind}: {ident}, power_kw: {power_kw}}} -> 202 {body['state']}")
+        return str(body["dispatch_id"])
+
+    async def final(self, dispatch_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        async def probe() -> dict[str, Any] | None:
+            d: dict[str, Any] = await self.get(f"/dispatch/{dispatch_id}")
+            return d if d["state"] in ("applied", "failed", "rejected", "expired") else None
+
+        return await self.until(probe, f"dispatch {dispatch_id}", timeout)
+
+    async def latest(self, asset_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        assert self.http is not None
+        out: dict[str, dict[str, Any]] = {}
+        for a in asset_ids:
+            resp = await self.http.get(f"/telemetry/{a}")
+            if resp.status_code == 200:
+                out[a] = resp.json()
+        return out
+
+    def site_copy(self, name: str, grpc_port: int) -> Path:
+        """examples/NAME.yaml for this run: local headend port, 1 s tick, short intervals."""
+        doc = yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())
+        doc["headend"] = {"host": "127.0.0.1", "port": grpc_port}
+        doc["telemetry_interval_s"] = 1
+        doc["gateway"] = dict(FAST_GATEWAY)
+        now = datetime.now(UTC)
+        for asset in doc["assets"]:
+            if asset["kind"] == "pv":  # show PV output at any hour: solar noon is now
+                sim = asset.setdefault("simulator", {})
+                sim.setdefault("solar_noon_utc_h", round(now.hour + now.minute / 60, 3))
+        path = self.workdir / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return path
+
+    # -- steps ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        section("1. Start: PostgreSQL, registry, headend, gateways")
+        if self.database_url is None:
+            from vpp_headend.db.embedded import start_embedded
+
+            t0 = time.monotonic()
+            self.embedded = await asyncio.to_thread(start_embedded, self.workdir / "pgdata")
+            self.database_url = str(self.embedded.url)
+            say(f"embedded PostgreSQL started in {time.monotonic() - t0:.1f} s")
+            say(f"  data: {self.embedded.data_dir}")
+        else:
+            say("PostgreSQL: the server given with --database-url / VPP_DEMO_DATABASE_URL")
+        assert self.database_url is not None
+        await self.cli("vpp-headend", "db", "upgrade", "--database-url", self.database_url)
+        say("schema migrated (vpp-headend db upgrade)")
+        grpc_port, http_port = free_port(), free_port()
+        names = ["site-a", "site-b", "legacy-pv-1", "legacy-bess-1"]
+        sites = {n: self.site_copy(n, grpc_port) for n in names}
+        out = await self.launcher.import_sites(self.database_url, list(sites.values()))
+        say("registry imported (vpp-headend assets import examples/*.yaml):")
+        for line in out.strip().splitlines():
+            say(f"  {line}")
+        self.headend = self.launcher.headend(
+            self.database_url, grpc_port=grpc_port, http_port=http_port
+        )
+        await self.headend.start()
+        await self.headend.wait_for_log(r"event=listening", timeout=60)
+        self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=10)
+        say(f"headend: REST http://127.0.0.1:{http_port}  gRPC 127.0.0.1:{grpc_port}")
+        for name, path in sites.items():
+            self.gateways[name] = await self.launcher.gateway(path, name=f"gw-{name}").start()
+        for name in names:
+            await self.gateways[name].wait_for_log(r"event=connected", timeout=30)
+        rows = [r for r in await self.get("/gateways") if r["connected"]]
+        table(
+            ["site", "mode", "assets served", "remote", "epoch"],
+            [
+                (
+                    r["site_id"],
+                    "legacy agent" if r["site_id"].startswith("legacy") else "gateway",
+                    len(r["assets_served"]),
+                    r["remote"],
+                    r["epoch"],
+                )
+                for r in rows
+            ],
+        )
+        say("site-a's 12 assets share ONE gRPC stream (one row, one remote address)")
+
+    async def telemetry(self) -> None:
+        section("2. Telemetry arriving per asset (GET /telemetry/{asset_id})")
+        assets = await self.get("/assets")
+        self.kinds = {a["asset_id"]: a["kind"] for a in assets}
+        self.site_a = [a["asset_id"] for a in assets if a["site_id"] == "site-a"]
+        ids = list(self.kinds)
+
+        async def all_in() -> dict[str, dict[str, Any]] | None:
+            got = await self.latest(ids)
+            return (
+                got if len(got) == len(ids) and all(r["seq"] >= 2 for r in got.values()) else None
+            )
+
+        latest = await self.until(all_in, "telemetry from every asset")
+        table(
+            ["asset", "kind", "site", "seq", "power_kw", "soc_pct", "status", "lag_s"],
+            [
+                (
+                    a,
+                    self.kinds[a],
+                    r["site_id"],
+                    r["seq"],
+                    r["power_kw"],
+                    r["soc_pct"],
+                    r["status"],
+                    r["lag_s"],
+                )
+                for a, r in latest.items()
+            ],
+        )
+        say(f"{len(latest)} assets, each with its own latest reading (1 s tick)")
+
+    async def asset_dispatch(self) -> None:
+        section("3. Per-asset dispatch: only that asset changes")
+        target = "site-a-bess-1"
+        before = await self.latest(self.site_a)
+        did = await self.dispatch(-50.0, asset_id=target)
+        d = await self.final(did)
+        say(f"dispatch {did[:8]}… {d['state']}")
+
+        async def shows() -> dict[str, dict[str, Any]] | None:
+            got = await self.latest(self.site_a)
+            return got if got[target]["setpoint_id"] == did else None
+
+        after = await self.until(shows, "the new setpoint in telemetry")
+        rows = []
+        for a in self.site_a:
+            b, n = before[a], after[a]
+            changed = b["setpoint_kw"] != n["setpoint_kw"]
+            rows.append(
+                (
+                    a,
+                    b["setpoint_kw"],
+                    n["setpoint_kw"],
+                    n["power_kw"],
+                    "<- changed" if changed else "",
+                )
+            )
+        table(["asset", "setpoint before", "setpoint after", "power_kw", ""], rows)
+        n_changed = sum(1 for r in rows if r[4])
+        say(f"{n_changed} of {len(rows)} site-a assets changed setpoint")
+        if n_changed != 1:
+            raise RuntimeError("a per-asset dispatch changed more than its asset")
+
+    async def site_dispatch(self) -> None:
+        section("4. Site dispatch: the gateway splits it across site-a's assets")
+        power = 400.0
+        did = await self.dispatch(power, site_id="site-a")
+        d = await self.final(did)
+        line = await self.gateways["site-a"].wait_for_log(rf"event=split setpoint_id={did}[^\n]*")
+        found = re.search(r'allocations="?([^"\s]+)', line)
+        assert found is not None
+        split = {k: float(v) for k, v in (p.split("=") for p in found[1].split(","))}
+        applied = {a["asset_id"]: a for a in d["allocations"]}
+        table(
+            ["asset", "kind", "split_kw", "acked_kw", "state"],
+            [
+                (a, self.kinds[a], kw, applied[a]["allocation_kw"], applied[a]["state"])
+                for a, kw in split.items()
+            ],
+        )
+        total = exact_sum(list(split.values()))
+        say(
+            f"sum of the split = {total} kW (requested {power} kW): "
+            + ("exact" if total == Decimal(repr(power)) else "NOT EXACT")
+        )
+        say("meters take no share; the split is proportional to capacity within each")
+        say("asset's limits, and the same request always gives the same table")
+        say("gateway log: " + re.sub(r"^ts=\S+ ", "", line)[:160] + " …")
+        if total != Decimal(repr(power)):
+            raise RuntimeError("the site split does not sum to the request")
+
+    async def group_dispatch(self) -> None:
+        section("5. Group dispatch: vpp-north spans site-a and site-b")
+        power = -200.0
+        did = await self.dispatch(power, group_id="vpp-north")
+        d = await self.final(did)
+        say("headend split by site (aggregate capacity):")
+        table(
+            ["site", "share_kw", "state"],
+            [(x["site_id"], x["power_kw"], x["state"]) for x in d["deliveries"]],
+        )
+        say("each gateway split its share across its assets:")
+        table(
+            ["asset", "site", "allocation_kw"],
+            [(a["asset_id"], a["site_id"], a["allocation_kw"]) for a in d["allocations"]],
+        )
+        shares = exact_sum([x["power_kw"] for x in d["deliveries"]])
+        total = exact_sum([a["allocation_kw"] for a in d["allocations"]])
+        say(
+            f"sum of site shares = {shares} kW, sum of asset allocations = {total} kW "
+            f"(requested {power} kW)"
+        )
+        if not shares == total == Decimal(repr(power)):
+            raise RuntimeError("the group split does not sum to the request")
+
+    async def restart(self) -> None:
+        section("6. Gateway restart with a dispatch issued while it was offline")
+        gw = self.gateways["site-a"]
+        await gw.stop()
+        say("site-a gateway stopped (SIGTERM)")
+
+        async def offline() -> bool:
+            rows = await self.get("/gateways")
+            return not next(r for r in rows if r["site_id"] == "site-a")["connected"]
+
+        await self.until(offline, "site-a offline")
+        did = await self.dispatch(80.0, asset_id="site-a-bess-2")
+        d = await self.get(f"/dispatch/{did}")
+        say(f"dispatch {did[:8]}… is {d['state']} (target offline, held until it expires)")
+        t0 = time.monotonic()
+        await gw.start()
+        say("site-a gateway started again")
+        d = await self.final(did)
+        say(f"delivered after reconnect and {d['state']} in {time.monotonic() - t0:.1f} s")
+        table(
+            ["at", "state", "scope"],
+            [(e["at"][11:23], e["state"], e["scope"]) for e in d["transitions"]],
+        )
+
+    async def summary(self) -> None:
+        section("7. Summary")
+        rows = await self.get("/dispatches", limit=20)
+        table(
+            ["dispatch", "target", "power_kw", "state"],
+            [
+                (
+                    r["dispatch_id"][:8],
+                    f"{r['target']['kind']}:{r['target']['id']}",
+                    r["power_kw"],
+                    r["state"],
+                )
+                for r in reversed(rows)
+            ],
+        )
+        assert self.http is not None
+        metrics = (await self.http.get("/metrics")).text
+        wanted = (
+            "vpp_gateways_connected",
+            "vpp_assets_served",
+            "vpp_telemetry_rows_stored_total",
+            "vpp_dispatches_final_total",
+        )
+        say("from GET /metrics:")
+        for line in metrics.splitlines():
+            if line.startswith(wanted):
+                say(f"  {line}")
+        say(f"demo took {time.monotonic() - self.started:.0f} s")
+
+    def how_to_continue(self) -> None:
+        section("Keep it running yourself")
+        print(
+            """   In one shell (embedded PostgreSQL in ./.vpp/pgdata; or --database-url URL):
+     vpp-headend assets import examples/*.yaml
+     vpp-headend serve                          # REST :8000, gRPC :50051
+   In others, one per site:
+     vpp-gateway run examples/site-a.yaml       # 12 assets, one gRPC stream
+     vpp-gateway run examples/site-b.yaml
+     vpp-gateway run examples/legacy-pv-1.yaml  # legacy single-asset agents
+     vpp-gateway run examples/legacy-bess-1.yaml
+   Then:
+     OpenAPI docs     http://127.0.0.1:8000/schema
+     gateways         http://127.0.0.1:8000/gateways
+     telemetry        http://127.0.0.1:8000/telemetry/site-a-bess-1
+     metrics          http://127.0.0.1:8000/metrics
+     dispatch         curl -X POST localhost:8000/dispatch -H 'content-type: application/json' \\
+                        -d '{"site_id": "site-a", "power_kw": 300}'
+   (from a checkout: `pip install -e 'packages/vpp-headend[embedded]' -e packages/vpp-gateway`;
+   examples/README.md and docs/runbook.md say more)""",
+            flush=True,
+        )
+
+    async def cli(self, *argv: str) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / argv[0]),
+            *argv[1:],
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv[:3])} failed:\n{out.decode(errors='replace')}")
+
+    async def close(self) -> None:
+        await self.launcher.stop_all()
+        if self.http is not None:
+            await self.http.aclose()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+
+    def dump_logs(self) -> None:
+        for proc in self.launcher.procs:
+            print(f"\n--- last lines of {proc.name} ({proc.log_path}) ---", file=sys.stderr)
+            print("\n".join(proc.log().splitlines()[-15:]), file=sys.stderr)
+
+
+async def run(workdir: Path, database_url: str | None) -> int:
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, kill: clean up, then exit
+        loop.add_signal_handler(sig, main.cancel)
+    demo = Demo(workdir, database_url)
+    try:
+        await demo.start()
+        await demo.telemetry()
+        await demo.asset_dispatch()
+        await demo.site_dispatch()
+        await demo.group_dispatch()
+        await demo.restart()
+        await demo.summary()
+    except Exception as exc:
+        print(f"\ndemo failed: {exc}", file=sys.stderr)
+        demo.dump_logs()
+        return 1
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(demo.close())
+    demo.how_to_continue()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("VPP_DEMO_DATABASE_URL") or None,
+        help="an empty, dedicated PostgreSQL database (default: embedded PostgreSQL)",
+    )
+    parser.add_argument("--workdir", type=Path, help="logs and state (default: a temp dir)")
+    args = parser.parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            return asyncio.run(run(workdir, args.database_url))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            print("\ninterrupted: every process the demo started has been stopped")
+            return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
