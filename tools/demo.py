@@ -79,6 +79,7 @@ class Demo:
         self.launcher = Launcher(workdir)
         self.embedded: Any = None
         self.http: httpx.AsyncClient | None = None
+        self.token = ""
         self.headend: Proc | None = None
         self.gateways: dict[str, Proc] = {}
         self.started = time.monotonic()
@@ -165,12 +166,31 @@ class Demo:
         say("registry imported (vpp-headend assets import examples/*.yaml):")
         for line in out.strip().splitlines():
             say(f"  {line}")
+        created = await self.cli(
+            "vpp-headend",
+            "tokens",
+            "create",
+            "--role",
+            "operator",
+            "--name",
+            "demo",
+            "--database-url",
+            self.database_url,
+        )
+        self.token = created.strip().splitlines()[-1]
+        say("operator token created (vpp-headend tokens create --role operator):")
+        say(f"  {self.token}")
+        say("  REST now requires it: Authorization: Bearer <token> (viewers may only read)")
         self.headend = self.launcher.headend(
             self.database_url, grpc_port=grpc_port, http_port=http_port
         )
         await self.headend.start()
         await self.headend.wait_for_log(r"event=listening", timeout=60)
-        self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}", timeout=10)
+        self.http = httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{http_port}",
+            headers={"authorization": f"Bearer {self.token}"},
+            timeout=10,
+        )
         say(f"headend: REST http://127.0.0.1:{http_port}  gRPC 127.0.0.1:{grpc_port}")
         for name, path in sites.items():
             self.gateways[name] = await self.launcher.gateway(path, name=f"gw-{name}").start()
@@ -372,28 +392,33 @@ class Demo:
      vpp-gateway run examples/site-b.yaml
      vpp-gateway run examples/legacy-pv-1.yaml  # legacy single-asset agents
      vpp-gateway run examples/legacy-bess-1.yaml
-   Then:
-     OpenAPI docs     http://127.0.0.1:8000/schema
-     gateways         http://127.0.0.1:8000/gateways
-     telemetry        http://127.0.0.1:8000/telemetry/site-a-bess-1
-     metrics          http://127.0.0.1:8000/metrics
-     dispatch         curl -X POST localhost:8000/dispatch -H 'content-type: application/json' \\
+   Then (REST is open until the first token exists; after that every call needs one):
+     TOKEN=$(vpp-headend tokens create --role operator | tail -n 1)
+     OpenAPI docs     http://127.0.0.1:8000/schema   (always open)
+     gateways         curl -H "authorization: Bearer $TOKEN" localhost:8000/gateways
+     telemetry        curl -H "authorization: Bearer $TOKEN" localhost:8000/telemetry/site-a-bess-1
+     metrics          curl -H "authorization: Bearer $TOKEN" localhost:8000/metrics
+     dispatch         curl -X POST localhost:8000/dispatch -H "authorization: Bearer $TOKEN" \\
+                        -H 'content-type: application/json' \\
                         -d '{"site_id": "site-a", "power_kw": 300}'
    (from a checkout: `pip install -e 'packages/vpp-headend[embedded]' -e packages/vpp-gateway`;
    examples/README.md and docs/runbook.md say more)""",
             flush=True,
         )
 
-    async def cli(self, *argv: str) -> None:
+    async def cli(self, *argv: str) -> str:
+        """Run one of our CLIs; return its standard output (stderr goes to the error)."""
         proc = await asyncio.create_subprocess_exec(
             str(Path(sys.executable).parent / argv[0]),
             *argv[1:],
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+            stderr=asyncio.subprocess.PIPE,
         )
-        out, _ = await proc.communicate()
+        out, err = await proc.communicate()
         if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv[:3])} failed:\n{out.decode(errors='replace')}")
+            text = (out + err).decode(errors="replace")
+            raise RuntimeError(f"{' '.join(argv[:3])} failed:\n{text}")
+        return out.decode()
 
     async def close(self) -> None:
         await self.launcher.stop_all()

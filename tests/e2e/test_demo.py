@@ -44,6 +44,9 @@ async def test_demo_runs_the_whole_scenario_and_exits_0(db_url: str, tmp_path: P
     assert "sum of the split = 400.000 kW (requested 400.0 kW): exact" in out
     assert "is pending (target offline" in out
     assert "delivered after reconnect and applied" in out
+    # the demo creates an operator token, prints it, and uses it (REST then requires one)
+    assert "operator token created" in out
+    assert "Authorization: Bearer <token>" in out
     assert "vpp-headend serve" in out
     assert "/metrics" in out
     assert "/schema" in out

