@@ -45,7 +45,8 @@ class Settings:
     partition_check_interval_s: float = 3600.0
     retention_days: int = 7
     shutdown_grace_s: float = 5.0
-    replica: str = "headend-1"
+    replica: str = "headend-1"  # unique per process when several share one database
+    listen_reconnect_s: float = 1.0  # LISTEN/NOTIFY connection: wait before reconnecting
 
     def __post_init__(self) -> None:
         problems: list[str] = []
