@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -88,6 +89,9 @@ class DispatchService:
         self._clock = clock
         self._new_id = new_id
         self._sweeper: asyncio.Task[None] | None = None
+        # Dispatches created here are routed here right after commit: their own NOTIFY,
+        # when it comes back to this replica, has nothing left to do.
+        self._created_here: OrderedDict[UUID, None] = OrderedDict()
 
     # -- lifecycle of the service --------------------------------------------------------
 
@@ -116,6 +120,9 @@ class DispatchService:
         dispatch_id = self._new_id()
         now = self._clock()
         after = _AfterCommit()
+        self._created_here[dispatch_id] = None
+        while len(self._created_here) > 10_000:
+            self._created_here.popitem(last=False)
         try:
             async with self._engine.begin() as conn:
                 await self._insert(conn, dispatch_id, req, plans, detail, now, after)
@@ -419,6 +426,8 @@ class DispatchService:
     async def on_notified(self, dispatch_id: UUID) -> int:
         """A dispatch was created on some replica (NOTIFY): deliver its pending
         deliveries whose site's stream this replica holds. Returns setpoints sent."""
+        if self._created_here.pop(dispatch_id, 0) is None:
+            return 0  # created (and routed) here
         async with self._engine.connect() as conn:
             pending = await repo.pending_deliveries(conn, dispatch_id)
         sent = 0
