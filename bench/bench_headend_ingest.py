@@ -218,17 +218,23 @@ async def floor(readings: int, assets: int, batch: int, timeout: float) -> dict[
     client.start()
     try:
         await asyncio.to_thread(ready.wait)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         go.set()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await service.done.wait()
         elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
         await asyncio.to_thread(client.join, 30)
     finally:
         server.close()
         await server.wait_closed()
-    return {"count": service.count, "elapsed": elapsed, "rate": service.count / elapsed}
+    return {
+        "count": service.count,
+        "elapsed": elapsed,
+        "rate": service.count / elapsed,
+        "cpu_us": 1e6 * cpu / max(service.count, 1),
+    }
 
 
 def _site_yaml(site: int, assets: int) -> str:
@@ -269,12 +275,13 @@ async def ingest(url: str, args: argparse.Namespace) -> dict[str, float]:
         def stored_rows() -> float:
             return registry.get_sample_value("vpp_telemetry_rows_stored_total") or 0.0
 
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         go.set()
         deadline = t0 + args.timeout
         while stored_rows() < total and time.perf_counter() < deadline:  # noqa: ASYNC110 - polls a counter
             await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
         stored = stored_rows()
         await asyncio.to_thread(client.join, 30)
     finally:
@@ -282,7 +289,13 @@ async def ingest(url: str, args: argparse.Namespace) -> dict[str, float]:
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT count(*) FROM telemetry").fetchone()
         in_db = int(row[0]) if row else 0
-    return {"stored": stored, "in_db": in_db, "elapsed": elapsed, "rate": stored / elapsed}
+    return {
+        "stored": stored,
+        "in_db": in_db,
+        "elapsed": elapsed,
+        "rate": stored / elapsed,
+        "cpu_us": 1e6 * cpu / max(stored, 1),
+    }
 
 
 async def _truncate(url: str) -> None:
@@ -414,21 +427,24 @@ def main() -> None:
     )
     print(
         f"  (a) floor, decode only, one grpclib stream: {floor_fig['rate']:>10,.0f} readings/s "
-        f"({floor_fig['count']:.0f} in {floor_fig['elapsed']:.2f} s)"
+        f"({floor_fig['count']:.0f} in {floor_fig['elapsed']:.2f} s; "
+        f"server {floor_fig['cpu_us']:.2f} CPU-us/reading)"
     )
     print(
         f"  (b) end to end, {args.gateways:>2} gateways -> PostgreSQL:  "
         f"{figures['rate']:>10,.0f} readings/s "
         f"({figures['stored']:.0f} stored in {figures['elapsed']:.2f} s; "
-        f"{figures['in_db']} rows in telemetry)"
+        f"{figures['in_db']} rows in telemetry; headend {figures['cpu_us']:.2f} CPU-us/reading)"
     )
     print(
         f"  (b) end to end,  1 gateway  -> PostgreSQL:  {single['rate']:>10,.0f} readings/s "
-        f"({single['stored']:.0f} stored in {single['elapsed']:.2f} s)"
+        f"({single['stored']:.0f} stored in {single['elapsed']:.2f} s; "
+        f"headend {single['cpu_us']:.2f} CPU-us/reading)"
     )
     print(
         f"  (c) ratio b/a: {args.gateways} gateways {figures['rate'] / floor_fig['rate']:.2f}, "
-        f"1 gateway {single['rate'] / floor_fig['rate']:.2f}  (target >= 0.8)"
+        f"1 gateway {single['rate'] / floor_fig['rate']:.2f}  (target >= 0.8); "
+        f"CPU per reading, floor / headend: {floor_fig['cpu_us'] / figures['cpu_us']:.2f}"
     )
     print(f"  bare decode, betterproto2:                  {bp_rate:>10,.0f} readings/s")
     print(f"  bare decode, upb:                           {upb_rate:>10,.0f} readings/s")
