@@ -70,7 +70,7 @@ class LoadConfig:
     replicas: int = 1
     client_procs: int = 2
     connect_rate: float = 500.0  # new connections per second, all clients together
-    connect_timeout_s: float = 120.0
+    connect_timeout_s: float = 300.0
     lag_poll_s: float = 0.1
     probe_assets: int = 50
     host: str = "127.0.0.1"
@@ -106,6 +106,7 @@ class Report:
     db_backend_cpu_pct: float = 0.0
     client_cpu_pct: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)
+    error_samples: dict[str, str] = field(default_factory=dict)
     loadavg: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def table(self) -> str:
@@ -131,6 +132,7 @@ class Report:
             f"  PostgreSQL backends CPU   {self.db_backend_cpu_pct:>9.0f}%   "
             f"clients CPU {self.client_cpu_pct:.0f}%",
             f"  errors                    {self.errors or 'none'}",
+            *(f"    {k}: {v}" for k, v in self.error_samples.items()),
             f"  load average              {' '.join(f'{x:.2f}' for x in self.loadavg)}",
         ]
         return "\n".join(lines)
@@ -189,6 +191,7 @@ class _ClientStats:
     batches: int = 0
     acks: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    samples: dict[str, str] = field(default_factory=dict)
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -262,7 +265,9 @@ async def _gateway(
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        st.error(type(exc).__name__ if connected else f"connect_{type(exc).__name__}")
+        kind = type(exc).__name__ if connected else f"connect_{type(exc).__name__}"
+        st.error(kind)
+        st.samples.setdefault(kind, str(exc)[:200])
     finally:
         channel.close()
 
@@ -308,6 +313,7 @@ def _client_main(
                 "batches": st.batches,
                 "acks": st.acks,
                 "errors": st.errors,
+                "samples": st.samples,
                 "cpu_s": cpu.ru_utime + cpu.ru_stime,
             }
         )
@@ -595,7 +601,13 @@ async def _measure(
         report.dispatch_p99_ms = _pct(ms, 0.99)
 
 
-def run(cfg: LoadConfig, server_url: str, *, headend_env: dict[str, str] | None = None) -> Report:
+def run(
+    cfg: LoadConfig,
+    server_url: str,
+    *,
+    headend_env: dict[str, str] | None = None,
+    log_dir: Path | None = None,
+) -> Report:
     """One full run: database, headends, clients, measurement, teardown."""
     from vpp_headend.db.migrate import upgrade
 
@@ -605,7 +617,9 @@ def run(cfg: LoadConfig, server_url: str, *, headend_env: dict[str, str] | None 
     with fresh_database(server_url) as url, tempfile.TemporaryDirectory() as tmp:
         upgrade(url)
         load_registry(url, cfg.gateways, cfg.assets)
-        headends = start_headends(url, cfg.replicas, Path(tmp), headend_env or {})
+        logs = log_dir or Path(tmp)
+        logs.mkdir(parents=True, exist_ok=True)
+        headends = start_headends(url, cfg.replicas, logs, headend_env or {})
         ctx = mp.get_context("spawn")
         stop_evt = ctx.Event()
         connected = ctx.Value("i", 0)
@@ -644,6 +658,8 @@ def run(cfg: LoadConfig, server_url: str, *, headend_env: dict[str, str] | None 
                 client_cpu += res["cpu_s"]
                 for k, v in res["errors"].items():
                     report.errors[k] = report.errors.get(k, 0) + v
+                for k, v in res["samples"].items():
+                    report.error_samples.setdefault(k, v)
             for p in procs:
                 p.join(10)
             stop_headends(headends)
@@ -664,10 +680,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--client-procs", type=int, default=d.client_procs)
     parser.add_argument("--connect-rate", type=float, default=d.connect_rate)
     parser.add_argument("--lag-poll", type=float, default=d.lag_poll_s)
+    parser.add_argument("--connect-timeout", type=float, default=d.connect_timeout_s)
     parser.add_argument(
         "--database-url",
         default=os.environ.get("VPP_BENCH_DATABASE_URL") or os.environ.get("VPP_TEST_DATABASE_URL"),
     )
+    parser.add_argument("--log-dir", type=Path, help="keep the headends' logs here")
     parser.add_argument("--json", help="write the report as JSON to this path ('-' = stdout)")
     args = parser.parse_args(argv)
     if not args.database_url:
@@ -682,8 +700,9 @@ def main(argv: list[str] | None = None) -> None:
         client_procs=args.client_procs,
         connect_rate=args.connect_rate,
         lag_poll_s=args.lag_poll,
+        connect_timeout_s=args.connect_timeout,
     )
-    report = run(cfg, args.database_url)
+    report = run(cfg, args.database_url, log_dir=args.log_dir)
     print(report.table(), flush=True)
     if args.json == "-":
         print(json.dumps(asdict(report), indent=2))

@@ -174,6 +174,7 @@ class Headend:
             self.metrics,
             heartbeat_interval_s=s.heartbeat_interval_s,
             register_timeout_s=s.register_timeout_s,
+            admit_concurrency=s.admit_concurrency,
             close_grace_s=s.close_grace_s,
             clock=self._clock,
         )

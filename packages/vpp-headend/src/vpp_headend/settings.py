@@ -45,6 +45,7 @@ class Settings:
     partition_check_interval_s: float = 3600.0
     retention_days: int = 7
     shutdown_grace_s: float = 5.0
+    admit_concurrency: int = 8  # Registers admitted at once (each a few DB round trips)
     replica: str = "headend-1"  # unique per process when several share one database
     listen_reconnect_s: float = 1.0  # LISTEN/NOTIFY connection: wait before reconnecting
 
@@ -60,7 +61,12 @@ class Settings:
                 isinstance(value, int | float) and math.isfinite(value) and value > 0
             ):
                 problems.append(f"{f.name}: must be a positive number of seconds, not {value!r}")
-        for name in ("ingest_queue_rows", "ingest_batch_rows", "retention_days"):
+        for name in (
+            "ingest_queue_rows",
+            "ingest_batch_rows",
+            "retention_days",
+            "admit_concurrency",
+        ):
             if getattr(self, name) < 1:
                 problems.append(f"{name}: must be at least 1")
         if self.partition_days_ahead < 0:
