@@ -588,7 +588,9 @@ async def _measure(
     report.headend_cpu_pct = [
         100 * (b - a) / report.window_s for a, b in zip(cpu0, cpu1, strict=True)
     ]
-    report.db_backend_cpu_pct = 100 * sum(db1[p] - db0[p] for p in db0) / report.window_s
+    # A backend that ended in the window reads 0 at the end (or its pid was reused): skip.
+    db_cpu = sum(db1[p] - db0[p] for p in db0 if db1[p] >= db0[p] > 0)
+    report.db_backend_cpu_pct = 100 * db_cpu / report.window_s
     if lags:
         report.lag_p50_s = statistics.median(lags)
         report.lag_p99_s = _pct(lags, 0.99)
