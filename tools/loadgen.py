@@ -188,6 +188,7 @@ def _register(g: int, assets: int) -> bytes:
 @dataclass
 class _ClientStats:
     connected: int = 0
+    failed: int = 0  # never got a session (refused or connect error)
     batches: int = 0
     acks: int = 0
     errors: dict[str, int] = field(default_factory=dict)
@@ -220,6 +221,7 @@ async def _gateway(
             first = await stream.recv_message()
             if first is None or first.WhichOneof("body") != "register_result":
                 st.error("register_refused")
+                st.failed += 1
                 return
             seq = max([0, *first.register_result.telemetry_watermarks.values()])
             connected = True
@@ -267,6 +269,8 @@ async def _gateway(
     except Exception as exc:
         kind = type(exc).__name__ if connected else f"connect_{type(exc).__name__}"
         st.error(kind)
+        if not connected:
+            st.failed += 1
         st.samples.setdefault(kind, str(exc)[:200])
     finally:
         channel.close()
@@ -279,6 +283,7 @@ def _client_main(
     t0: float,
     stop_evt: Any,
     connected: Any,
+    failed: Any,
     out: Any,
 ) -> None:
     _raise_nofile()
@@ -293,13 +298,17 @@ def _client_main(
             )
             for g in gateways
         ]
-        reported = 0
+        reported = failed_reported = 0
         while not stop_evt.is_set():
             await asyncio.sleep(0.2)
             if st.connected != reported:
                 with connected.get_lock():
                     connected.value += st.connected - reported
                 reported = st.connected
+            if st.failed != failed_reported:
+                with failed.get_lock():
+                    failed.value += st.failed - failed_reported
+                failed_reported = st.failed
         stop.set()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(10):
@@ -389,6 +398,7 @@ def start_headends(url: str, n: int, logdir: Path, extra_env: dict[str, str]) ->
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
+                preexec_fn=_die_with_parent,
             )
         out.append(HeadendProc(proc, log_path))
     deadline = time.monotonic() + 60
@@ -402,6 +412,15 @@ def start_headends(url: str, n: int, logdir: Path, extra_env: dict[str, str]) ->
             else:
                 time.sleep(0.05)
     return out
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the harness dies (Linux), so no headend outlives a
+    killed run."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def stop_headends(headends: list[HeadendProc]) -> None:
@@ -543,12 +562,14 @@ async def _measure(
     cfg: LoadConfig,
     report: Report,
     connected: Any,
+    failed: Any,
     clients: list[Any],
 ) -> None:
     t_connect = time.monotonic()
     async with httpx.AsyncClient(timeout=10) as http:
         while (
-            connected.value < cfg.gateways and time.monotonic() - t_connect < cfg.connect_timeout_s
+            connected.value + failed.value < cfg.gateways
+            and time.monotonic() - t_connect < cfg.connect_timeout_s
         ):
             if not all(p.is_alive() for p in clients):
                 raise RuntimeError("a client process died (see its traceback above)")
@@ -625,6 +646,7 @@ def run(
         ctx = mp.get_context("spawn")
         stop_evt = ctx.Event()
         connected = ctx.Value("i", 0)
+        failed = ctx.Value("i", 0)
         results = ctx.Queue()
         ports = [h.grpc_port for h in headends]
         t0 = time.monotonic() + 1.0  # CLOCK_MONOTONIC is shared by the processes
@@ -638,6 +660,7 @@ def run(
                     t0,
                     stop_evt,
                     connected,
+                    failed,
                     results,
                 ),
                 daemon=True,
@@ -647,7 +670,7 @@ def run(
         for p in procs:
             p.start()
         try:
-            asyncio.run(_measure(url, headends, cfg, report, connected, procs))
+            asyncio.run(_measure(url, headends, cfg, report, connected, failed, procs))
         finally:
             stop_evt.set()
             client_cpu = 0.0
