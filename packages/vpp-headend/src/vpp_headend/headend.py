@@ -133,6 +133,7 @@ class Headend:
             queue_rows=s.ingest_queue_rows,
             batch_rows=s.ingest_batch_rows,
             latest_flush_interval_s=s.latest_flush_interval_s,
+            linger_s=s.ingest_linger_s,
             clock=self._clock,
         )
         self.metrics.add_lag_source(self._ingest.latest_in_memory, self._clock)

@@ -41,6 +41,7 @@ class Settings:
     ingest_queue_rows: int = 50_000  # backpressure: receivers wait when this many rows are queued
     ingest_batch_rows: int = 5_000
     latest_flush_interval_s: float = 1.0
+    ingest_linger_s: float = 0.05  # the writer waits this long to fill a small batch
     partition_days_ahead: int = 3
     partition_check_interval_s: float = 3600.0
     retention_days: int = 7
