@@ -88,7 +88,12 @@ class RowQueue:
         self._max = max_rows
         self._chunks: deque[list[Row]] = deque()
         self._rows = 0
-        self._cond = asyncio.Condition()
+        # Two conditions on one lock: a put wakes only the writer, a get wakes the waiting
+        # putters once per batch. (One shared condition woke every waiting stream on every
+        # put: O(streams) per frame, which saturated the loop at ~9,000 gateways.)
+        lock = asyncio.Lock()
+        self._not_empty = asyncio.Condition(lock)
+        self._not_full = asyncio.Condition(lock)
         self._closed = False
 
     @property
@@ -98,18 +103,19 @@ class RowQueue:
 
     async def put(self, rows: list[Row]) -> None:
         """Append a chunk, waiting while the queue is full (an oversized chunk waits for empty)."""
-        async with self._cond:
-            await self._cond.wait_for(
-                lambda: self._closed or self._rows == 0 or self._rows + len(rows) <= self._max
-            )
+        async with self._not_full:
+            if not (self._closed or self._rows == 0 or self._rows + len(rows) <= self._max):
+                await self._not_full.wait_for(
+                    lambda: self._closed or self._rows == 0 or self._rows + len(rows) <= self._max
+                )
             self._chunks.append(rows)
             self._rows += len(rows)
-            self._cond.notify_all()
+            self._not_empty.notify()
 
     async def get(self, max_rows: int) -> list[Row]:
         """Up to ``max_rows`` rows, waiting for the first; [] once closed and empty."""
-        async with self._cond:
-            await self._cond.wait_for(lambda: self._rows > 0 or self._closed)
+        async with self._not_empty:
+            await self._not_empty.wait_for(lambda: self._rows > 0 or self._closed)
             out: list[Row] = []
             while self._chunks and len(out) < max_rows:
                 chunk = self._chunks[0]
@@ -120,14 +126,15 @@ class RowQueue:
                     out += chunk[:room]
                     self._chunks[0] = chunk[room:]
             self._rows -= len(out)
-            self._cond.notify_all()
+            self._not_full.notify_all()
             return out
 
     async def close(self) -> None:
         """Let `get` return [] once empty and release waiting putters."""
-        async with self._cond:
+        async with self._not_empty:
             self._closed = True
-            self._cond.notify_all()
+            self._not_empty.notify_all()
+            self._not_full.notify_all()
 
 
 class Ingest:
