@@ -88,9 +88,11 @@ class RowQueue:
         self._max = max_rows
         self._chunks: deque[list[Row]] = deque()
         self._rows = 0
-        # Two conditions on one lock: a put wakes only the writer, a get wakes the waiting
-        # putters once per batch. (One shared condition woke every waiting stream on every
-        # put: O(streams) per frame, which saturated the loop at ~9,000 gateways.)
+        # Two conditions on one lock, and no notify_all on the hot path: a put wakes only
+        # the writer; a get wakes the first waiting putter, and each putter that got room
+        # wakes the next while room remains (a baton, FIFO). A shared condition with
+        # notify_all woke every waiting stream per frame (or per batch): O(streams) each
+        # time, which saturated the event loop near 9,000 gateways once the queue was full.
         lock = asyncio.Lock()
         self._not_empty = asyncio.Condition(lock)
         self._not_full = asyncio.Condition(lock)
@@ -104,13 +106,18 @@ class RowQueue:
     async def put(self, rows: list[Row]) -> None:
         """Append a chunk, waiting while the queue is full (an oversized chunk waits for empty)."""
         async with self._not_full:
-            if not (self._closed or self._rows == 0 or self._rows + len(rows) <= self._max):
+            try:
                 await self._not_full.wait_for(
                     lambda: self._closed or self._rows == 0 or self._rows + len(rows) <= self._max
                 )
+            except asyncio.CancelledError:
+                self._not_full.notify()  # pass on a wake-up this putter may have taken
+                raise
             self._chunks.append(rows)
             self._rows += len(rows)
             self._not_empty.notify()
+            if self._rows < self._max:
+                self._not_full.notify()
 
     async def get(self, max_rows: int) -> list[Row]:
         """Up to ``max_rows`` rows, waiting for the first; [] once closed and empty."""
@@ -126,7 +133,7 @@ class RowQueue:
                     out += chunk[:room]
                     self._chunks[0] = chunk[room:]
             self._rows -= len(out)
-            self._not_full.notify_all()
+            self._not_full.notify()
             return out
 
     async def close(self) -> None:
