@@ -180,6 +180,18 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
+def loadgen(session: nox.Session) -> None:
+    """The load harness against real headend processes; arguments after ``--``.
+
+    ``nox -s loadgen -- -G 10000 -A 10 --cadence 4 --duration 30 --dispatch-rate 5
+    --json load.json``; the database server is ``--database-url`` or
+    VPP_BENCH_DATABASE_URL / VPP_TEST_DATABASE_URL (a fresh database is made and dropped).
+    """
+    session.install(*_installed_packages(), "httpx>=0.27")
+    session.run("python", "tools/loadgen.py", *session.posargs)
+
+
+@nox.session
 def demo(session: nox.Session) -> None:
     """The whole system on the embedded PostgreSQL: headend, gateways, a scripted scenario."""
     session.install(*_installed_packages(), "httpx>=0.27")

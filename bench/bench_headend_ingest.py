@@ -1,9 +1,13 @@
 """Headend ingest and dispatch figures (prints, asserts nothing).
 
-1. Telemetry readings/s end to end: N synthetic gateways in a separate process send
-   TelemetryBatch frames over gRPC; the clock stops when every reading is a row in
-   PostgreSQL. Printed next to the bare decode rate of the same frames (betterproto2 and
-   upb) measured in this run, and the ratios.
+1. Telemetry readings/s, side by side in one run:
+   (a) the floor: the same TelemetryBatch frames through ONE grpclib stream to a server
+       that only decodes them (upb) and reads every field of every reading, client in a
+       separate process;
+   (b) the headend end to end: N synthetic gateways in a separate process send the frames
+       over gRPC; the clock stops when every reading is a row in PostgreSQL (also with
+       one gateway, i.e. one stream, like the floor);
+   (c) the ratio b/a. In-process decode rates (no gRPC) are printed for reference.
 2. Dispatch POST -> APPLIED latency (idle headend): REST POST over HTTP, an agent that
    acks APPLIED as soon as the setpoint arrives, GET polled until ``applied``.
 
@@ -17,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing as mp
 import os
+import socket
 import statistics
 import tempfile
 import time
@@ -33,7 +39,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import psycopg
 from grpclib.client import Channel
-from grpclib.const import Cardinality
+from grpclib.const import Cardinality, Handler
+from grpclib.server import Server, Stream
 
 import vpp_protocol as vp
 from vpp_headend import Settings
@@ -168,6 +175,68 @@ def decode_rates(frames: list[bytes], readings: int) -> tuple[float, float, floa
     return bp, upb, upb_fields
 
 
+class _FloorService:
+    """A grpclib servicer that only decodes frames and reads every reading's fields."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.count = 0
+        self.done = asyncio.Event()
+
+    def __mapping__(self) -> dict[str, Handler]:
+        return {CONNECT: Handler(self.connect, Cardinality.STREAM_STREAM, pb.AgentMessage, Raw)}
+
+    async def connect(self, stream: Stream[Any, Raw]) -> None:
+        reply = pb.HeadendMessage()
+        reply.register_result.session_id = str(uuid.uuid4())
+        first = await stream.recv_message()
+        assert first is not None
+        await stream.send_message(Raw(reply.SerializeToString()))
+        async for frame in stream:
+            sink = [
+                (r.asset_id, r.seq, r.ts.seconds, r.ts.nanos, r.power_kw, r.soc_pct, r.status,
+                 r.setpoint_kw, r.setpoint_id)
+                for r in frame.telemetry_batch.readings
+            ]  # fmt: skip
+            self.count += len(sink)
+            if self.count >= self.total:
+                self.done.set()
+
+
+async def floor(readings: int, assets: int, batch: int, timeout: float) -> dict[str, float]:
+    """Readings/s through one grpclib stream into a decode-only server (the floor)."""
+    service = _FloorService(readings)
+    server = Server([service])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    await server.start(sock=sock)
+    ctx = mp.get_context("spawn")
+    ready, go = ctx.Event(), ctx.Event()
+    client = ctx.Process(target=_client_main, args=(port, 1, assets, readings, batch, ready, go))
+    client.start()
+    try:
+        await asyncio.to_thread(ready.wait)
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        go.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await service.done.wait()
+        elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+        await asyncio.to_thread(client.join, 30)
+    finally:
+        server.close()
+        await server.wait_closed()
+    return {
+        "count": service.count,
+        "elapsed": elapsed,
+        "rate": service.count / elapsed,
+        "cpu_us": 1e6 * cpu / max(service.count, 1),
+    }
+
+
 def _site_yaml(site: int, assets: int) -> str:
     lines = [f"site_id: g{site}", "assets:"]
     for a in range(assets):
@@ -177,6 +246,7 @@ def _site_yaml(site: int, assets: int) -> str:
 
 async def ingest(url: str, args: argparse.Namespace) -> dict[str, float]:
     total = args.gateways * args.readings
+    await _truncate(url)
     settings = Settings(database_url=url, http_port=0, grpc_port=0, heartbeat_interval_s=30)
     headend = Headend(settings)
     await headend.start()
@@ -205,12 +275,13 @@ async def ingest(url: str, args: argparse.Namespace) -> dict[str, float]:
         def stored_rows() -> float:
             return registry.get_sample_value("vpp_telemetry_rows_stored_total") or 0.0
 
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         go.set()
         deadline = t0 + args.timeout
         while stored_rows() < total and time.perf_counter() < deadline:  # noqa: ASYNC110 - polls a counter
             await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
         stored = stored_rows()
         await asyncio.to_thread(client.join, 30)
     finally:
@@ -218,7 +289,19 @@ async def ingest(url: str, args: argparse.Namespace) -> dict[str, float]:
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT count(*) FROM telemetry").fetchone()
         in_db = int(row[0]) if row else 0
-    return {"stored": stored, "in_db": in_db, "elapsed": elapsed, "rate": stored / elapsed}
+    return {
+        "stored": stored,
+        "in_db": in_db,
+        "elapsed": elapsed,
+        "rate": stored / elapsed,
+        "cpu_us": 1e6 * cpu / max(stored, 1),
+    }
+
+
+async def _truncate(url: str) -> None:
+    """Empty the telemetry tables between runs (each run starts from seq 1)."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute("TRUNCATE telemetry, telemetry_latest")
 
 
 async def _acking_agent(port: int, stop: asyncio.Event) -> None:
@@ -319,28 +402,49 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--gateways", type=int, default=10)
     parser.add_argument("--assets", type=int, default=10, help="per gateway")
-    parser.add_argument("--readings", type=int, default=50_000, help="per gateway")
+    parser.add_argument("--readings", type=int, default=30_000, help="per gateway")
     parser.add_argument("--batch", type=int, default=100, help="readings per TelemetryBatch")
     parser.add_argument("--dispatches", type=int, default=200)
     parser.add_argument("--timeout", type=float, default=45.0)
     args = parser.parse_args()
 
+    total = args.gateways * args.readings
     frames = _batches(0, args.assets, args.readings, args.batch)
     bp_rate, upb_rate, upb_fields_rate = decode_rates(frames, args.readings)
+    load_before = os.getloadavg()
+    floor_fig = asyncio.run(floor(total, args.assets, args.batch, args.timeout))
+    one = argparse.Namespace(**{**vars(args), "gateways": 1, "readings": total})
     with database() as url:
         upgrade(url)
         figures = asyncio.run(ingest(url, args))
+        single = asyncio.run(ingest(url, one))
         latencies = asyncio.run(dispatch_latency(url, args.dispatches))
 
-    total = args.gateways * args.readings
     print(
-        f"headend ingest: {args.gateways} gateways x {args.assets} assets, "
-        f"{total} readings in TelemetryBatch of {args.batch}, client in a separate process"
+        f"headend ingest: {total} readings in TelemetryBatch of {args.batch} "
+        f"({args.assets} assets per gateway), clients in a separate process; "
+        f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} (2 cores)"
     )
     print(
-        f"  end to end (gRPC in -> rows in PostgreSQL): {figures['rate']:>10,.0f} readings/s "
+        f"  (a) floor, decode only, one grpclib stream: {floor_fig['rate']:>10,.0f} readings/s "
+        f"({floor_fig['count']:.0f} in {floor_fig['elapsed']:.2f} s; "
+        f"server {floor_fig['cpu_us']:.2f} CPU-us/reading)"
+    )
+    print(
+        f"  (b) end to end, {args.gateways:>2} gateways -> PostgreSQL:  "
+        f"{figures['rate']:>10,.0f} readings/s "
         f"({figures['stored']:.0f} stored in {figures['elapsed']:.2f} s; "
-        f"{figures['in_db']} rows in telemetry)"
+        f"{figures['in_db']} rows in telemetry; headend {figures['cpu_us']:.2f} CPU-us/reading)"
+    )
+    print(
+        f"  (b) end to end,  1 gateway  -> PostgreSQL:  {single['rate']:>10,.0f} readings/s "
+        f"({single['stored']:.0f} stored in {single['elapsed']:.2f} s; "
+        f"headend {single['cpu_us']:.2f} CPU-us/reading)"
+    )
+    print(
+        f"  (c) ratio b/a: {args.gateways} gateways {figures['rate'] / floor_fig['rate']:.2f}, "
+        f"1 gateway {single['rate'] / floor_fig['rate']:.2f}  (target >= 0.8); "
+        f"CPU per reading, floor / headend: {floor_fig['cpu_us'] / figures['cpu_us']:.2f}"
     )
     print(f"  bare decode, betterproto2:                  {bp_rate:>10,.0f} readings/s")
     print(f"  bare decode, upb:                           {upb_rate:>10,.0f} readings/s")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import vpp_protocol as vp
 from vpp_headend.ingest import RowQueue
@@ -156,6 +157,38 @@ async def test_row_queue_blocks_producers_when_full() -> None:
     await queue.close()
     assert len(await queue.get(100)) == 6
     assert await queue.get(100) == []
+
+
+async def test_row_queue_many_waiting_producers_all_get_through() -> None:
+    """Thousands of streams waiting on a full queue: every chunk arrives, in order per
+    producer, also when some waiting producers are cancelled (a stream that went away)."""
+    queue = RowQueue(max_rows=50)
+    now = datetime.now(UTC)
+
+    def chunk(p: int, i: int) -> list[Any]:
+        return [(f"p{p}", i, now, now, 1.0, None, 1, None, None)] * 5
+
+    async def producer(p: int) -> None:
+        for i in range(4):
+            await queue.put(chunk(p, i))
+
+    producers = [asyncio.create_task(producer(p)) for p in range(300)]
+    await asyncio.sleep(0.01)
+    cancelled = producers[100:110]
+    for t in cancelled:
+        t.cancel()
+    got: list[Any] = []
+    while len(got) < 290 * 4 * 5:
+        batch = await asyncio.wait_for(queue.get(37), 2)
+        got += batch
+        await asyncio.sleep(0)
+    await asyncio.gather(*producers, return_exceptions=True)
+    assert queue.depth == 0
+    seqs: dict[str, list[int]] = {}
+    for row in got:
+        seqs.setdefault(row[0], []).append(row[1])
+    assert all(s == sorted(s) for s in seqs.values())
+    assert sum(len(s) for s in seqs.values()) == len(got)
 
 
 async def test_backpressure_holds_the_stream_not_the_data(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from uuid import UUID
 
 import vpp_protocol as vp
@@ -152,32 +153,52 @@ def timestamp(seconds: int, nanos: int) -> datetime | None:
     """A protobuf Timestamp as an aware UTC datetime; None when out of the sane range."""
     if not _TS_MIN <= seconds < _TS_MAX or not 0 <= nanos < 1_000_000_000:
         return None
-    return _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
+    return _cached_timestamp(seconds, nanos // 1000)
+
+
+@lru_cache(maxsize=1 << 16)
+def _cached_timestamp(seconds: int, micros: int) -> datetime:
+    # Readings of one gateway tick share their timestamp, and building a datetime costs
+    # more than the rest of a reading's conversion: memoise (bounded, pure).
+    return _EPOCH + timedelta(seconds=seconds, microseconds=micros)
 
 
 #: One telemetry history row, in `vpp_headend.db.models.TELEMETRY_COLUMNS` order.
 Row = tuple[str, int, datetime, datetime, float, float | None, int, float | None, str | None]
 
+_isfinite = math.isfinite
+
 
 def reading_row(r: pb.Telemetry, asset_id: str, received_at: datetime) -> Row | None:
-    """A reading as a COPY row; None when it is invalid (no time, non-finite power...)."""
-    if r.seq <= 0 or not r.HasField("ts"):
-        return None
-    ts = timestamp(r.ts.seconds, r.ts.nanos)
+    """A reading as a COPY row; None when it is invalid (no time, non-finite power...).
+
+    On the telemetry hot path (once per reading): no per-field helper calls beyond
+    what validation needs. An unset ``ts`` reads as 0 s, outside the sane range.
+    """
+    seq = r.seq
+    ts_msg = r.ts
+    seconds, nanos = ts_msg.seconds, ts_msg.nanos
     power = r.power_kw
-    if ts is None or not _sane_kw(power):
+    if (
+        seq <= 0
+        or not _TS_MIN <= seconds < _TS_MAX
+        or not 0 <= nanos < 1_000_000_000
+        or not (_isfinite(power) and -MAX_ABS_KW <= power <= MAX_ABS_KW)
+    ):
         return None
-    soc = r.soc_pct if r.HasField("soc_pct") else None
-    if soc is not None and not (math.isfinite(soc) and -1.0 <= soc <= 101.0):
+    ts = _cached_timestamp(seconds, nanos // 1000)
+    has = r.HasField
+    soc = r.soc_pct if has("soc_pct") else None
+    if soc is not None and not (_isfinite(soc) and -1.0 <= soc <= 101.0):
         soc = None
-    sp = r.setpoint_kw if r.HasField("setpoint_kw") else None
+    sp = r.setpoint_kw if has("setpoint_kw") else None
     if sp is not None and not _sane_kw(sp):
         sp = None
     sp_id = r.setpoint_id
     status = r.status
     return (
         asset_id,
-        r.seq,
+        seq,
         ts,
         received_at,
         power,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,7 @@ from .errors import ConflictError, NotFoundError, ValidationFailedError
 from .lifecycle import advances, aggregate
 from .logs import log_event
 from .metrics import Metrics
+from .notify import notify_dispatch
 from .registry import Registry
 from .sessions import Session, SessionRegistry
 
@@ -87,6 +89,9 @@ class DispatchService:
         self._clock = clock
         self._new_id = new_id
         self._sweeper: asyncio.Task[None] | None = None
+        # Dispatches created here are routed here right after commit: their own NOTIFY,
+        # when it comes back to this replica, has nothing left to do.
+        self._created_here: OrderedDict[UUID, None] = OrderedDict()
 
     # -- lifecycle of the service --------------------------------------------------------
 
@@ -115,6 +120,9 @@ class DispatchService:
         dispatch_id = self._new_id()
         now = self._clock()
         after = _AfterCommit()
+        self._created_here[dispatch_id] = None
+        while len(self._created_here) > 10_000:
+            self._created_here.popitem(last=False)
         try:
             async with self._engine.begin() as conn:
                 await self._insert(conn, dispatch_id, req, plans, detail, now, after)
@@ -170,27 +178,29 @@ class DispatchService:
                     f"asset {asset.asset_id!r} is a {asset.kind}: it takes no setpoints",
                     field="asset_id",
                 )
-            online = self._sessions.for_asset(asset.asset_id) is not None
+            online = asset.site_id in await self._online([asset.site_id])
             return [DeliveryPlan(asset.site_id, req.power_kw, online)], None
         if req.target_kind == "site":
             site = await self._registry.get_site(req.target_id)
-            return [DeliveryPlan(site.site_id, req.power_kw, self._online(site.site_id))], None
+            online = site.site_id in await self._online([site.site_id])
+            return [DeliveryPlan(site.site_id, req.power_kw, online)], None
         sites = await self._registry.group_sites(req.target_id)
         if not sites:
             raise ValidationFailedError(
                 f"group {req.target_id!r} has no member sites", field="group_id"
             )
-        return self._split_group(req.power_kw, sites)
+        return self._split_group(
+            req.power_kw, sites, await self._online([s.site_id for s in sites])
+        )
 
     def _split_group(
-        self, power_kw: float, sites: list[Site]
+        self, power_kw: float, sites: list[Site], online: set[str]
     ) -> tuple[list[DeliveryPlan], str | None]:
         """Split a group total across member sites by aggregate capacity (vpp_split).
 
         Sites connected now share the total; when none is connected, every member gets
         its share and holds it pending until it connects (or the dispatch expires).
         """
-        online = {s.site_id for s in sites if self._online(s.site_id)}
         shares = []
         for s in sites:
             lo, hi = s.bounds
@@ -211,8 +221,13 @@ class DispatchService:
         ]
         return plans, result.explain()
 
-    def _online(self, site_id: str) -> bool:
-        return self._sessions.for_site(site_id) is not None
+    async def _online(self, site_ids: list[str]) -> set[str]:
+        """Sites whose gateway is connected here or to another replica."""
+        here = {s for s in site_ids if self._sessions.for_site(s) is not None}
+        if len(here) == len(site_ids):
+            return here
+        async with self._engine.connect() as conn:
+            return here | await repo.connected_sites(conn, site_ids)
 
     def _route(self, target_kind: str, target_id: str, site_id: str) -> Session | None:
         """The open session that serves this delivery, if any."""
@@ -269,6 +284,8 @@ class DispatchService:
                     after,
                     reason=f"superseded by {dispatch_id}",
                 )
+        # Every replica hears of it once committed; the one holding the stream delivers.
+        await notify_dispatch(conn, dispatch_id)
         if req.target_kind == "asset":
             await repo.upsert_target(
                 conn,
@@ -282,22 +299,31 @@ class DispatchService:
 
     # -- delivery ------------------------------------------------------------------------
 
-    async def _send_new(self, session: Session, dispatch_id: UUID) -> None:
-        """pending → sent for a just-created delivery, then put it on the session's stream."""
+    async def _send_new(self, session: Session, dispatch_id: UUID) -> int:
+        """pending → sent for a just-created delivery, then put it on the session's stream.
+
+        Only while ``session`` is the site's current one in ``gateway_sessions`` (the
+        row is share-locked, so a takeover on another replica waits or wins): a replica
+        never sends on a stream that has been superseded elsewhere. Returns 1 if sent.
+        """
         now = self._clock()
         after = _AfterCommit()
         to_send: repo.OpenDelivery | None = None
         async with self._engine.begin() as conn:
             row = await repo.lock_dispatch(conn, dispatch_id)
-            if row is None:
-                return
+            if row is None or not await repo.session_is_current(
+                conn, session.site_id, session.session_id
+            ):
+                return 0
             for dlv in await repo.deliveries(conn, dispatch_id):
                 if dlv["site_id"] == session.site_id and dlv["state"] == "pending":
                     await self._mark_sent(conn, dispatch_id, session, now, after, dlv["attempts"])
                     to_send = _open_delivery(row, dlv)
         after.run()
-        if to_send is not None:
-            self._push(session, to_send)
+        if to_send is None:
+            return 0
+        self._push(session, to_send)
+        return 1
 
     async def deliver_pending(self, session: Session) -> int:
         """On connect: send the newest in-flight delivery per target, in issue order.
@@ -347,6 +373,8 @@ class DispatchService:
                 dlv = current.get(od.site_id)
                 if locked is None or dlv is None or dlv["state"] not in ("pending", "sent"):
                     continue
+                if not await repo.session_is_current(conn, session.site_id, session.session_id):
+                    break  # another replica took the site over; it delivers
                 await self._mark_sent(conn, od.dispatch_id, session, now, after, dlv["attempts"])
             to_send.append(_open_delivery(locked, dlv))
         after.run()
@@ -394,6 +422,20 @@ class DispatchService:
             sent_at=now,
             attempts=1,
         )
+
+    async def on_notified(self, dispatch_id: UUID) -> int:
+        """A dispatch was created on some replica (NOTIFY): deliver its pending
+        deliveries whose site's stream this replica holds. Returns setpoints sent."""
+        if self._created_here.pop(dispatch_id, 0) is None:
+            return 0  # created (and routed) here
+        async with self._engine.connect() as conn:
+            pending = await repo.pending_deliveries(conn, dispatch_id)
+        sent = 0
+        for site_id, target_kind, target_id in pending:
+            session = self._route(target_kind, target_id, site_id)
+            if session is not None and session.site_id == site_id:
+                sent += await self._send_new(session, dispatch_id)
+        return sent
 
     def _push(self, session: Session, od: repo.OpenDelivery) -> None:
         kind: Any = "default" if session.legacy else od.target_kind

@@ -29,6 +29,7 @@ from .domain import ClaimOutcome, GatewayView, RegisterReply, RegisterRequest
 from .ingest import Ingest
 from .logs import log_event
 from .metrics import Metrics
+from .notify import notify_session
 from .registry import Registry
 from .sessions import Session, SessionRegistry
 
@@ -188,10 +189,14 @@ class GatewayService:
 
         Best effort: during a database outage the stream must stay up (the session keeps
         ``last_seen`` in memory and the next heartbeat writes it again).
+
+        Also the fence of last resort between replicas: when the row names another
+        session, a newer one took the site over (perhaps on another replica, with its
+        NOTIFY missed) and this one is closed as superseded.
         """
         try:
             async with self._engine.begin() as conn:
-                await conn.execute(
+                result = await conn.execute(
                     update(m.gateway_sessions)
                     .where(
                         m.gateway_sessions.c.site_id == session.site_id,
@@ -202,6 +207,48 @@ class GatewayService:
         except (DBAPIError, psycopg.Error) as exc:
             log_event(
                 log, "last_seen_failed", level=logging.WARNING, site_id=session.site_id, error=exc
+            )
+            return
+        if result.rowcount == 0 and not session.closing:
+            self._supersede(session, "a newer session owns the site (gateway_sessions)")
+
+    async def on_session_elsewhere(self, site_id: str, epoch: int, session_id: UUID) -> None:
+        """A gateway of ``site_id`` registered with ``epoch`` (NOTIFY from any replica,
+        this one included): close an older session held here."""
+        session = self.sessions.for_site(site_id)
+        if session is not None and session.epoch < epoch and session.session_id != session_id:
+            self._supersede(session, f"superseded by session {session_id} (epoch {epoch})")
+
+    async def check_current(self) -> int:
+        """Close every session held here whose site now belongs to a newer session (after
+        missed notifications); returns how many were closed."""
+        held = list(self.sessions)
+        if not held:
+            return 0
+        g = m.gateway_sessions
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(g.c.site_id, g.c.session_id).where(
+                    g.c.site_id.in_([s.site_id for s in held])
+                )
+            )
+            owner = {r.site_id: r.session_id for r in rows}
+        stale = [s for s in held if owner.get(s.site_id) != s.session_id]
+        for s in stale:
+            self._supersede(s, "a newer session owns the site (gateway_sessions)")
+        return len(stale)
+
+    def _supersede(self, session: Session, detail: str) -> None:
+        if self.sessions.evict(session, "superseded", detail):
+            self._update_gauges()
+            log_event(
+                log,
+                "session_superseded",
+                site_id=session.site_id,
+                old_session_id=session.session_id,
+                old_epoch=session.epoch,
+                replica=self._replica,
+                detail=detail,
             )
 
     async def list_gateways(self) -> list[GatewayView]:
@@ -281,8 +328,11 @@ class GatewayService:
             index_elements=[g.c.site_id], set_={**values, "epoch": g.c.epoch + 1}
         ).returning(g.c.epoch)
         async with self._engine.begin() as conn:
-            epoch = (await conn.execute(upsert)).scalar_one()
-        return int(epoch)
+            epoch = int((await conn.execute(upsert)).scalar_one())
+            # Fencing: the upsert took the row lock and raised the epoch; replicas holding
+            # an older session of this site close it when this commits.
+            await notify_session(conn, req.site_id, epoch, session_id)
+        return epoch
 
     async def _record_disconnect(self, session: Session, reason: str) -> None:
         g = m.gateway_sessions

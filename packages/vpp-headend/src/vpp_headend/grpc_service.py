@@ -84,6 +84,7 @@ class AgentService:
         close_grace_s: float = 1.0,
         limits: Limits | None = None,
         require_peer_certificate: bool = False,
+        admit_concurrency: int = 8,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._gateways = gateways
@@ -92,6 +93,10 @@ class AgentService:
         self._metrics = metrics
         self._hb = heartbeat_interval_s
         self._register_timeout = register_timeout_s
+        # A reconnect storm (thousands of gateways after a network blip) must queue here,
+        # not in the database pool, where a checkout wait past its timeout fails the
+        # stream and the gateway comes back again: admission is a few DB round trips.
+        self._admit_slots = asyncio.Semaphore(admit_concurrency)
         self._close_grace = close_grace_s
         self._clock = clock
         self._limits = limits or Limits()
@@ -163,7 +168,8 @@ class AgentService:
         if self._gateways.sessions.shutting_down:
             await self._refuse(stream, "server_shutdown", "headend is shutting down", remote, None)
             return
-        admission = await self._gateways.admit(request, remote)
+        async with self._admit_slots:
+            admission = await self._gateways.admit(request, remote)
         await stream.send_message(convert.register_result(admission.reply))
         session = admission.session
         if session is None:
@@ -191,7 +197,8 @@ class AgentService:
         sender = asyncio.create_task(self._send_loop(stream, session), name="session-send")
         receiver = asyncio.create_task(self._recv_loop(stream, session), name="session-recv")
         try:
-            await self._dispatch.deliver_pending(session)
+            async with self._admit_slots:
+                await self._dispatch.deliver_pending(session)
             done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
             if receiver in done:
                 failure = receiver.exception()

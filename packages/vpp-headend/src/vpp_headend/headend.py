@@ -14,6 +14,7 @@ import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
+from uuid import UUID
 
 from grpclib._typing import IServable
 from grpclib.config import Configuration
@@ -35,6 +36,7 @@ from .ingest import Ingest
 from .limits import Limits
 from .logs import log_event
 from .metrics import Metrics
+from .notify import Listener
 from .registry import Registry
 from .sessions import SessionRegistry
 from .settings import Settings
@@ -68,6 +70,7 @@ class Headend:
         self._ingest: Ingest | None = None
         self._gateways: GatewayService | None = None
         self._dispatch: DispatchService | None = None
+        self._listener: Listener | None = None
 
     # -- accessors (valid between start and stop) ------------------------------------------
 
@@ -134,6 +137,7 @@ class Headend:
             queue_rows=s.ingest_queue_rows,
             batch_rows=s.ingest_batch_rows,
             latest_flush_interval_s=s.latest_flush_interval_s,
+            linger_s=s.ingest_linger_s,
             clock=self._clock,
         )
         self.metrics.add_lag_source(self._ingest.latest_in_memory, self._clock)
@@ -161,6 +165,14 @@ class Headend:
         await self._gateways.start()
         await self._log_rest_auth()
         await self._dispatch.start()
+        self._listener = Listener(
+            s.database_url,
+            on_dispatch=self._on_dispatch_notified,
+            on_session=self._gateways.on_session_elsewhere,
+            on_resync=self._resync,
+            reconnect_s=s.listen_reconnect_s,
+        )
+        await self._listener.start()
         self._service = AgentService(
             self._gateways,
             self._dispatch,
@@ -168,6 +180,7 @@ class Headend:
             self.metrics,
             heartbeat_interval_s=s.heartbeat_interval_s,
             register_timeout_s=s.register_timeout_s,
+            admit_concurrency=s.admit_concurrency,
             close_grace_s=s.close_grace_s,
             limits=Limits(
                 max_message_bytes=s.max_message_bytes,
@@ -271,6 +284,9 @@ class Headend:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintenance
             self._maintenance = None
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
         if self._dispatch is not None:
             await self._dispatch.stop()
         if self._ingest is not None:
@@ -296,6 +312,17 @@ class Headend:
             except Exception as exc:
                 problems.append(f"database is not reachable: {type(exc).__name__}")
         return problems
+
+    async def _on_dispatch_notified(self, dispatch_id: UUID) -> None:
+        if not self.sessions.shutting_down:
+            await self.dispatch.on_notified(dispatch_id)
+
+    async def _resync(self) -> None:
+        """After the LISTEN connection came back: notifications may have been missed.
+        Close sessions taken over elsewhere, then deliver what is pending for the rest."""
+        await self.gateways.check_current()
+        for session in self.sessions:
+            await self.dispatch.deliver_pending(session)
 
     async def _partition_loop(self) -> None:
         while True:

@@ -88,7 +88,14 @@ class RowQueue:
         self._max = max_rows
         self._chunks: deque[list[Row]] = deque()
         self._rows = 0
-        self._cond = asyncio.Condition()
+        # Two conditions on one lock, and no notify_all on the hot path: a put wakes only
+        # the writer; a get wakes the first waiting putter, and each putter that got room
+        # wakes the next while room remains (a baton, FIFO). A shared condition with
+        # notify_all woke every waiting stream per frame (or per batch): O(streams) each
+        # time, which saturated the event loop near 9,000 gateways once the queue was full.
+        lock = asyncio.Lock()
+        self._not_empty = asyncio.Condition(lock)
+        self._not_full = asyncio.Condition(lock)
         self._closed = False
 
     @property
@@ -98,18 +105,24 @@ class RowQueue:
 
     async def put(self, rows: list[Row]) -> None:
         """Append a chunk, waiting while the queue is full (an oversized chunk waits for empty)."""
-        async with self._cond:
-            await self._cond.wait_for(
-                lambda: self._closed or self._rows == 0 or self._rows + len(rows) <= self._max
-            )
+        async with self._not_full:
+            try:
+                await self._not_full.wait_for(
+                    lambda: self._closed or self._rows == 0 or self._rows + len(rows) <= self._max
+                )
+            except asyncio.CancelledError:
+                self._not_full.notify()  # pass on a wake-up this putter may have taken
+                raise
             self._chunks.append(rows)
             self._rows += len(rows)
-            self._cond.notify_all()
+            self._not_empty.notify()
+            if self._rows < self._max:
+                self._not_full.notify()
 
     async def get(self, max_rows: int) -> list[Row]:
         """Up to ``max_rows`` rows, waiting for the first; [] once closed and empty."""
-        async with self._cond:
-            await self._cond.wait_for(lambda: self._rows > 0 or self._closed)
+        async with self._not_empty:
+            await self._not_empty.wait_for(lambda: self._rows > 0 or self._closed)
             out: list[Row] = []
             while self._chunks and len(out) < max_rows:
                 chunk = self._chunks[0]
@@ -120,14 +133,15 @@ class RowQueue:
                     out += chunk[:room]
                     self._chunks[0] = chunk[room:]
             self._rows -= len(out)
-            self._cond.notify_all()
+            self._not_full.notify()
             return out
 
     async def close(self) -> None:
         """Let `get` return [] once empty and release waiting putters."""
-        async with self._cond:
+        async with self._not_empty:
             self._closed = True
-            self._cond.notify_all()
+            self._not_empty.notify_all()
+            self._not_full.notify_all()
 
 
 class Ingest:
@@ -141,11 +155,13 @@ class Ingest:
         queue_rows: int,
         batch_rows: int,
         latest_flush_interval_s: float,
+        linger_s: float = 0.05,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._engine = engine
         self._metrics = metrics
         self._batch_rows = batch_rows
+        self._linger = linger_s
         self._latest_interval = latest_flush_interval_s
         self._clock = clock
         self.queue = RowQueue(queue_rows)
@@ -156,6 +172,7 @@ class Ingest:
         self._stored_changed = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
         self._rate_window: deque[tuple[float, int]] = deque()
+        self._rate_sum = 0
         self.gaps: dict[str, int] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -250,6 +267,13 @@ class Ingest:
     async def _writer(self) -> None:
         while True:
             rows = await self.queue.get(self._batch_rows)
+            if rows and len(rows) < self._batch_rows:
+                # Thousands of gateways each send a small frame: wait a moment and write
+                # them in one COPY and one commit instead of one each (a commit costs a
+                # few round trips and an fsync; the lag this adds is ``linger_s``).
+                await asyncio.sleep(self._linger)
+                if self.queue.depth:
+                    rows += await self.queue.get(self._batch_rows - len(rows))
             self._metrics.ingest_queue_depth.set(self.queue.depth)
             if not rows:
                 return
@@ -305,10 +329,11 @@ class Ingest:
         now = time.monotonic()
         window = self._rate_window
         window.append((now, n))
+        self._rate_sum += n
         while window and now - window[0][0] > 5.0:
-            window.popleft()
+            self._rate_sum -= window.popleft()[1]
         span = max(now - window[0][0], 1.0)
-        self._metrics.telemetry_rate.set(sum(k for _, k in window) / span)
+        self._metrics.telemetry_rate.set(self._rate_sum / span)
 
     # -- latest values -----------------------------------------------------------------------
 

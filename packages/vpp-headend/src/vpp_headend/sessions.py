@@ -103,6 +103,13 @@ class SessionRegistry:
         del self._by_site[session.site_id]
         return True
 
+    def evict(self, session: Session, reason: CloseReasonName, detail: str) -> bool:
+        """Stop routing to ``session`` and ask it to close (another replica took the site
+        over); False when it was not current any more."""
+        current = self.remove(session)
+        session.close(reason, detail)
+        return current
+
     def _unroute(self, session: Session) -> None:
         for asset_id in session.assets:
             if self._by_asset.get(asset_id) is session:

@@ -41,12 +41,17 @@ class Settings:
     sweep_interval_s: float = 1.0
     ingest_queue_rows: int = 50_000  # backpressure: receivers wait when this many rows are queued
     ingest_batch_rows: int = 5_000
-    latest_flush_interval_s: float = 1.0
+    # telemetry_latest is a durable copy: REST reads the in-memory latest first. Upserting
+    # 100,000 assets costs ~0.3 s of this process's CPU, so not every second.
+    latest_flush_interval_s: float = 5.0
+    ingest_linger_s: float = 0.05  # the writer waits this long to fill a small batch
     partition_days_ahead: int = 3
     partition_check_interval_s: float = 3600.0
     retention_days: int = 7
     shutdown_grace_s: float = 5.0
-    replica: str = "headend-1"
+    admit_concurrency: int = 8  # Registers admitted at once (each a few DB round trips)
+    replica: str = "headend-1"  # unique per process when several share one database
+    listen_reconnect_s: float = 1.0  # LISTEN/NOTIFY connection: wait before reconnecting
     # -- security (docs/security.md) --------------------------------------------------
     tls_cert: Path | None = None  # the headend's server certificate chain (PEM)
     tls_key: Path | None = None  # its private key
@@ -94,7 +99,12 @@ class Settings:
                 isinstance(value, int | float) and math.isfinite(value) and value > 0
             ):
                 problems.append(f"{f.name}: must be a positive number of seconds, not {value!r}")
-        for name in ("ingest_queue_rows", "ingest_batch_rows", "retention_days"):
+        for name in (
+            "ingest_queue_rows",
+            "ingest_batch_rows",
+            "retention_days",
+            "admit_concurrency",
+        ):
             if getattr(self, name) < 1:
                 problems.append(f"{name}: must be at least 1")
         if self.partition_days_ahead < 0:

@@ -163,6 +163,39 @@ async def pending_same_key(
     return [r.dispatch_id for r in rows]
 
 
+async def connected_sites(conn: AsyncConnection, site_ids: Sequence[str]) -> set[str]:
+    """Sites whose gateway is connected to some replica (``gateway_sessions``)."""
+    g = m.gateway_sessions
+    rows = await conn.execute(
+        select(g.c.site_id).where(g.c.site_id.in_(list(site_ids)), g.c.connected)
+    )
+    return {r.site_id for r in rows}
+
+
+async def session_is_current(conn: AsyncConnection, site_id: str, session_id: UUID) -> bool:
+    """True when ``session_id`` is the site's newest session; share-locks the row so a
+    takeover cannot commit in between (the epoch fence between replicas)."""
+    g = m.gateway_sessions
+    row = (
+        await conn.execute(
+            select(g.c.session_id).where(g.c.site_id == site_id).with_for_update(read=True)
+        )
+    ).first()
+    return row is not None and row.session_id == session_id
+
+
+async def pending_deliveries(
+    conn: AsyncConnection, dispatch_id: UUID
+) -> list[tuple[str, str, str]]:
+    """(site_id, target_kind, target_id) of the pending deliveries of a dispatch."""
+    rows = await conn.execute(
+        select(dl.c.site_id, d.c.target_kind, d.c.target_id)
+        .select_from(dl.join(d, d.c.dispatch_id == dl.c.dispatch_id))
+        .where(dl.c.dispatch_id == dispatch_id, dl.c.state == "pending")
+    )
+    return [(r.site_id, r.target_kind, r.target_id) for r in rows]
+
+
 async def expirable(conn: AsyncConnection, now: datetime, sent_cutoff: datetime) -> list[UUID]:
     """Dispatches with a delivery pending past expiry, or sent and unacked past the grace."""
     rows = await conn.execute(
