@@ -209,3 +209,22 @@ async def test_backpressure_holds_the_stream_not_the_data(
 
     await eventually(all_stored, 10, "not every reading was stored")
     assert "vpp_telemetry_dropped_total{reason=" not in (await h.http.get("/metrics")).text
+
+
+async def test_latest_is_read_from_history_when_this_process_has_none(
+    running, site_yaml, db_url
+) -> None:
+    """A replica that does not hold the gateway (nothing in memory, telemetry_latest not
+    flushed yet) still answers GET /telemetry with the newest stored reading."""
+    import psycopg
+
+    await running.import_site(site_yaml("site-a", ["a-1"]))
+    when = datetime.now(UTC) - timedelta(seconds=3)
+    with psycopg.connect(db_url) as conn:  # written by "another replica"
+        conn.execute(
+            "INSERT INTO telemetry (asset_id, seq, ts, received_at, power_kw, soc_pct, status)"
+            " VALUES ('a-1', 41, %s, %s, 12.5, 61.0, 1), ('a-1', 42, %s, %s, 13.5, 62.0, 1)",
+            (when - timedelta(seconds=1), when, when, when),
+        )
+    latest = (await running.http.get("/telemetry/a-1")).json()
+    assert (latest["seq"], latest["power_kw"], latest["soc_pct"]) == (42, 13.5, 62.0)

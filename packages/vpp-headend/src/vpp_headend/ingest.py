@@ -75,9 +75,21 @@ _WATERMARKS = text(
     LEFT JOIN telemetry_latest l ON l.asset_id = a.asset_id
     """
 )
+# The newest stored reading when this process has none in memory (another replica holds
+# the gateway, or the row was committed a moment before the writer updated memory):
+# telemetry_latest is flushed in batches, so the newest history row is read too (one
+# index probe per partition on (asset_id, ts)).
+_READING = "asset_id, seq, ts, received_at, power_kw, soc_pct, status, setpoint_kw, setpoint_id"
 _LATEST = text(
-    "SELECT asset_id, seq, ts, received_at, power_kw, soc_pct, status, setpoint_kw, "
-    "setpoint_id FROM telemetry_latest WHERE asset_id = :a"
+    f"""
+    SELECT {_READING} FROM (
+        SELECT {_READING} FROM telemetry_latest WHERE asset_id = :a
+        UNION ALL
+        (SELECT {_READING} FROM telemetry WHERE asset_id = :a ORDER BY ts DESC, seq DESC LIMIT 1)
+    ) newest
+    ORDER BY seq DESC
+    LIMIT 1
+    """
 )
 
 
