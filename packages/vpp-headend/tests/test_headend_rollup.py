@@ -1,5 +1,5 @@
 """One-minute rollups: the numbers of a minute, late readings, idempotence, the lock,
-retention, the CLI and the headend's background job."""
+the REST endpoint, retention, the CLI and the headend's background job."""
 
 from __future__ import annotations
 
@@ -104,6 +104,35 @@ async def test_a_second_replica_skips_while_one_holds_the_lock(running: Any) -> 
     results = await asyncio.gather(*(rollup(engine, _at(2, 0)) for _ in range(4)))
     assert any(isinstance(r, Rolled) for r in results)
     assert await _minutes(engine) == [(_at(0, 0), 1, 1.0, 1.0, 1.0, 40.0)]
+
+
+async def test_rest_rollup_newest_first_with_limit_and_range(running: Any, site_yaml: Any) -> None:
+    await running.import_site(site_yaml("site-a", ["a-1"]))
+    engine = running.headend.engine
+    await _insert(engine, *(("a-1", n + 1, _at(n, 10), float(n), 50.0 + n) for n in range(4)))
+    await rollup(engine, _at(5, 0))
+
+    body = (await running.http.get("/telemetry/a-1/rollup", params={"limit": 2})).json()
+    assert body["count"] == 2
+    assert [m["max_power_kw"] for m in body["minutes"]] == [3.0, 2.0]
+    assert body["minutes"][0] == {
+        "minute": _at(3, 0).isoformat().replace("+00:00", "Z"),
+        "count": 1,
+        "min_power_kw": 3.0,
+        "avg_power_kw": 3.0,
+        "max_power_kw": 3.0,
+        "last_soc_pct": 53.0,
+    }
+    ranged = await running.http.get(
+        "/telemetry/a-1/rollup",
+        params={"start": _at(1, 0).isoformat(), "end": _at(3, 0).isoformat()},
+    )
+    assert [m["max_power_kw"] for m in ranged.json()["minutes"]] == [2.0, 1.0]
+    assert (await running.http.get("/telemetry/nope/rollup")).status_code == 404
+    assert (await running.http.get("/telemetry/a-1/rollup", params={"limit": 0})).status_code == 422
+    schema = (await running.http.get("/schema/openapi.json")).json()
+    assert "/telemetry/{asset_id}/rollup" in schema["paths"]
+    assert "RollupOut" in schema["components"]["schemas"]
 
 
 async def test_background_job_rolls_up_without_a_call(
