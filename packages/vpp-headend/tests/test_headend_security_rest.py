@@ -39,7 +39,15 @@ async def test_once_a_token_exists_requests_need_one(running: Any, site_yaml: An
     viewer = await _token(running, "viewer")
     operator = await _token(running, "operator")
     http = running.http
-    for path in ("/sites", "/assets/a-1", "/gateways", "/dispatches", "/metrics"):
+    for path in (
+        "/sites",
+        "/assets/a-1",
+        "/gateways",
+        "/dispatches",
+        "/metrics",
+        "/telemetry/a-1/history",
+        "/telemetry/a-1/rollup",
+    ):
         resp = await http.get(path)
         assert resp.status_code == 401, path
         assert resp.headers["www-authenticate"].startswith("Bearer")

@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,6 +25,7 @@ from .db.partitions import drop_partitions_before
 from .db.url import redacted
 from .errors import HeadendError
 from .logs import configure_logging, log_event
+from .rollup import Rolled, Skipped, delete_rollups_before, rollup
 from .settings import Settings, SettingsError
 
 log = logging.getLogger("vpp_headend.cli")
@@ -169,24 +170,85 @@ def db_prune(
     days: Annotated[
         int | None, typer.Option(help="Keep this many days of raw history (default 7)")
     ] = None,
+    rollup_days: Annotated[
+        int | None,
+        typer.Option("--rollup-days", help="Keep this many days of 1-minute rollups (default 400)"),
+    ] = None,
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
     log_level: LogLevel = "INFO",
 ) -> None:
-    """Drop whole daily telemetry partitions older than the retention."""
+    """Drop whole daily telemetry partitions and delete rollups older than the retention."""
     configure_logging(log_level)
-    settings = _settings(database_url=database_url, data_dir=data_dir, retention_days=days)
+    settings = _settings(
+        database_url=database_url,
+        data_dir=data_dir,
+        retention_days=days,
+        rollup_retention_days=rollup_days,
+    )
+    now = datetime.now(UTC)
     with _database(settings, migrate=False) as ready:
         assert ready.database_url is not None
-        cutoff = datetime.now(UTC).date() - timedelta(days=ready.retention_days)
-        dropped = asyncio.run(_prune(ready.database_url, cutoff))
+        cutoff = now.date() - timedelta(days=ready.retention_days)
+        rollup_cutoff = now - timedelta(days=ready.rollup_retention_days)
+        dropped, deleted = asyncio.run(_prune(ready.database_url, cutoff, rollup_cutoff))
     typer.echo(f"dropped {len(dropped)} partition(s) before {cutoff}: {', '.join(dropped) or '-'}")
+    typer.echo(f"deleted {deleted} rollup minute(s) before {rollup_cutoff:%Y-%m-%dT%H:%MZ}")
 
 
-async def _prune(url: str, cutoff: Any) -> list[str]:
+async def _prune(url: str, cutoff: date, rollup_cutoff: datetime) -> tuple[list[str], int]:
     engine = make_engine(url, pool_size=1)
     try:
-        return await drop_partitions_before(engine, cutoff)
+        dropped = await drop_partitions_before(engine, cutoff)
+        return dropped, await delete_rollups_before(engine, rollup_cutoff)
+    finally:
+        await engine.dispose()
+
+
+@db_app.command("rollup")
+def db_rollup(
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            "--since",
+            help="Rebuild every closed minute from this time (ISO, UTC if no offset); "
+            "default: what the background job would do now",
+            formats=[
+                "%Y-%m-%d",
+                "%Y-%m-%dT%H:%M",
+                "%Y-%m-%dT%H:%M:%S",
+                "%Y-%m-%dT%H:%M:%S%z",
+                "%Y-%m-%d %H:%M:%S",
+            ],
+        ),
+    ] = None,
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Roll telemetry up into one-minute rows (telemetry_1m); safe beside running headends."""
+    configure_logging(log_level)
+    settings = _settings(database_url=database_url, data_dir=data_dir)
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    with _database(settings, migrate=False) as ready:
+        assert ready.database_url is not None
+        done = asyncio.run(_rollup(ready.database_url, since, ready.rollup_overlap_s))
+    if isinstance(done, Rolled):
+        typer.echo(
+            f"rolled up {done.start:%Y-%m-%dT%H:%MZ} .. {done.end:%Y-%m-%dT%H:%MZ}: "
+            f"{done.rows} minute row(s) written"
+        )
+    else:
+        typer.echo(f"nothing rolled up: {done.reason}")
+
+
+async def _rollup(url: str, since: datetime | None, overlap_s: float) -> Rolled | Skipped:
+    engine = make_engine(url, pool_size=1)
+    try:
+        return await rollup(
+            engine, datetime.now(UTC), since=since, overlap=timedelta(seconds=overlap_s), wait=True
+        )
     finally:
         await engine.dispose()
 

@@ -12,7 +12,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 from uuid import UUID
 
@@ -38,6 +38,7 @@ from .logs import log_event
 from .metrics import Metrics
 from .notify import Listener
 from .registry import Registry
+from .rollup import Rolled, rollup
 from .sessions import SessionRegistry
 from .settings import Settings
 from .tls import server_context
@@ -65,6 +66,7 @@ class Headend:
         self._server: Server | None = None
         self._service: AgentService | None = None
         self._maintenance: asyncio.Task[None] | None = None
+        self._rollups: asyncio.Task[None] | None = None
         self.grpc_port: int | None = None
         self._registry: Registry | None = None
         self._ingest: Ingest | None = None
@@ -198,6 +200,7 @@ class Headend:
         self.grpc_port = sock.getsockname()[1]
         await self._server.start(sock=sock, ssl=ssl_context)
         self._maintenance = asyncio.create_task(self._partition_loop(), name="partitions")
+        self._rollups = asyncio.create_task(self._rollup_loop(), name="rollups")
         log_event(
             log,
             "grpc_listening",
@@ -279,11 +282,12 @@ class Headend:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
-            self._maintenance = None
+        for task in (self._maintenance, self._rollups):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._maintenance = self._rollups = None
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
@@ -335,6 +339,18 @@ class Headend:
                     log_event(log, "partitions_created", names=created)
             except Exception as exc:  # retried at the next check
                 log_event(log, "partitions_failed", level=logging.WARNING, error=exc)
+
+    async def _rollup_loop(self) -> None:
+        """Roll closed minutes into ``telemetry_1m`` (src/vpp_headend/rollup.py)."""
+        overlap = timedelta(seconds=self.settings.rollup_overlap_s)
+        while True:
+            await asyncio.sleep(self.settings.rollup_interval_s)
+            try:
+                done = await rollup(self.engine, self._clock(), overlap=overlap)
+                if isinstance(done, Rolled) and done.rows:
+                    log_event(log, "rollup", level=logging.DEBUG, rows=done.rows)
+            except Exception as exc:  # retried at the next run; the headend carries on
+                log_event(log, "rollup_failed", level=logging.WARNING, error=exc)
 
 
 def _running(value: _T | None) -> _T:

@@ -48,6 +48,9 @@ class Settings:
     partition_days_ahead: int = 3
     partition_check_interval_s: float = 3600.0
     retention_days: int = 7
+    rollup_interval_s: float = 60.0  # the one-minute rollup job runs this often
+    rollup_overlap_s: float = 180.0  # each run re-rolls this far back, for late readings
+    rollup_retention_days: int = 400  # `db prune` deletes rollup minutes older than this
     shutdown_grace_s: float = 5.0
     admit_concurrency: int = 8  # Registers admitted at once (each a few DB round trips)
     replica: str = "headend-1"  # unique per process when several share one database
@@ -103,6 +106,7 @@ class Settings:
             "ingest_queue_rows",
             "ingest_batch_rows",
             "retention_days",
+            "rollup_retention_days",
             "admit_concurrency",
         ):
             if getattr(self, name) < 1:

@@ -11,6 +11,7 @@ from uuid import UUID
 
 import msgspec
 
+from ..db.telemetry_repo import RollupMinute
 from ..domain import (
     Asset,
     DispatchRequest,
@@ -181,6 +182,26 @@ class HistoryOut(msgspec.Struct):
     readings: list[ReadingOut]
 
 
+class MinuteOut(msgspec.Struct):
+    """One UTC minute of an asset's readings (``telemetry_1m``)."""
+
+    minute: datetime
+    count: int
+    min_power_kw: float
+    avg_power_kw: float
+    max_power_kw: float
+    last_soc_pct: float | None
+
+
+class RollupOut(msgspec.Struct):
+    asset_id: str
+    start: datetime | None
+    end: datetime | None
+    limit: int
+    count: int
+    minutes: list[MinuteOut]
+
+
 class TargetRef(msgspec.Struct):
     kind: str
     id: str
@@ -284,6 +305,17 @@ def telemetry_out(r: LatestReading, site_id: str, now: datetime) -> TelemetryOut
         setpoint_kw=r.setpoint_kw,
         setpoint_id=r.setpoint_id,
         lag_s=round(max(0.0, (now - r.ts).total_seconds()), 3),
+    )
+
+
+def minute_out(m: RollupMinute) -> MinuteOut:
+    return MinuteOut(
+        minute=m.bucket,
+        count=m.n,
+        min_power_kw=m.min_power_kw,
+        avg_power_kw=m.avg_power_kw,
+        max_power_kw=m.max_power_kw,
+        last_soc_pct=m.last_soc_pct,
     )
 
 

@@ -1,4 +1,4 @@
-"""GET /telemetry/{asset_id} and /telemetry/{asset_id}/history."""
+"""GET /telemetry/{asset_id}, /telemetry/{asset_id}/history and /telemetry/{asset_id}/rollup."""
 
 from __future__ import annotations
 
@@ -8,11 +8,18 @@ from typing import Annotated
 from litestar import Controller, get
 from litestar.params import FromPath, QueryParameter
 
-from ..db.telemetry_repo import history
+from ..db.telemetry_repo import history, rollups
 from ..errors import NotFoundError, ValidationFailedError
 from .deps import HeadendDep
 from .problems import problem_responses
-from .schemas import HistoryOut, TelemetryOut, reading_out, telemetry_out
+from .schemas import (
+    HistoryOut,
+    RollupOut,
+    TelemetryOut,
+    minute_out,
+    reading_out,
+    telemetry_out,
+)
 
 MAX_HISTORY = 10_000
 
@@ -55,6 +62,33 @@ class TelemetryController(Controller):
             limit=limit,
             count=len(rows),
             readings=[reading_out(r) for r in rows],
+        )
+
+    @get("/{asset_id:str}/rollup", responses=problem_responses(400, 401, 404, 422))
+    async def rollup(
+        self,
+        headend: HeadendDep,
+        asset_id: FromPath[str],
+        start: Annotated[datetime | None, QueryParameter()] = None,
+        end: Annotated[datetime | None, QueryParameter()] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_HISTORY)] = 100,
+    ) -> RollupOut:
+        """One-minute rollups (min/avg/max power, count, last SoC) with start <= minute < end,
+        newest first, at most ``limit``. The current minute appears once it has closed and
+        the rollup job has run (every ``rollup_interval_s``)."""
+        start, end = _aware(start, "start"), _aware(end, "end")
+        if start is not None and end is not None and start >= end:
+            raise ValidationFailedError("start must be before end", field="start")
+        await headend.registry.get_asset(asset_id)
+        async with headend.engine.connect() as conn:
+            rows = await rollups(conn, asset_id, start=start, end=end, limit=limit)
+        return RollupOut(
+            asset_id=asset_id,
+            start=start,
+            end=end,
+            limit=limit,
+            count=len(rows),
+            minutes=[minute_out(m) for m in rows],
         )
 
 

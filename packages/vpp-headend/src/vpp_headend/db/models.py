@@ -233,6 +233,7 @@ telemetry_1m = Table(
     Column("max_power_kw", Double, nullable=False),
     Column("last_soc_pct", Double, nullable=True),
     PrimaryKeyConstraint("asset_id", "bucket"),
+    Index("ix_telemetry_1m_bucket", "bucket"),  # 0003_rollup
 )
 
 # -- 0002_security ------------------------------------------------------------------------

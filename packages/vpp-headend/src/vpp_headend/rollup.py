@@ -1,0 +1,138 @@
+"""One-minute rollups: fold closed minutes of ``telemetry`` into ``telemetry_1m``.
+
+Each minute is recomputed whole from the raw rows (never merged into a stored average), so
+re-running a window is idempotent and a late reading, once its minute is re-rolled, gives
+exactly the row a single on-time pass would have given. Several replicas may run the job:
+a transaction-level advisory lock lets one do the work while the others skip that round.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+#: ``pg_advisory_xact_lock`` key of the rollup job (any constant unique to this database).
+LOCK_KEY = 0x5650505F314D  # "VPP_1M"
+#: Minutes before the newest rollup that every run rolls again, to fold in late readings.
+DEFAULT_OVERLAP = timedelta(minutes=3)
+#: The background job never reaches back further than this in one run (bounded cost);
+#: older gaps are rebuilt with ``vpp-headend db rollup --since``.
+DEFAULT_MAX_WINDOW = timedelta(hours=2)
+
+# Minutes are UTC minutes whatever the session TimeZone is. ``n`` etc. are only rewritten
+# when they change, so re-rolling an unchanged minute writes nothing.
+_ROLLUP = text(
+    """
+    INSERT INTO telemetry_1m
+        (asset_id, bucket, n, min_power_kw, avg_power_kw, max_power_kw, last_soc_pct)
+    SELECT asset_id,
+           date_trunc('minute', ts, 'UTC'),
+           count(*),
+           min(power_kw),
+           avg(power_kw),
+           max(power_kw),
+           (array_agg(soc_pct ORDER BY ts DESC, seq DESC)
+               FILTER (WHERE soc_pct IS NOT NULL))[1]
+    FROM telemetry
+    WHERE ts >= :start AND ts < :end
+    GROUP BY asset_id, date_trunc('minute', ts, 'UTC')
+    ON CONFLICT (asset_id, bucket) DO UPDATE SET
+        n = EXCLUDED.n,
+        min_power_kw = EXCLUDED.min_power_kw,
+        avg_power_kw = EXCLUDED.avg_power_kw,
+        max_power_kw = EXCLUDED.max_power_kw,
+        last_soc_pct = EXCLUDED.last_soc_pct
+    WHERE (telemetry_1m.n, telemetry_1m.min_power_kw, telemetry_1m.avg_power_kw,
+           telemetry_1m.max_power_kw, telemetry_1m.last_soc_pct)
+          IS DISTINCT FROM
+          (EXCLUDED.n, EXCLUDED.min_power_kw, EXCLUDED.avg_power_kw,
+           EXCLUDED.max_power_kw, EXCLUDED.last_soc_pct)
+    """
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rolled:
+    """Minutes in ``start <= bucket < end`` were rolled up; ``rows`` were written."""
+
+    start: datetime
+    end: datetime
+    rows: int
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """Another session held the rollup lock (it is doing this work), or nothing is closed."""
+
+    reason: str
+
+
+def minute_floor(value: datetime) -> datetime:
+    """The start of the UTC minute holding ``value``."""
+    return value.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+async def rollup(
+    engine: AsyncEngine,
+    now: datetime,
+    *,
+    since: datetime | None = None,
+    overlap: timedelta = DEFAULT_OVERLAP,
+    max_window: timedelta = DEFAULT_MAX_WINDOW,
+    wait: bool = False,
+) -> Rolled | Skipped:
+    """Roll up closed minutes (those before ``now``'s minute) into ``telemetry_1m``.
+
+    Without ``since`` the window starts ``overlap`` before the newest stored rollup,
+    but never earlier than ``max_window`` before the end. With ``since`` (a manual rebuild)
+    it starts at ``since``'s minute, unbounded. ``wait`` blocks on the lock instead of
+    skipping when another session holds it.
+    """
+    end = minute_floor(now)
+    async with engine.begin() as conn:
+        if wait:
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
+        else:
+            got = await conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
+            if not got.scalar_one():
+                return Skipped("locked")
+        if since is not None:
+            start = minute_floor(since)
+        else:
+            start = max(await _start(conn, end - max_window, overlap), end - max_window)
+        if start >= end:
+            return Skipped("no closed minute")
+        result = await conn.execute(_ROLLUP, {"start": start, "end": end})
+        return Rolled(start, end, result.rowcount)
+
+
+async def _start(conn: AsyncConnection, earliest: datetime, overlap: timedelta) -> datetime:
+    newest = (await conn.execute(text("SELECT max(bucket) FROM telemetry_1m"))).scalar_one()
+    if newest is None:
+        return earliest
+    # ``overlap`` may be any duration: keep the start on a minute boundary, or the first
+    # minute of the window would be rewritten from part of its readings.
+    return minute_floor(newest + timedelta(minutes=1) - overlap)
+
+
+async def delete_rollups_before(engine: AsyncEngine, cutoff: datetime) -> int:
+    """Delete rollup minutes older than ``cutoff``; return how many."""
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            text("DELETE FROM telemetry_1m WHERE bucket < :cutoff"), {"cutoff": cutoff}
+        )
+        return result.rowcount
+
+
+__all__ = [
+    "DEFAULT_MAX_WINDOW",
+    "DEFAULT_OVERLAP",
+    "Rolled",
+    "Skipped",
+    "delete_rollups_before",
+    "minute_floor",
+    "rollup",
+]

@@ -1,0 +1,194 @@
+"""One-minute rollups: the numbers of a minute, late readings, idempotence, the lock,
+the REST endpoint, retention, the CLI and the headend's background job."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from typer.testing import CliRunner
+
+from vpp_headend.cli import app
+from vpp_headend.rollup import LOCK_KEY, Rolled, Skipped, minute_floor, rollup
+
+# A closed minute in the recent past (today's and yesterday's partitions exist).
+M = minute_floor(datetime.now(UTC)) - timedelta(minutes=10)
+_INSERT = (
+    "INSERT INTO telemetry (asset_id, seq, ts, received_at, power_kw, soc_pct, status) "
+    "VALUES (%s, %s, %s, now(), %s, %s, 1)"
+)
+
+
+def _at(minute: int, second: float) -> datetime:
+    return M + timedelta(minutes=minute, seconds=second)
+
+
+async def _insert(
+    engine: AsyncEngine, *rows: tuple[str, int, datetime, float, float | None]
+) -> None:
+    async with engine.begin() as conn:
+        for asset_id, seq, ts, power_kw, soc_pct in rows:
+            await conn.execute(
+                text(
+                    "INSERT INTO telemetry (asset_id, seq, ts, received_at, power_kw, soc_pct, "
+                    "status) VALUES (:a, :s, :ts, now(), :p, :soc, 1)"
+                ),
+                {"a": asset_id, "s": seq, "ts": ts, "p": power_kw, "soc": soc_pct},
+            )
+
+
+async def _minutes(engine: AsyncEngine, asset_id: str = "a-1") -> list[tuple[Any, ...]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT bucket, n, min_power_kw, avg_power_kw, max_power_kw, last_soc_pct "
+                "FROM telemetry_1m WHERE asset_id = :a ORDER BY bucket"
+            ),
+            {"a": asset_id},
+        )
+        return [tuple(r) for r in rows]
+
+
+async def test_a_minute_is_min_avg_max_count_and_last_soc(running: Any) -> None:
+    engine = running.headend.engine
+    await _insert(
+        engine,
+        ("a-1", 1, _at(0, 5), 1.0, 40.0),
+        ("a-1", 2, _at(0, 50), 6.0, None),  # newest of the minute, but no SoC
+        ("a-1", 3, _at(0, 20), 2.0, 45.0),  # last SoC by ts, though stored last
+        ("a-1", 4, _at(1, 0), -3.0, 50.0),  # the next minute starts at :00
+        ("a-2", 1, _at(0, 30), 9.0, 70.0),
+        ("a-1", 5, _at(2, 10), 7.0, 55.0),  # in the minute that is still open
+    )
+    done = await rollup(engine, _at(2, 30))
+    assert isinstance(done, Rolled)
+    assert done.end == _at(2, 0)
+    assert await _minutes(engine) == [
+        (_at(0, 0), 3, 1.0, 3.0, 6.0, 45.0),
+        (_at(1, 0), 1, -3.0, -3.0, -3.0, 50.0),
+    ]
+    assert await _minutes(engine, "a-2") == [(_at(0, 0), 1, 9.0, 9.0, 9.0, 70.0)]
+
+
+async def test_a_late_reading_re_rolls_its_minute_and_reruns_change_nothing(running: Any) -> None:
+    engine = running.headend.engine
+    await _insert(engine, ("a-1", 1, _at(0, 5), 1.0, 40.0), ("a-1", 2, _at(1, 5), 2.0, 41.0))
+    await rollup(engine, _at(2, 1))
+    first = await _minutes(engine)
+    again = await rollup(engine, _at(2, 1))
+    assert isinstance(again, Rolled)
+    assert again.rows == 0
+    assert await _minutes(engine) == first
+
+    # Arrives after minute 0 was rolled up, within the overlap (3 minutes by default).
+    await _insert(engine, ("a-1", 3, _at(0, 55), 10.0, 90.0))
+    late = await rollup(engine, _at(3, 1))
+    assert isinstance(late, Rolled)
+    assert late.rows == 1
+    assert (await _minutes(engine))[0] == (_at(0, 0), 2, 1.0, 5.5, 10.0, 90.0)
+    await rollup(engine, _at(3, 1))
+    assert (await _minutes(engine))[0] == (_at(0, 0), 2, 1.0, 5.5, 10.0, 90.0)
+
+
+async def test_a_second_replica_skips_while_one_holds_the_lock(running: Any) -> None:
+    engine = running.headend.engine
+    await _insert(engine, ("a-1", 1, _at(0, 5), 1.0, 40.0))
+    async with engine.begin() as conn:
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
+        assert await rollup(engine, _at(2, 0)) == Skipped("locked")
+    results = await asyncio.gather(*(rollup(engine, _at(2, 0)) for _ in range(4)))
+    assert any(isinstance(r, Rolled) for r in results)
+    assert await _minutes(engine) == [(_at(0, 0), 1, 1.0, 1.0, 1.0, 40.0)]
+
+
+async def test_rest_rollup_newest_first_with_limit_and_range(running: Any, site_yaml: Any) -> None:
+    await running.import_site(site_yaml("site-a", ["a-1"]))
+    engine = running.headend.engine
+    await _insert(engine, *(("a-1", n + 1, _at(n, 10), float(n), 50.0 + n) for n in range(4)))
+    await rollup(engine, _at(5, 0))
+
+    body = (await running.http.get("/telemetry/a-1/rollup", params={"limit": 2})).json()
+    assert body["count"] == 2
+    assert [m["max_power_kw"] for m in body["minutes"]] == [3.0, 2.0]
+    assert body["minutes"][0] == {
+        "minute": _at(3, 0).isoformat().replace("+00:00", "Z"),
+        "count": 1,
+        "min_power_kw": 3.0,
+        "avg_power_kw": 3.0,
+        "max_power_kw": 3.0,
+        "last_soc_pct": 53.0,
+    }
+    ranged = await running.http.get(
+        "/telemetry/a-1/rollup",
+        params={"start": _at(1, 0).isoformat(), "end": _at(3, 0).isoformat()},
+    )
+    assert [m["max_power_kw"] for m in ranged.json()["minutes"]] == [2.0, 1.0]
+    assert (await running.http.get("/telemetry/nope/rollup")).status_code == 404
+    assert (await running.http.get("/telemetry/a-1/rollup", params={"limit": 0})).status_code == 422
+    schema = (await running.http.get("/schema/openapi.json")).json()
+    assert "/telemetry/{asset_id}/rollup" in schema["paths"]
+    assert "RollupOut" in schema["components"]["schemas"]
+
+
+async def test_background_job_rolls_up_without_a_call(
+    start_headend: Any, agents: Any, site_yaml: Any, eventually: Any
+) -> None:
+    running = await start_headend(rollup_interval_s=0.1)
+    await running.import_site(site_yaml("site-a", ["a-1"]))
+    agent = await agents(running.grpc_port, "site-a")
+    await agent.register(["a-1"])
+    closed = minute_floor(datetime.now(UTC)) - timedelta(minutes=1)
+    agent.send_batch(
+        [agent.telemetry("a-1", p, ts=closed + timedelta(seconds=s)) for s, p in ((1, 4), (2, 8))]
+    )
+
+    async def rolled() -> bool:
+        return bool(await _minutes(running.headend.engine))
+
+    await eventually(rolled, 5, "the background job never rolled the minute up")
+    assert await _minutes(running.headend.engine) == [(closed, 2, 4.0, 6.0, 8.0, 50.0)]
+
+
+def test_cli_rollup_since_rebuilds_beyond_the_window_and_prune_deletes_old(db_url: str) -> None:
+    now = datetime.now(UTC)
+    old = minute_floor(now) - timedelta(hours=5)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(_INSERT, ("a-1", 1, old + timedelta(seconds=3), 2.0, 20.0))
+        conn.execute(_INSERT, ("a-1", 2, old + timedelta(seconds=9), 4.0, None))
+        conn.execute(
+            "INSERT INTO telemetry_1m VALUES ('a-1', %s, 1, 1, 1, 1, NULL), "
+            "('a-9', %s, 1, 1, 1, 1, NULL)",
+            (minute_floor(now) - timedelta(days=401), minute_floor(now) - timedelta(days=399)),
+        )
+    runner = CliRunner()
+    args = ["--database-url", db_url]
+    plain = runner.invoke(app, ["db", "rollup", *args])
+    assert plain.exit_code == 0, plain.output
+    assert "0 minute row(s)" in plain.output  # the background window is the last 2 hours
+
+    since = (old - timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%S")
+    rebuilt = runner.invoke(app, ["db", "rollup", "--since", since, *args])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(
+            "SELECT n, avg_power_kw, last_soc_pct FROM telemetry_1m WHERE bucket = %s", (old,)
+        ).fetchone()
+    assert row == (2, 3.0, 20.0)
+
+    pruned = runner.invoke(app, ["db", "prune", *args])
+    assert pruned.exit_code == 0, pruned.output
+    assert "deleted 1 rollup minute(s)" in pruned.output
+    with psycopg.connect(db_url) as conn:
+        left = conn.execute("SELECT asset_id FROM telemetry_1m ORDER BY asset_id").fetchall()
+    assert left == [("a-1",), ("a-9",)]
+
+
+@pytest.mark.parametrize("days", ["0", "x"])
+def test_prune_refuses_a_bad_rollup_retention(db_url: str, days: str) -> None:
+    res = CliRunner().invoke(app, ["db", "prune", "--rollup-days", days, "--database-url", db_url])
+    assert res.exit_code == 2
