@@ -571,10 +571,9 @@ class DispatchService:
     ) -> bool:
         """Lock the dispatch, move one delivery forward and recompute the dispatch's
         state. False when it would not be progress."""
-        row = await repo.lock_dispatch(conn, dispatch_id)
+        row, dlvs = await repo.lock_with_deliveries(conn, dispatch_id)
         if row is None:
             return False
-        dlvs = {x["site_id"]: x for x in await repo.deliveries(conn, dispatch_id)}
         events: list[dict[str, Any]] = []
         moved = await self._advance(
             conn,
@@ -596,7 +595,7 @@ class DispatchService:
         self,
         conn: AsyncConnection,
         row: Any,
-        dlvs: dict[str, Any],
+        dlvs: dict[str, dict[str, Any]],
         site_id: str,
         state: str,
         now: datetime,
@@ -646,12 +645,7 @@ class DispatchService:
         async with self._engine.begin() as conn:
             # One transaction, read once: the locked dispatch, its deliveries and targets;
             # then only the writes (delivery, targets, dispatch, one INSERT of events).
-            row = await repo.lock_dispatch(conn, ack.setpoint_id)
-            dlvs = (
-                {x["site_id"]: x for x in await repo.deliveries(conn, ack.setpoint_id)}
-                if row is not None
-                else {}
-            )
+            row, dlvs = await repo.lock_with_deliveries(conn, ack.setpoint_id)
             dlv = dlvs.get(session.site_id)
             if row is None or dlv is None:
                 self._metrics.acks_ignored.labels("unknown_setpoint").inc()

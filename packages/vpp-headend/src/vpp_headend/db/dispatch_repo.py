@@ -108,6 +108,42 @@ async def lock_dispatch(conn: AsyncConnection, dispatch_id: UUID) -> RowMapping 
     return row._mapping if row is not None else None
 
 
+async def lock_with_deliveries(
+    conn: AsyncConnection, dispatch_id: UUID
+) -> tuple[RowMapping | None, dict[str, dict[str, Any]]]:
+    """`lock_dispatch` and the deliveries' states in one statement: the dispatches row
+    (locked for this transaction) and, by site id, each delivery's ``site_id``,
+    ``state``, ``sent_at`` and ``attempts``."""
+    rows = (
+        await conn.execute(
+            select(
+                d,
+                dl.c.site_id.label("dl_site_id"),
+                dl.c.state.label("dl_state"),
+                dl.c.sent_at.label("dl_sent_at"),
+                dl.c.attempts.label("dl_attempts"),
+            )
+            .select_from(d.outerjoin(dl, dl.c.dispatch_id == d.c.dispatch_id))
+            .where(d.c.dispatch_id == dispatch_id)
+            .order_by(dl.c.site_id)
+            .with_for_update(of=d)
+        )
+    ).all()
+    if not rows:
+        return None, {}
+    dlvs = {
+        r.dl_site_id: {
+            "site_id": r.dl_site_id,
+            "state": r.dl_state,
+            "sent_at": r.dl_sent_at,
+            "attempts": r.dl_attempts,
+        }
+        for r in rows
+        if r.dl_site_id is not None
+    }
+    return rows[0]._mapping, dlvs
+
+
 async def deliveries(conn: AsyncConnection, dispatch_id: UUID) -> list[RowMapping]:
     """The deliveries of a dispatch (call after `lock_dispatch` to hold them)."""
     rows = await conn.execute(
