@@ -164,6 +164,16 @@ class DispatchService:
         )
         for session, od in to_send:
             self._push(session, od)
+        # A gateway that connected while the transaction ran was not routed above and
+        # did not see the uncommitted dispatch on connect: send it now (fenced as usual).
+        late = 0
+        for dlv in view.deliveries:
+            if dlv.state == "pending":
+                session = self._route(req.target_kind, req.target_id, dlv.site_id)
+                if session is not None and session.site_id == dlv.site_id:
+                    late += await self._send_new(session, dispatch_id)
+        if late:
+            return await self.get(dispatch_id), True
         return view, True
 
     async def _by_key(self, req: DispatchRequest) -> DispatchView | None:
