@@ -32,10 +32,13 @@ from .domain import (
     TERMINAL_STATES,
     Ack,
     DeliveryPlan,
+    DeliveryView,
+    DispatchEvent,
     DispatchRequest,
     DispatchView,
     SetpointCommand,
     Site,
+    TargetView,
 )
 from .errors import ConflictError, NotFoundError, ValidationFailedError
 from .lifecycle import advances, aggregate
@@ -120,13 +123,23 @@ class DispatchService:
         dispatch_id = self._new_id()
         now = self._clock()
         after = _AfterCommit()
+        # Sessions of this replica that serve the new deliveries: those are marked `sent`
+        # in the creating transaction and get the setpoint right after commit.
+        routes: dict[str, Session] = {}
+        for plan in plans:
+            session = self._route(req.target_kind, req.target_id, plan.site_id)
+            if session is not None and session.site_id == plan.site_id:
+                routes[plan.site_id] = session
         self._created_here[dispatch_id] = None
         while len(self._created_here) > 10_000:
             self._created_here.popitem(last=False)
         try:
             async with self._engine.begin() as conn:
-                await self._insert(conn, dispatch_id, req, plans, detail, now, after)
+                view, to_send = await self._insert(
+                    conn, dispatch_id, req, plans, detail, now, routes, after
+                )
         except IntegrityError:
+            self._created_here.pop(dispatch_id, None)
             if req.idempotency_key is None:
                 raise
             # A concurrent request with the same key won the race: answer with its dispatch.
@@ -134,6 +147,8 @@ class DispatchService:
             if existing is None:
                 raise
             return existing, False
+        if not any(x.state == "pending" for x in view.deliveries):
+            self._created_here.pop(dispatch_id, None)  # no NOTIFY was sent
         after.run()
         self._metrics.dispatches_created.labels(req.target_kind).inc()
         log_event(
@@ -147,11 +162,19 @@ class DispatchService:
             sites=[p.site_id for p in plans],
             online=[p.site_id for p in plans if p.online],
         )
-        for plan in plans:
-            session = self._route(req.target_kind, req.target_id, plan.site_id)
-            if session is not None:
-                await self._send_new(session, dispatch_id)
-        return await self.get(dispatch_id), True
+        for session, od in to_send:
+            self._push(session, od)
+        # A gateway that connected while the transaction ran was not routed above and
+        # did not see the uncommitted dispatch on connect: send it now (fenced as usual).
+        late = 0
+        for dlv in view.deliveries:
+            if dlv.state == "pending":
+                session = self._route(req.target_kind, req.target_id, dlv.site_id)
+                if session is not None and session.site_id == dlv.site_id:
+                    late += await self._send_new(session, dispatch_id)
+        if late:
+            return await self.get(dispatch_id), True
+        return view, True
 
     async def _by_key(self, req: DispatchRequest) -> DispatchView | None:
         assert req.idempotency_key is not None
@@ -243,49 +266,114 @@ class DispatchService:
         plans: list[DeliveryPlan],
         detail: str | None,
         now: datetime,
+        routes: dict[str, Session],
         after: _AfterCommit,
-    ) -> None:
+    ) -> tuple[DispatchView, list[tuple[Session, repo.OpenDelivery]]]:
+        """Insert a dispatch with its deliveries, target and events in one transaction.
+
+        Deliveries whose site's current session is held here are stored as ``sent``
+        (with the pending → sent events) and returned to be pushed after commit; the
+        others stay ``pending`` for the replica holding the stream (NOTIFY) or the next
+        connect. Returns the dispatch as stored, so nothing is read back.
+        """
+        # Only the newest pending setpoint per target is delivered: older ones that
+        # were never sent are superseded now.
+        for older, site_id in await repo.pending_same_key_sites(
+            conn, req.target_kind, req.target_id, [p.site_id for p in plans], dispatch_id
+        ):
+            await self._move(
+                conn,
+                older,
+                site_id,
+                "superseded",
+                now,
+                after,
+                reason=f"superseded by {dispatch_id}",
+            )
+        # The epoch fence: send only on a session that is still the site's current one
+        # (its gateway_sessions row stays share-locked until commit).
+        current = await repo.current_sessions(
+            conn, {site_id: s.session_id for site_id, s in routes.items()}
+        )
+        sent_now = self._clock() if current else now
+        events = [repo.event_row(dispatch_id, now, "pending", "dispatch")]
+        events += [repo.event_row(dispatch_id, now, "pending", "site", p.site_id) for p in plans]
+        deliveries: list[DeliveryView] = []
+        to_send: list[tuple[Session, repo.OpenDelivery]] = []
+        for plan in plans:
+            if plan.site_id in current:
+                session = routes[plan.site_id]
+                dlv = DeliveryView(plan.site_id, plan.power_kw, "sent", sent_now, sent_now, None)
+                events.append(
+                    repo.event_row(
+                        dispatch_id,
+                        sent_now,
+                        "sent",
+                        "site",
+                        plan.site_id,
+                        f"session epoch {session.epoch}",
+                    )
+                )
+                to_send.append(
+                    (
+                        session,
+                        repo.OpenDelivery(
+                            dispatch_id=dispatch_id,
+                            site_id=plan.site_id,
+                            power_kw=plan.power_kw,
+                            state="sent",
+                            sent_at=sent_now,
+                            target_kind=req.target_kind,
+                            target_id=req.target_id,
+                            issued_at=now,
+                            expires_at=req.expires_at,
+                        ),
+                    )
+                )
+                after.add(
+                    _transition_log(dispatch_id, "site", "pending", "sent", site_id=plan.site_id)
+                )
+            else:
+                dlv = DeliveryView(plan.site_id, plan.power_kw, "pending", None, now, None)
+            deliveries.append(dlv)
+        state = aggregate(x.state for x in deliveries)
+        updated_at = now
+        if state != "pending":
+            updated_at = sent_now
+            events.append(repo.event_row(dispatch_id, sent_now, state, "dispatch"))
+            after.add(_transition_log(dispatch_id, "dispatch", "pending", state))
         await repo.insert_dispatch(
             conn,
             dispatch_id=dispatch_id,
             target_kind=req.target_kind,
             target_id=req.target_id,
             power_kw=req.power_kw,
-            state="pending",
+            state=state,
             idempotency_key=req.idempotency_key,
             request_fingerprint=req.fingerprint,
             issued_at=now,
             expires_at=req.expires_at,
-            updated_at=now,
+            updated_at=updated_at,
             detail=detail,
         )
-        await repo.insert_event(conn, dispatch_id, now, "pending", "dispatch")
-        for plan in plans:
-            await repo.insert_delivery(
-                conn,
-                dispatch_id=dispatch_id,
-                site_id=plan.site_id,
-                power_kw=plan.power_kw,
-                state="pending",
-                updated_at=now,
-            )
-            await repo.insert_event(conn, dispatch_id, now, "pending", "site", plan.site_id)
-            # Only the newest pending setpoint per target is delivered: older ones that
-            # were never sent are superseded now.
-            for older in await repo.pending_same_key(
-                conn, req.target_kind, req.target_id, plan.site_id, dispatch_id
-            ):
-                await self._move(
-                    conn,
-                    older,
-                    plan.site_id,
-                    "superseded",
-                    now,
-                    after,
-                    reason=f"superseded by {dispatch_id}",
-                )
-        # Every replica hears of it once committed; the one holding the stream delivers.
-        await notify_dispatch(conn, dispatch_id)
+        await repo.insert_rows(
+            conn,
+            repo.dl,
+            [
+                {
+                    "dispatch_id": dispatch_id,
+                    "site_id": x.site_id,
+                    "power_kw": x.power_kw,
+                    "state": x.state,
+                    "attempts": 1 if x.state == "sent" else 0,
+                    "sent_at": x.sent_at,
+                    "updated_at": x.updated_at,
+                }
+                for x in deliveries
+            ],
+        )
+        await repo.insert_rows(conn, repo.ev, events)
+        targets: tuple[TargetView, ...] = ()
         if req.target_kind == "asset":
             await repo.upsert_target(
                 conn,
@@ -296,6 +384,33 @@ class DispatchService:
                 state="pending",
                 updated_at=now,
             )
+            targets = (
+                TargetView(
+                    req.target_id, plans[0].site_id, req.power_kw, "pending", None, False, None, now
+                ),
+            )
+        if any(x.state == "pending" for x in deliveries):
+            # Every replica hears of it once committed; the one holding the stream
+            # delivers. Nothing pending: nothing for another replica to do.
+            await notify_dispatch(conn, dispatch_id)
+        view = DispatchView(
+            dispatch_id=dispatch_id,
+            target_kind=req.target_kind,
+            target_id=req.target_id,
+            power_kw=req.power_kw,
+            state=state,
+            issued_at=now,
+            expires_at=req.expires_at,
+            updated_at=updated_at,
+            detail=detail,
+            deliveries=tuple(sorted(deliveries, key=lambda x: x.site_id)),
+            targets=targets,
+            events=tuple(
+                DispatchEvent(e["at"], e["state"], e["scope"], e["scope_id"], e["detail"])
+                for e in events
+            ),
+        )
+        return view, to_send
 
     # -- delivery ------------------------------------------------------------------------
 
@@ -464,53 +579,70 @@ class DispatchService:
         detail: str | None = None,
         **values: Any,
     ) -> bool:
-        """Move one delivery forward (caller holds the dispatch lock); recompute the
-        dispatch's state. False when it would not be progress."""
-        if await repo.lock_dispatch(conn, dispatch_id) is None:
+        """Lock the dispatch, move one delivery forward and recompute the dispatch's
+        state. False when it would not be progress."""
+        row, dlvs = await repo.lock_with_deliveries(conn, dispatch_id)
+        if row is None:
             return False
-        dlvs = {x["site_id"]: x for x in await repo.deliveries(conn, dispatch_id)}
+        events: list[dict[str, Any]] = []
+        moved = await self._advance(
+            conn,
+            row,
+            dlvs,
+            site_id,
+            state,
+            now,
+            after,
+            events,
+            reason=reason,
+            detail=detail,
+            **values,
+        )
+        await repo.insert_rows(conn, repo.ev, events)
+        return moved
+
+    async def _advance(
+        self,
+        conn: AsyncConnection,
+        row: Any,
+        dlvs: dict[str, dict[str, Any]],
+        site_id: str,
+        state: str,
+        now: datetime,
+        after: _AfterCommit,
+        events: list[dict[str, Any]],
+        *,
+        reason: str | None = None,
+        detail: str | None = None,
+        **values: Any,
+    ) -> bool:
+        """Move one delivery forward given the locked dispatches ``row`` and its
+        deliveries ``dlvs`` (read in this transaction), and the dispatch's state with it.
+        The transitions' events are appended to ``events``: the caller inserts them.
+        False when it would not be progress."""
+        dispatch_id: UUID = row["dispatch_id"]
         dlv = dlvs.get(site_id)
         if dlv is None or not advances(dlv["state"], state):
             return False
         await repo.set_delivery(
             conn, dispatch_id, site_id, state=state, updated_at=now, reason=reason, **values
         )
-        await repo.insert_event(conn, dispatch_id, now, state, "site", site_id, reason or detail)
+        events.append(repo.event_row(dispatch_id, now, state, "site", site_id, reason or detail))
         after.add(
-            lambda: log_event(
-                log,
-                "dispatch_transition",
-                dispatch_id=dispatch_id,
-                scope="site",
-                site_id=site_id,
-                **{"from": dlv["state"], "to": state},
-                reason=reason,
+            _transition_log(
+                dispatch_id, "site", dlv["state"], state, site_id=site_id, reason=reason
             )
         )
         states = [x["state"] for x in dlvs.values() if x["site_id"] != site_id] + [state]
-        await self._recompute(conn, dispatch_id, aggregate(states), now, after)
-        return True
-
-    async def _recompute(
-        self, conn: AsyncConnection, dispatch_id: UUID, new: str, now: datetime, after: _AfterCommit
-    ) -> None:
-        row = await repo.lock_dispatch(conn, dispatch_id)
-        if row is None or row["state"] == new:
-            return
+        new = aggregate(states)
         old = row["state"]
-        await repo.set_dispatch(conn, dispatch_id, state=new, updated_at=now)
-        await repo.insert_event(conn, dispatch_id, now, new, "dispatch")
-        after.add(
-            lambda: log_event(
-                log,
-                "dispatch_transition",
-                dispatch_id=dispatch_id,
-                scope="dispatch",
-                **{"from": old, "to": new},
-            )
-        )
-        if new in TERMINAL_STATES:
-            after.add(lambda: self._metrics.dispatches_final.labels(new).inc())
+        if old != new:
+            await repo.set_dispatch(conn, dispatch_id, state=new, updated_at=now)
+            events.append(repo.event_row(dispatch_id, now, new, "dispatch"))
+            after.add(_transition_log(dispatch_id, "dispatch", old, new))
+            if new in TERMINAL_STATES:
+                after.add(lambda: self._metrics.dispatches_final.labels(new).inc())
+        return True
 
     # -- acks ----------------------------------------------------------------------------
 
@@ -521,8 +653,9 @@ class DispatchService:
         after = _AfterCommit()
         changed = False
         async with self._engine.begin() as conn:
-            row = await repo.lock_dispatch(conn, ack.setpoint_id)
-            dlvs = {x["site_id"]: x for x in await repo.deliveries(conn, ack.setpoint_id)}
+            # One transaction, read once: the locked dispatch, its deliveries and targets;
+            # then only the writes (delivery, targets, dispatch, one INSERT of events).
+            row, dlvs = await repo.lock_with_deliveries(conn, ack.setpoint_id)
             dlv = dlvs.get(session.site_id)
             if row is None or dlv is None:
                 self._metrics.acks_ignored.labels("unknown_setpoint").inc()
@@ -535,16 +668,20 @@ class DispatchService:
                     why="unknown setpoint for this site",
                 )
                 return False
-            changed |= await self._ack_targets(conn, row, session.site_id, ack, now)
-            moved = await self._move(
+            events: list[dict[str, Any]] = []
+            changed |= await self._ack_targets(conn, row, session.site_id, ack, now, events)
+            moved = await self._advance(
                 conn,
-                ack.setpoint_id,
+                row,
+                dlvs,
                 session.site_id,
                 ack.state,
                 now,
                 after,
+                events,
                 reason=ack.reason or None,
             )
+            await repo.insert_rows(conn, repo.ev, events)
             changed |= moved
             sent_at = dlv["sent_at"]
             if moved and ack.state in TERMINAL_STATES and sent_at is not None:
@@ -556,9 +693,16 @@ class DispatchService:
         return changed
 
     async def _ack_targets(
-        self, conn: AsyncConnection, dispatch: Any, site_id: str, ack: Ack, now: datetime
+        self,
+        conn: AsyncConnection,
+        dispatch: Any,
+        site_id: str,
+        ack: Ack,
+        now: datetime,
+        events: list[dict[str, Any]],
     ) -> bool:
-        """Per-asset bookkeeping: allocations and ack states (forward only)."""
+        """Per-asset bookkeeping: allocations and ack states (forward only); the
+        transitions' events are appended to ``events``."""
         existing = await repo.targets(conn, ack.setpoint_id)
         served = self._session_assets(site_id)
         # A site reports only on assets its session serves: an allocation naming another
@@ -597,8 +741,10 @@ class DispatchService:
                 ):
                     values["applied_kw"] = ack.applied_kw
                 values["clamped"] = ack.clamped
-                await repo.insert_event(
-                    conn, ack.setpoint_id, now, ack.state, "asset", asset_id, ack.reason or None
+                events.append(
+                    repo.event_row(
+                        ack.setpoint_id, now, ack.state, "asset", asset_id, ack.reason or None
+                    )
                 )
             if not values or (cur is not None and all(cur.get(k) == v for k, v in values.items())):
                 continue
@@ -677,6 +823,15 @@ class DispatchService:
             return await repo.search(
                 conn, asset_id=asset_id, site_id=site_id, state=state, limit=limit
             )
+
+
+def _transition_log(
+    dispatch_id: UUID, scope: str, old: str, new: str, **fields: Any
+) -> Callable[[], None]:
+    """A deferred ``dispatch_transition`` log line (run after commit)."""
+    line: dict[str, Any] = {"dispatch_id": dispatch_id, "scope": scope, **fields}
+    line["from"], line["to"] = old, new
+    return lambda: log_event(log, "dispatch_transition", **line)
 
 
 def _open_delivery(dispatch: Any, delivery: Any) -> repo.OpenDelivery:

@@ -53,6 +53,31 @@ async def insert_delivery(conn: AsyncConnection, **values: Any) -> None:
     await conn.execute(insert(dl).values(**values))
 
 
+async def insert_rows(conn: AsyncConnection, table: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``rows`` (same keys each) into ``table`` in one multi-row INSERT."""
+    if rows:
+        await conn.execute(insert(table).values(list(rows)))
+
+
+def event_row(
+    dispatch_id: UUID,
+    at: datetime,
+    state: str,
+    scope: str,
+    scope_id: str | None = None,
+    detail: str | None = None,
+) -> dict[str, Any]:
+    """One ``dispatch_events`` row, for `insert_rows`."""
+    return {
+        "dispatch_id": dispatch_id,
+        "at": at,
+        "state": state,
+        "scope": scope,
+        "scope_id": scope_id,
+        "detail": detail,
+    }
+
+
 async def insert_event(
     conn: AsyncConnection,
     dispatch_id: UUID,
@@ -81,6 +106,42 @@ async def lock_dispatch(conn: AsyncConnection, dispatch_id: UUID) -> RowMapping 
         await conn.execute(select(d).where(d.c.dispatch_id == dispatch_id).with_for_update())
     ).first()
     return row._mapping if row is not None else None
+
+
+async def lock_with_deliveries(
+    conn: AsyncConnection, dispatch_id: UUID
+) -> tuple[RowMapping | None, dict[str, dict[str, Any]]]:
+    """`lock_dispatch` and the deliveries' states in one statement: the dispatches row
+    (locked for this transaction) and, by site id, each delivery's ``site_id``,
+    ``state``, ``sent_at`` and ``attempts``."""
+    rows = (
+        await conn.execute(
+            select(
+                d,
+                dl.c.site_id.label("dl_site_id"),
+                dl.c.state.label("dl_state"),
+                dl.c.sent_at.label("dl_sent_at"),
+                dl.c.attempts.label("dl_attempts"),
+            )
+            .select_from(d.outerjoin(dl, dl.c.dispatch_id == d.c.dispatch_id))
+            .where(d.c.dispatch_id == dispatch_id)
+            .order_by(dl.c.site_id)
+            .with_for_update(of=d)
+        )
+    ).all()
+    if not rows:
+        return None, {}
+    dlvs = {
+        r.dl_site_id: {
+            "site_id": r.dl_site_id,
+            "state": r.dl_state,
+            "sent_at": r.dl_sent_at,
+            "attempts": r.dl_attempts,
+        }
+        for r in rows
+        if r.dl_site_id is not None
+    }
+    return rows[0]._mapping, dlvs
 
 
 async def deliveries(conn: AsyncConnection, dispatch_id: UUID) -> list[RowMapping]:
@@ -161,6 +222,45 @@ async def pending_same_key(
         )
     )
     return [r.dispatch_id for r in rows]
+
+
+async def pending_same_key_sites(
+    conn: AsyncConnection,
+    target_kind: str,
+    target_id: str,
+    site_ids: Sequence[str],
+    newer_than: UUID,
+) -> list[tuple[UUID, str]]:
+    """(dispatch_id, site_id) of pending deliveries to any of ``site_ids`` of older
+    dispatches with the same target (one query for all sites of a new dispatch)."""
+    rows = await conn.execute(
+        select(dl.c.dispatch_id, dl.c.site_id)
+        .select_from(dl.join(d, d.c.dispatch_id == dl.c.dispatch_id))
+        .where(
+            dl.c.site_id.in_(list(site_ids)),
+            dl.c.state == "pending",
+            d.c.target_kind == target_kind,
+            d.c.target_id == target_id,
+            d.c.dispatch_id != newer_than,
+        )
+        .order_by(dl.c.site_id, dl.c.dispatch_id)
+    )
+    return [(r.dispatch_id, r.site_id) for r in rows]
+
+
+async def current_sessions(conn: AsyncConnection, sessions: dict[str, UUID]) -> set[str]:
+    """The sites (of ``sessions``: site id -> session id) whose newest session is the
+    given one; share-locks their ``gateway_sessions`` rows like `session_is_current`."""
+    if not sessions:
+        return set()
+    g = m.gateway_sessions
+    rows = await conn.execute(
+        select(g.c.site_id, g.c.session_id)
+        .where(g.c.site_id.in_(list(sessions)))
+        .order_by(g.c.site_id)
+        .with_for_update(read=True)
+    )
+    return {r.site_id for r in rows if sessions.get(r.site_id) == r.session_id}
 
 
 async def connected_sites(conn: AsyncConnection, site_ids: Sequence[str]) -> set[str]:
