@@ -182,3 +182,25 @@ async def test_site_and_group_targets_are_split_across_sites(
         "s1-b": (50.0, "applied"),
         "s2-a": (50.0, "applied"),
     }
+
+
+async def test_a_group_dispatch_acked_by_every_site_at_once_ends_applied(
+    running, agents, site_yaml
+) -> None:
+    """Acks from several sites race for the dispatch row; each must see the others'
+    committed deliveries, or the dispatch stays `received` forever (seen with a
+    single-statement lock-and-join: the joined rows came from the pre-wait snapshot)."""
+    sites = [f"g{n}" for n in range(4)]
+    agents_by_site = {}
+    for s in sites:
+        await running.import_site(site_yaml(s, [f"{s}-a"], groups=["north"], capacity_kw=100))
+        agents_by_site[s] = await agents(running.grpc_port, s)
+        await agents_by_site[s].register([f"{s}-a"])
+    for round_ in range(3):
+        body = await running.dispatch(group_id="north", power_kw=40.0 + round_)
+        setpoints = {s: await a.setpoint() for s, a in agents_by_site.items()}
+        for state in (vp.AckState.RECEIVED, vp.AckState.APPLIED):
+            for s, a in agents_by_site.items():  # all queued before any is processed
+                a.ack(setpoints[s].setpoint_id, state, allocations={f"{s}-a": 10.0})
+        done = await running.wait_state(body["dispatch_id"], "applied")
+        assert {d["state"] for d in done["deliveries"]} == {"applied"}

@@ -111,37 +111,35 @@ async def lock_dispatch(conn: AsyncConnection, dispatch_id: UUID) -> RowMapping 
 async def lock_with_deliveries(
     conn: AsyncConnection, dispatch_id: UUID
 ) -> tuple[RowMapping | None, dict[str, dict[str, Any]]]:
-    """`lock_dispatch` and the deliveries' states in one statement: the dispatches row
-    (locked for this transaction) and, by site id, each delivery's ``site_id``,
-    ``state``, ``sent_at`` and ``attempts``."""
-    rows = (
-        await conn.execute(
-            select(
-                d,
-                dl.c.site_id.label("dl_site_id"),
-                dl.c.state.label("dl_state"),
-                dl.c.sent_at.label("dl_sent_at"),
-                dl.c.attempts.label("dl_attempts"),
-            )
-            .select_from(d.outerjoin(dl, dl.c.dispatch_id == d.c.dispatch_id))
-            .where(d.c.dispatch_id == dispatch_id)
-            .order_by(dl.c.site_id)
-            .with_for_update(of=d)
-        )
-    ).all()
-    if not rows:
+    """`lock_dispatch`, then the deliveries' states: the dispatches row (locked for this
+    transaction) and, by site id, each delivery's ``site_id``, ``state``, ``sent_at`` and
+    ``attempts``.
+
+    Two statements on purpose. In one (a join with ``FOR UPDATE OF dispatches``), a
+    statement that waited for the lock re-reads only the locked row when it proceeds; the
+    joined deliveries would come from the snapshot taken before the wait. Two sites acking
+    a group dispatch at once then each saw the other's delivery as it was before, and the
+    dispatch never became ``applied``. Under READ COMMITTED the second statement sees
+    everything committed before the lock was granted.
+    """
+    row = await lock_dispatch(conn, dispatch_id)
+    if row is None:
         return None, {}
+    rows = await conn.execute(
+        select(dl.c.site_id, dl.c.state, dl.c.sent_at, dl.c.attempts)
+        .where(dl.c.dispatch_id == dispatch_id)
+        .order_by(dl.c.site_id)
+    )
     dlvs = {
-        r.dl_site_id: {
-            "site_id": r.dl_site_id,
-            "state": r.dl_state,
-            "sent_at": r.dl_sent_at,
-            "attempts": r.dl_attempts,
+        r.site_id: {
+            "site_id": r.site_id,
+            "state": r.state,
+            "sent_at": r.sent_at,
+            "attempts": r.attempts,
         }
         for r in rows
-        if r.dl_site_id is not None
     }
-    return rows[0]._mapping, dlvs
+    return row, dlvs
 
 
 async def deliveries(conn: AsyncConnection, dispatch_id: UUID) -> list[RowMapping]:
