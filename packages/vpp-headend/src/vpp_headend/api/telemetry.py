@@ -49,9 +49,7 @@ class TelemetryController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_HISTORY)] = 100,
     ) -> HistoryOut:
         """Stored readings with start <= ts < end, newest first, at most ``limit``."""
-        start, end = _aware(start, "start"), _aware(end, "end")
-        if start is not None and end is not None and start >= end:
-            raise ValidationFailedError("start must be before end", field="start")
+        start, end = _window(start, end)
         await headend.registry.get_asset(asset_id)
         async with headend.engine.connect() as conn:
             rows = await history(conn, asset_id, start=start, end=end, limit=limit)
@@ -76,9 +74,7 @@ class TelemetryController(Controller):
         """One-minute rollups (min/avg/max power, count, last SoC) with start <= minute < end,
         newest first, at most ``limit``. The current minute appears once it has closed and
         the rollup job has run (every ``rollup_interval_s``)."""
-        start, end = _aware(start, "start"), _aware(end, "end")
-        if start is not None and end is not None and start >= end:
-            raise ValidationFailedError("start must be before end", field="start")
+        start, end = _window(start, end)
         await headend.registry.get_asset(asset_id)
         async with headend.engine.connect() as conn:
             rows = await rollups(conn, asset_id, start=start, end=end, limit=limit)
@@ -90,6 +86,16 @@ class TelemetryController(Controller):
             count=len(rows),
             minutes=[minute_out(m) for m in rows],
         )
+
+
+def _window(
+    start: datetime | None, end: datetime | None
+) -> tuple[datetime | None, datetime | None]:
+    """The query window as aware datetimes; 422 naming ``start`` when it is not before ``end``."""
+    start, end = _aware(start, "start"), _aware(end, "end")
+    if start is not None and end is not None and start >= end:
+        raise ValidationFailedError("start must be before end", field="start")
+    return start, end
 
 
 def _aware(value: datetime | None, field: str) -> datetime | None:
