@@ -155,3 +155,17 @@ async def test_ready_is_503_when_the_grpc_server_is_down(start_headend) -> None:
     resp = await h.http.get("/ready")
     assert_problem(resp, 503)
     assert "gRPC" in resp.json()["detail"]
+
+
+@pytest.mark.parametrize("path", ["/telemetry/a-1/history", "/telemetry/a-1/rollup"])
+async def test_a_window_that_ends_before_it_starts_is_refused_naming_start(
+    running, site_yaml, path
+) -> None:
+    await running.import_site(site_yaml("site-a", ["a-1"]))
+    resp = await running.http.get(
+        path, params={"start": "2026-11-27T12:00:00Z", "end": "2026-11-27T11:00:00Z"}
+    )
+    assert resp.status_code == 422, resp.text
+    body = resp.json()
+    assert body["field"] == "start"
+    assert "start must be before end" in body["detail"]
