@@ -26,6 +26,7 @@ import multiprocessing as mp
 import os
 import socket
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -50,49 +51,14 @@ from vpp_headend.serve import run
 from vpp_protocol.sitefile import parse_site_file
 from vpp_protocol.upb import pb
 
-CONNECT = "/vpp.agent.v1.AgentService/Connect"
-
-
-class Raw:
-    """A pre-encoded AgentMessage (grpclib's codec calls SerializeToString)."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def SerializeToString(self) -> bytes:
-        return self.data
-
-
-# -- frames -------------------------------------------------------------------------------
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+# tools/ is not a package; spawned client processes import loadgen by name from sys.path.
+from loadgen import CONNECT, Raw, batch_frames
 
 
 def _batches(site: int, assets: int, readings: int, batch: int) -> list[bytes]:
     """upb-encoded TelemetryBatch frames: ``readings`` per gateway, seq 1.. per asset."""
-    base = int(time.time()) - readings
-    frames: list[bytes] = []
-    msg = pb.AgentMessage()
-    seq = 0
-    sent = 0
-    while sent < readings:
-        msg.Clear()
-        out = msg.telemetry_batch.readings
-        while len(out) < batch and sent < readings:
-            seq += 1
-            for a in range(assets):
-                if len(out) >= batch or sent >= readings:
-                    break
-                r = out.add()
-                r.asset_id = f"g{site}-a{a}"
-                r.seq = seq
-                r.ts.seconds = base + seq
-                r.power_kw = 10.0 + a
-                r.soc_pct = 50.0
-                r.status = pb.ASSET_STATUS_OK
-                sent += 1
-        frames.append(msg.SerializeToString())
-    return frames
+    return batch_frames([f"g{site}-a{a}" for a in range(assets)], readings, batch)
 
 
 def _register(site: int, assets: int) -> bytes:

@@ -38,31 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import loadgen
 
 
-def _frames(g: int, assets: int, readings: int, batch: int) -> list[bytes]:
-    base = int(time.time()) - readings
-    msg = pb.AgentMessage()
-    frames: list[bytes] = []
-    seq = sent = 0
-    while sent < readings:
-        msg.Clear()
-        out = msg.telemetry_batch.readings
-        while len(out) < batch and sent < readings:
-            seq += 1
-            for a in range(assets):
-                if len(out) >= batch or sent >= readings:
-                    break
-                r = out.add()
-                r.asset_id = loadgen.asset_id(g, a)
-                r.seq = seq
-                r.ts.seconds = base + seq
-                r.power_kw = 10.0 + a
-                r.soc_pct = 50.0
-                r.status = pb.ASSET_STATUS_OK
-                sent += 1
-        frames.append(msg.SerializeToString())
-    return frames
-
-
 async def _flood_one(port: int, g: int, assets: int, frames: list[bytes], go: Any) -> None:
     channel = Channel("127.0.0.1", port)
     try:
@@ -89,7 +64,10 @@ async def _flood_one(port: int, g: int, assets: int, frames: list[bytes], go: An
 def _flood_client(
     ports: list[int], gateways: int, assets: int, readings: int, ready: Any, go: Any
 ) -> None:
-    frames = {g: _frames(g, assets, readings, 100) for g in range(gateways)}
+    frames = {
+        g: loadgen.batch_frames([loadgen.asset_id(g, a) for a in range(assets)], readings, 100)
+        for g in range(gateways)
+    }
     ready.set()
 
     async def main() -> None:

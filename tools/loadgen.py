@@ -164,6 +164,33 @@ class Raw:
         return self.data
 
 
+def batch_frames(asset_ids: list[str], readings: int, batch: int) -> list[bytes]:
+    """upb-encoded TelemetryBatch frames: ``readings`` in all, seq 1.. per asset, round robin
+    over ``asset_ids`` (power 10 kW + the asset's index), ``batch`` readings per frame."""
+    base = int(time.time()) - readings
+    msg = pb.AgentMessage()
+    frames: list[bytes] = []
+    seq = sent = 0
+    while sent < readings:
+        msg.Clear()
+        out = msg.telemetry_batch.readings
+        while len(out) < batch and sent < readings:
+            seq += 1
+            for a, aid in enumerate(asset_ids):
+                if len(out) >= batch or sent >= readings:
+                    break
+                r = out.add()
+                r.asset_id = aid
+                r.seq = seq
+                r.ts.seconds = base + seq
+                r.power_kw = 10.0 + a
+                r.soc_pct = 50.0
+                r.status = pb.ASSET_STATUS_OK
+                sent += 1
+        frames.append(msg.SerializeToString())
+    return frames
+
+
 def site_id(g: int) -> str:
     return f"lg{g}"
 
