@@ -251,6 +251,7 @@ async def _gateway(
                 st.failed += 1
                 return
             seq = max([0, *first.register_result.telemetry_watermarks.values()])
+            hb_interval = first.register_result.heartbeat_interval_s or 15.0
             connected = True
             st.connected += 1
 
@@ -271,13 +272,25 @@ async def _gateway(
 
             read_task = asyncio.create_task(reader())
             next_tick = time.monotonic() + random.uniform(0, cfg.cadence_s)
+            # Heartbeats like a real gateway (one per interval the headend asked for), so
+            # the headend's liveness bookkeeping is part of what is measured.
+            next_hb = time.monotonic() + random.uniform(0, hb_interval)
+            hb = pb.AgentMessage()
             try:
                 while not stop.is_set() and not read_task.done():
+                    wake = min(next_tick, next_hb)
                     with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(max(0.0, next_tick - time.monotonic())):
+                        async with asyncio.timeout(max(0.0, wake - time.monotonic())):
                             await stop.wait()
                     if stop.is_set() or read_task.done():
                         break
+                    if time.monotonic() >= next_hb:
+                        hb.heartbeat.seq += 1
+                        hb.heartbeat.ts.GetCurrentTime()
+                        await stream.send_message(Raw(hb.SerializeToString()))
+                        next_hb += hb_interval
+                        if time.monotonic() < next_tick:
+                            continue
                     seq += 1
                     now_ns = time.time_ns()
                     for r in readings:
@@ -416,7 +429,6 @@ def start_headends(url: str, n: int, logdir: Path, extra_env: dict[str, str]) ->
         env = {
             **os.environ,
             "VPP_REPLICA": f"loadgen-{i}",
-            "VPP_HEARTBEAT_INTERVAL_S": "30",
             **extra_env,
         }
         with log_path.open("wb") as log:
