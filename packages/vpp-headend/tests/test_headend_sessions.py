@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 
 import pytest
 from grpclib.client import Channel
@@ -211,3 +212,38 @@ async def test_a_client_leaving_before_register_is_no_error(running, caplog) -> 
     finally:
         channel.close()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_heartbeats_persist_last_seen_of_every_gateway(
+    running, agents, site_yaml, db_url, eventually
+) -> None:
+    """last_seen in gateway_sessions (what GET /gateways of another replica shows) follows
+    the heartbeats of every connected gateway; the writes are batched, not lost."""
+    import psycopg
+
+    sites = ["site-a", "site-b", "site-c"]
+    for s in sites:
+        await running.import_site(site_yaml(s, [f"{s}-1"]))
+    clients = []
+    for s in sites:
+        agent = await agents(running.grpc_port, s)
+        await agent.register([f"{s}-1"])
+        clients.append(agent)
+
+    def last_seen() -> dict[str, datetime]:
+        with psycopg.connect(db_url) as conn:
+            rows = conn.execute("SELECT site_id, last_seen FROM gateway_sessions").fetchall()
+        return dict(rows)
+
+    first = last_seen()
+    assert set(first) == set(sites)
+    for n in range(1, 5):  # 4 heartbeats over 2 s: at least one per interval (0.5 s)
+        for agent in clients:
+            agent.send(heartbeat=vp.Heartbeat(ts=None, seq=n))
+        await asyncio.sleep(0.5)
+
+    async def advanced() -> bool:
+        now = last_seen()
+        return all(now[s] > first[s] for s in sites)
+
+    await eventually(advanced, 5, "last_seen was not persisted for every gateway")

@@ -228,3 +228,52 @@ async def test_latest_is_read_from_history_when_this_process_has_none(
         )
     latest = (await running.http.get("/telemetry/a-1")).json()
     assert (latest["seq"], latest["power_kw"], latest["soc_pct"]) == (42, 13.5, 62.0)
+
+
+async def test_latest_values_are_flushed_in_chunks_and_never_move_back(
+    running, agents, site_yaml, db_url, eventually, monkeypatch
+) -> None:
+    """telemetry_latest (what a restarted or other replica starts from) gets the newest
+    reading of every asset, over several flush transactions, and a flush never replaces
+    a newer row written by someone else (another replica) with an older one."""
+    import psycopg
+
+    import vpp_headend.ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "_LATEST_CHUNK", 2)  # 5 assets → 3 transactions
+    assets = [f"a-{i}" for i in range(1, 6)]
+    await running.import_site(site_yaml("site-a", assets))
+    agent = await agents(running.grpc_port, "site-a")
+    await agent.register(assets)
+    # After the Register (its watermark for a-5 is 0, so seq 1..3 are accepted here),
+    # "another replica" stores a newer a-5 in telemetry_latest.
+    with psycopg.connect(db_url) as conn:
+        conn.execute(
+            "INSERT INTO telemetry_latest (asset_id, seq, ts, received_at, power_kw, status)"
+            " VALUES ('a-5', 50, %s, %s, 55.0, 1)",
+            (_ts(50), _ts(50)),
+        )
+    agent.send_batch(
+        [
+            agent.telemetry(a, float(10 * i + n), seq=n, ts=_ts(n))
+            for n in (1, 2, 3)
+            for i, a in enumerate(assets, start=1)
+        ]
+    )
+
+    def stored() -> dict[str, tuple[int, float]]:
+        with psycopg.connect(db_url) as conn:
+            rows = conn.execute("SELECT asset_id, seq, power_kw FROM telemetry_latest").fetchall()
+        return {a: (seq, kw) for a, seq, kw in rows}
+
+    async def flushed() -> bool:
+        return all(stored().get(a, (0, 0.0))[0] == 3 for a in assets[:4])
+
+    await eventually(flushed, 5, "telemetry_latest never got seq 3 of a-1..a-4")
+    assert stored() == {
+        "a-1": (3, 13.0),
+        "a-2": (3, 23.0),
+        "a-3": (3, 33.0),
+        "a-4": (3, 43.0),
+        "a-5": (50, 55.0),  # the newer row stays
+    }

@@ -395,7 +395,7 @@ class AgentService:
             elif kind == "heartbeat":
                 if time.monotonic() - last_persisted >= self._hb:
                     last_persisted = time.monotonic()
-                    await self._gateways.seen(session)
+                    self._gateways.seen(session)
             elif kind == "register":
                 raise ProtocolViolationError("Register sent twice on one stream")
             else:

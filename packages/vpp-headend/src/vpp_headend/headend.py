@@ -145,7 +145,6 @@ class Headend:
         self.metrics.add_lag_source(self._ingest.latest_in_memory, self._clock)
         self._gateways = GatewayService(
             engine,
-            self._registry,
             self.sessions,
             self._ingest,
             self.metrics,

@@ -23,7 +23,7 @@ from typing import cast
 import psycopg
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .convert import Row
 from .db.models import TELEMETRY_COLUMNS
@@ -46,22 +46,27 @@ _COPY_TYPES = [
     "float8",
     "text",
 ]
-_UPSERT_LATEST = text(
-    """
-    INSERT INTO telemetry_latest AS l
-        (asset_id, seq, ts, received_at, power_kw, soc_pct, status, setpoint_kw, setpoint_id)
-    SELECT * FROM unnest(
-        CAST(:asset_id AS text[]), CAST(:seq AS bigint[]), CAST(:ts AS timestamptz[]),
-        CAST(:received_at AS timestamptz[]), CAST(:power_kw AS float8[]),
-        CAST(:soc_pct AS float8[]), CAST(:status AS smallint[]),
-        CAST(:setpoint_kw AS float8[]), CAST(:setpoint_id AS text[]))
+# Latest values go through a session-local staging table: binary COPY in, one upsert
+# out. Binding nine arrays instead (unnest) spent most of the flush in psycopg's
+# per-element array dumper, in the event loop: about a second every flush at 50,000
+# assets, which stalled every stream and dispatch on the process meanwhile.
+_LATEST_STAGE = (
+    "CREATE TEMP TABLE IF NOT EXISTS telemetry_latest_stage "
+    "(LIKE telemetry_latest) ON COMMIT DELETE ROWS"
+)
+_COPY_LATEST = (
+    f"COPY telemetry_latest_stage ({', '.join(TELEMETRY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+)
+_UPSERT_LATEST = f"""
+    INSERT INTO telemetry_latest AS l ({", ".join(TELEMETRY_COLUMNS)})
+    SELECT {", ".join(TELEMETRY_COLUMNS)} FROM telemetry_latest_stage
     ON CONFLICT (asset_id) DO UPDATE SET
         seq = EXCLUDED.seq, ts = EXCLUDED.ts, received_at = EXCLUDED.received_at,
         power_kw = EXCLUDED.power_kw, soc_pct = EXCLUDED.soc_pct, status = EXCLUDED.status,
         setpoint_kw = EXCLUDED.setpoint_kw, setpoint_id = EXCLUDED.setpoint_id
     WHERE l.seq < EXCLUDED.seq
     """
-)
+_LATEST_CHUNK = 10_000  # rows per flush transaction: short row locks, bounded work per step
 # Highest stored seq per asset. telemetry_latest can lag history after a crash (it is
 # flushed in batches), so history newer than the latest row is checked too; that range
 # is small and served by the (asset_id, ts) index.
@@ -183,6 +188,7 @@ class Ingest:
         self._dirty: set[str] = set()
         self._stored_changed = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
+        self._conn: AsyncConnection | None = None  # the writer's
         self._rate_window: deque[tuple[float, int]] = deque()
         self._rate_sum = 0
         self.gaps: dict[str, int] = {}
@@ -208,6 +214,9 @@ class Ingest:
                 await latest
         await self._flush_latest()
         self._tasks = []
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
 
     # -- receive side (called by stream handlers) ------------------------------------------
 
@@ -231,12 +240,18 @@ class Ingest:
             await self.queue.put(rows)
             self._metrics.ingest_queue_depth.set(self.queue.depth)
 
-    async def load_watermarks(self, asset_ids: Iterable[str]) -> None:
-        """Load the stored watermark of assets this process has not tracked yet."""
+    async def load_watermarks(
+        self, asset_ids: Iterable[str], conn: AsyncConnection | None = None
+    ) -> None:
+        """Load the stored watermark of assets this process has not tracked yet (on
+        ``conn`` when given: a Register admits in one transaction)."""
         missing = [a for a in asset_ids if a not in self._trackers]
         if not missing:
             return
-        async with self._engine.connect() as conn:
+        if conn is None:
+            async with self._engine.connect() as own:
+                rows = (await own.execute(_WATERMARKS, {"ids": missing})).all()
+        else:
             rows = (await conn.execute(_WATERMARKS, {"ids": missing})).all()
         for asset_id, wm in rows:
             if asset_id not in self._trackers:
@@ -313,14 +328,26 @@ class Ingest:
             return
 
     async def _copy(self, rows: list[Row]) -> None:
-        async with self._engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            pg: psycopg.AsyncConnection[object] = raw.driver_connection  # type: ignore[assignment]
-            async with pg.cursor() as cur, cur.copy(_COPY) as copy:
-                copy.set_types(_COPY_TYPES)
-                for row in rows:
-                    await copy.write_row(row)
+        # The writer keeps one connection: a pool checkout costs a pre-ping round trip,
+        # once per batch. Any failure drops it (the retry reconnects).
+        if self._conn is None:
+            self._conn = await self._engine.connect()
+        try:
+            pg = await _driver(self._conn)
+            async with pg.cursor() as cur:
+                await _copy_rows(cur, _COPY, rows)
             await pg.commit()
+        except BaseException:
+            await self._drop_connection()
+            raise
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+            with contextlib.suppress(Exception):
+                await conn.close()
 
     async def _committed(self, rows: list[Row]) -> None:
         stored, latest, dirty = self._stored, self._latest, self._dirty
@@ -361,15 +388,35 @@ class Ingest:
         if not self._dirty:
             return
         ids, self._dirty = sorted(self._dirty), set()
-        rows = [self._latest[a] for a in ids]
-        cols = list(zip(*rows, strict=True))
-        params = {name: list(col) for name, col in zip(TELEMETRY_COLUMNS, cols, strict=True)}
+        latest = self._latest
+        start = 0
         try:
-            async with self._engine.begin() as conn:
-                await conn.execute(_UPSERT_LATEST, params)
+            for start in range(0, len(ids), _LATEST_CHUNK):
+                rows = [latest[a] for a in ids[start : start + _LATEST_CHUNK]]
+                async with self._engine.connect() as conn:
+                    pg = await _driver(conn)
+                    async with pg.cursor() as cur:
+                        await cur.execute(_LATEST_STAGE)
+                        await _copy_rows(cur, _COPY_LATEST, rows)
+                        await cur.execute(_UPSERT_LATEST)
+                    await pg.commit()
         except BaseException:
-            self._dirty.update(ids)
+            self._dirty.update(ids[start:])
             raise
+
+
+async def _driver(conn: AsyncConnection) -> psycopg.AsyncConnection[object]:
+    """The psycopg connection under a SQLAlchemy one (COPY is not in SQLAlchemy)."""
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection  # type: ignore[return-value]
+
+
+async def _copy_rows(cur: psycopg.AsyncCursor[object], statement: str, rows: list[Row]) -> None:
+    """Binary COPY of telemetry-shaped rows (the columns of TELEMETRY_COLUMNS)."""
+    async with cur.copy(statement) as copy:
+        copy.set_types(_COPY_TYPES)
+        for row in rows:
+            await copy.write_row(row)
 
 
 __all__ = ["Ingest", "RowQueue"]

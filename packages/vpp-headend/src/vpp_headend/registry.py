@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import ARRAY, Text, any_, bindparam, delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -73,51 +73,8 @@ class Registry:
 
     async def authorize(self, req: RegisterRequest, *, auto_enroll: bool) -> ClaimOutcome:
         """Check each claimed asset against the registry (enrolling unknown ones if asked)."""
-        claims = req.claims or (
-            (AssetClaim(asset_id=req.legacy_asset_id),) if req.legacy_asset_id else ()
-        )
         async with self._engine.begin() as conn:
-            site_known = await _site_exists(conn, req.site_id)
-            if not site_known and auto_enroll:
-                await conn.execute(
-                    insert(m.sites)
-                    .values(site_id=req.site_id, legacy=req.legacy)
-                    .on_conflict_do_nothing()
-                )
-                site_known = True
-                log_event(log, "site_enrolled", site_id=req.site_id)
-            ids = [c.asset_id for c in claims]
-            owners: dict[str, str] = {}
-            required: dict[str, str] = {}
-            for row in await conn.execute(
-                select(m.assets.c.asset_id, m.assets.c.site_id, m.assets.c.credential_sha256).where(
-                    m.assets.c.asset_id.in_(ids)
-                )
-            ):
-                owners[row.asset_id] = row.site_id
-                if row.credential_sha256:
-                    required[row.asset_id] = row.credential_sha256
-            accepted: list[str] = []
-            rejected: list[Rejection] = []
-            seen: set[str] = set()
-            for claim in claims:
-                verdict = _verdict(claim, req.site_id, site_known, owners, seen, auto_enroll)
-                if verdict is None and claim.asset_id in required:
-                    verdict = _credential_verdict(claim, required[claim.asset_id])
-                seen.add(claim.asset_id)
-                if verdict is None:
-                    if claim.asset_id not in owners:
-                        await _enroll(conn, req.site_id, claim)
-                    accepted.append(claim.asset_id)
-                else:
-                    rejected.append(verdict)
-        default = req.legacy_asset_id if req.legacy and accepted else ""
-        return ClaimOutcome(
-            site_known=site_known,
-            accepted=tuple(accepted),
-            rejected=tuple(rejected),
-            default_asset_id=default,
-        )
+            return await authorize_in(conn, req, auto_enroll=auto_enroll)
 
     # -- queries -------------------------------------------------------------------------
 
@@ -222,6 +179,54 @@ def _credential_verdict(claim: AssetClaim, required_sha256: str) -> Rejection | 
     if not hmac.compare_digest(credential_hash(claim.credential), required_sha256):
         return Rejection(claim.asset_id, "unauthorized", "asset credential does not match")
     return None
+
+
+async def authorize_in(
+    conn: AsyncConnection, req: RegisterRequest, *, auto_enroll: bool
+) -> ClaimOutcome:
+    """`Registry.authorize` inside the caller's transaction (a Register admits in one)."""
+    claims = req.claims or (
+        (AssetClaim(asset_id=req.legacy_asset_id),) if req.legacy_asset_id else ()
+    )
+    site_known = await _site_exists(conn, req.site_id)
+    if not site_known and auto_enroll:
+        await conn.execute(
+            insert(m.sites).values(site_id=req.site_id, legacy=req.legacy).on_conflict_do_nothing()
+        )
+        site_known = True
+        log_event(log, "site_enrolled", site_id=req.site_id)
+    ids = [c.asset_id for c in claims]
+    owners: dict[str, str] = {}
+    required: dict[str, str] = {}
+    for row in await conn.execute(
+        select(m.assets.c.asset_id, m.assets.c.site_id, m.assets.c.credential_sha256).where(
+            m.assets.c.asset_id == any_(bindparam("ids", ids, type_=ARRAY(Text)))
+        )
+    ):
+        owners[row.asset_id] = row.site_id
+        if row.credential_sha256:
+            required[row.asset_id] = row.credential_sha256
+    accepted: list[str] = []
+    rejected: list[Rejection] = []
+    seen: set[str] = set()
+    for claim in claims:
+        verdict = _verdict(claim, req.site_id, site_known, owners, seen, auto_enroll)
+        if verdict is None and claim.asset_id in required:
+            verdict = _credential_verdict(claim, required[claim.asset_id])
+        seen.add(claim.asset_id)
+        if verdict is None:
+            if claim.asset_id not in owners:
+                await _enroll(conn, req.site_id, claim)
+            accepted.append(claim.asset_id)
+        else:
+            rejected.append(verdict)
+    default = req.legacy_asset_id if req.legacy and accepted else ""
+    return ClaimOutcome(
+        site_known=site_known,
+        accepted=tuple(accepted),
+        rejected=tuple(rejected),
+        default_asset_id=default,
+    )
 
 
 async def _site_exists(conn: AsyncConnection, site_id: str) -> bool:
@@ -369,4 +374,4 @@ async def _sites(conn: AsyncConnection, site_ids: Sequence[str] | None) -> list[
     ]
 
 
-__all__ = ["ImportResult", "Registry", "credential_hash"]
+__all__ = ["ImportResult", "Registry", "authorize_in", "credential_hash"]
