@@ -28,6 +28,7 @@ from vpp_split import AssetShare, split
 
 from . import convert
 from .db import dispatch_repo as repo
+from .db.engine import reader
 from .domain import (
     TERMINAL_STATES,
     Ack,
@@ -84,6 +85,7 @@ class DispatchService:
         new_id: Callable[[], UUID] = uuid4,
     ) -> None:
         self._engine = engine
+        self._read = reader(engine)  # autocommit: reads cost no BEGIN/ROLLBACK
         self._registry = registry
         self._sessions = sessions
         self._metrics = metrics
@@ -178,7 +180,7 @@ class DispatchService:
 
     async def _by_key(self, req: DispatchRequest) -> DispatchView | None:
         assert req.idempotency_key is not None
-        async with self._engine.connect() as conn:
+        async with self._read.connect() as conn:
             row = await repo.by_idempotency_key(conn, req.idempotency_key)
             if row is None:
                 return None
@@ -249,7 +251,7 @@ class DispatchService:
         here = {s for s in site_ids if self._sessions.for_site(s) is not None}
         if len(here) == len(site_ids):
             return here
-        async with self._engine.connect() as conn:
+        async with self._read.connect() as conn:
             return here | await repo.connected_sites(conn, site_ids)
 
     def _route(self, target_kind: str, target_id: str, site_id: str) -> Session | None:
@@ -447,7 +449,7 @@ class DispatchService:
         earlier session (never acknowledged) is sent again. Returns setpoints sent.
         """
         now = self._clock()
-        async with self._engine.connect() as conn:
+        async with self._read.connect() as conn:
             open_ = await repo.open_deliveries_for_site(conn, session.site_id)
         newest: dict[tuple[str, str], repo.OpenDelivery] = {}
         older: list[repo.OpenDelivery] = []
@@ -543,7 +545,7 @@ class DispatchService:
         deliveries whose site's stream this replica holds. Returns setpoints sent."""
         if self._created_here.pop(dispatch_id, 0) is None:
             return 0  # created (and routed) here
-        async with self._engine.connect() as conn:
+        async with self._read.connect() as conn:
             pending = await repo.pending_deliveries(conn, dispatch_id)
         sent = 0
         for site_id, target_kind, target_id in pending:
@@ -774,7 +776,7 @@ class DispatchService:
         """Expire deliveries pending past ``expires_at`` (never delivered late) and sent
         ones with no ack ``ack_grace_s`` after it. Returns deliveries expired."""
         now = self._clock()
-        async with self._engine.connect() as conn:
+        async with self._read.connect() as conn:
             ids = await repo.expirable(conn, now, now - self._ack_grace)
         expired = 0
         for dispatch_id in ids:
@@ -809,7 +811,7 @@ class DispatchService:
 
     async def get(self, dispatch_id: UUID) -> DispatchView:
         """One dispatch with deliveries, targets and events; NotFound when unknown."""
-        async with self._engine.connect() as conn:
+        async with self._read.connect() as conn:
             found = await repo.view(conn, dispatch_id)
         if found is None:
             raise NotFoundError(f"unknown dispatch {dispatch_id}", field="dispatch_id")
@@ -819,7 +821,7 @@ class DispatchService:
         self, *, asset_id: str | None, site_id: str | None, state: str | None, limit: int
     ) -> list[DispatchView]:
         """Dispatches, newest first."""
-        async with self._engine.connect() as conn:
+        async with self._read.connect() as conn:
             return await repo.search(
                 conn, asset_id=asset_id, site_id=site_id, state=state, limit=limit
             )

@@ -26,6 +26,7 @@ from vpp_protocol import PROTOCOL_VERSION
 
 from .db import models as m
 from .db import security_repo
+from .db.engine import reader
 from .domain import ClaimOutcome, GatewayView, RegisterReply, RegisterRequest
 from .ingest import Ingest
 from .logs import log_event
@@ -75,6 +76,7 @@ class GatewayService:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._engine = engine
+        self._read = reader(engine)  # autocommit: reads cost no BEGIN/ROLLBACK
         self.sessions = sessions
         self._ingest = ingest
         self._metrics = metrics
@@ -274,7 +276,7 @@ class GatewayService:
         if not held:
             return 0
         g = m.gateway_sessions
-        async with self._engine.connect() as conn:
+        async with self._read.connect() as conn:
             rows = await conn.execute(
                 select(g.c.site_id, g.c.session_id).where(
                     g.c.site_id.in_([s.site_id for s in held])
@@ -307,7 +309,7 @@ class GatewayService:
             .select_from(m.sites.outerjoin(g, g.c.site_id == m.sites.c.site_id))
             .order_by(m.sites.c.site_id)
         )
-        async with self._engine.connect() as conn:
+        async with self._read.connect() as conn:
             rows = (await conn.execute(query)).all()
         out: list[GatewayView] = []
         for row in rows:

@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .convert import Row
+from .db.engine import reader
 from .db.models import TELEMETRY_COLUMNS
 from .domain import LatestReading
 from .logs import log_event
@@ -249,7 +250,7 @@ class Ingest:
         if not missing:
             return
         if conn is None:
-            async with self._engine.connect() as own:
+            async with reader(self._engine).connect() as own:
                 rows = (await own.execute(_WATERMARKS, {"ids": missing})).all()
         else:
             rows = (await conn.execute(_WATERMARKS, {"ids": missing})).all()
@@ -282,7 +283,7 @@ class Ingest:
         """The newest stored reading of an asset (memory first, then the database)."""
         row = self._latest.get(asset_id)
         if row is None:
-            async with self._engine.connect() as conn:
+            async with reader(self._engine).connect() as conn:
                 found = (await conn.execute(_LATEST, {"a": asset_id})).first()
             if found is None:
                 return None

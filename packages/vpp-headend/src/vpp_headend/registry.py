@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from vpp_protocol.sitefile import ID_PATTERN, SiteFile
 
 from .db import models as m
+from .db.engine import reader
 from .domain import Asset, AssetClaim, ClaimOutcome, RegisterRequest, Rejection, Site
 from .errors import ConflictError, NotFoundError
 from .logs import log_event
@@ -56,6 +57,7 @@ class Registry:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._read = reader(engine)  # autocommit: reads cost no BEGIN/ROLLBACK
 
     # -- import ------------------------------------------------------------------------
 
@@ -80,12 +82,12 @@ class Registry:
 
     async def list_sites(self) -> list[Site]:
         """Every site with its assets and groups, by site id."""
-        async with self._engine.connect() as conn:
+        async with self._read.connect() as conn:
             return await _sites(conn, None)
 
     async def get_site(self, site_id: str) -> Site:
         """One site; `NotFoundError` when unknown."""
-        async with self._engine.connect() as conn:
+        async with self._read.connect() as conn:
             found = await _sites(conn, [site_id])
         if not found:
             raise NotFoundError(f"unknown site {site_id!r}", field="site_id")
@@ -96,12 +98,12 @@ class Registry:
         query = select(m.assets).order_by(m.assets.c.asset_id)
         if site_id is not None:
             query = query.where(m.assets.c.site_id == site_id)
-        async with self._engine.connect() as conn:
+        async with self._read.connect() as conn:
             return [_asset(r) for r in await conn.execute(query)]
 
     async def get_asset(self, asset_id: str) -> Asset:
         """One asset; `NotFoundError` when unknown."""
-        async with self._engine.connect() as conn:
+        async with self._read.connect() as conn:
             row = (
                 await conn.execute(select(m.assets).where(m.assets.c.asset_id == asset_id))
             ).first()
@@ -111,7 +113,7 @@ class Registry:
 
     async def group_sites(self, group_id: str) -> list[Site]:
         """The member sites of a group (with their assets); `NotFoundError` when unknown."""
-        async with self._engine.connect() as conn:
+        async with self._read.connect() as conn:
             members = [
                 r.site_id
                 for r in await conn.execute(
@@ -131,7 +133,7 @@ class Registry:
 
     async def counts(self) -> tuple[int, int]:
         """(sites, assets) registered."""
-        async with self._engine.connect() as conn:
+        async with self._read.connect() as conn:
             n_sites = (await conn.execute(select(func.count()).select_from(m.sites))).scalar()
             n_assets = (await conn.execute(select(func.count()).select_from(m.assets))).scalar()
         return int(n_sites or 0), int(n_assets or 0)

@@ -7,10 +7,13 @@ from http import HTTPStatus
 from typing import Any
 
 import msgspec
+import psycopg
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.types import ExceptionHandlersMap
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from ..errors import HeadendError, internal_problem
 
@@ -62,6 +65,23 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[s
     return _response(body, dict(exc.headers) if exc.headers else None)
 
 
+def database_unavailable(
+    request: Request[Any, Any, Any], exc: Exception
+) -> Response[dict[str, Any]]:
+    """The database is unreachable (restart, failover, pool exhausted): 503, retry soon.
+
+    A connection that died while the pool held it busy fails one statement before the
+    pool is replaced; the client's retry then goes through.
+    """
+    log.warning("database unavailable in %s %s: %s", request.method, request.url.path, exc)
+    body = {
+        "status": 503,
+        "title": "Service Unavailable",
+        "detail": "the database is not reachable right now; retry shortly",
+    }
+    return _response(body, {"Retry-After": "1"})
+
+
 def unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     """Anything else: logged with its traceback, answered without one."""
     log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
@@ -72,6 +92,9 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HeadendError: headend_error,
     ValidationException: validation_error,
     HTTPException: http_error,
+    OperationalError: database_unavailable,
+    psycopg.OperationalError: database_unavailable,
+    SQLAlchemyTimeoutError: database_unavailable,
     Exception: unexpected_error,
 }
 

@@ -8,6 +8,7 @@ from typing import Annotated
 from litestar import Controller, get
 from litestar.params import FromPath, QueryParameter
 
+from ..db.engine import reader
 from ..db.telemetry_repo import history, rollups
 from ..errors import NotFoundError, ValidationFailedError
 from .deps import HeadendDep
@@ -51,7 +52,7 @@ class TelemetryController(Controller):
         """Stored readings with start <= ts < end, newest first, at most ``limit``."""
         start, end = _window(start, end)
         await headend.registry.get_asset(asset_id)
-        async with headend.engine.connect() as conn:
+        async with reader(headend.engine).connect() as conn:
             rows = await history(conn, asset_id, start=start, end=end, limit=limit)
         return HistoryOut(
             asset_id=asset_id,
@@ -76,7 +77,7 @@ class TelemetryController(Controller):
         the rollup job has run (every ``rollup_interval_s``)."""
         start, end = _window(start, end)
         await headend.registry.get_asset(asset_id)
-        async with headend.engine.connect() as conn:
+        async with reader(headend.engine).connect() as conn:
             rows = await rollups(conn, asset_id, start=start, end=end, limit=limit)
         return RollupOut(
             asset_id=asset_id,

@@ -1,0 +1,87 @@
+"""The engine's connection handling: pinged only after idling, a dead busy connection
+costs one failed operation (a 503 on REST, never a 500), reads in autocommit."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from vpp_headend.db.engine import make_engine, reader
+
+
+def _kill_backends(db_url: str) -> int:
+    """Terminate every other connection to the test database (a restart, as the pool
+    sees it)."""
+    name = urlsplit(db_url).path.lstrip("/")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        ).fetchall()
+    return len(rows)
+
+
+async def test_an_idle_connection_is_pinged_and_replaced(db_url: str) -> None:
+    engine = make_engine(db_url, ping_idle_s=0.0)  # every reused connection counts as idle
+    try:
+        async with reader(engine).connect() as conn:
+            assert (await conn.execute(text("SELECT 1"))).scalar() == 1
+        assert _kill_backends(db_url) >= 1
+        async with reader(engine).connect() as conn:
+            assert (await conn.execute(text("SELECT 2"))).scalar() == 2
+    finally:
+        await engine.dispose()
+
+
+async def test_a_busy_connection_that_died_fails_once_then_the_pool_is_fresh(
+    db_url: str,
+) -> None:
+    engine = make_engine(db_url, ping_idle_s=3600.0)  # never pinged
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("SELECT 1"))
+        _kill_backends(db_url)
+        with pytest.raises(OperationalError):
+            async with engine.begin() as conn:
+                await conn.execute(text("SELECT 1"))
+        async with engine.begin() as conn:
+            assert (await conn.execute(text("SELECT 3"))).scalar() == 3
+    finally:
+        await engine.dispose()
+
+
+async def test_reader_runs_without_a_transaction(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        async with reader(engine).connect() as conn:
+            status = (await conn.execute(text("SELECT now() = statement_timestamp()"))).scalar()
+            # In a transaction now() is the transaction's start, not the statement's.
+            await conn.execute(text("SELECT pg_sleep(0.01)"))
+            again = (await conn.execute(text("SELECT now() = statement_timestamp()"))).scalar()
+        assert status and again
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT pg_sleep(0.01)"))
+            in_txn = (await conn.execute(text("SELECT now() = statement_timestamp()"))).scalar()
+        assert not in_txn
+    finally:
+        await engine.dispose()
+
+
+async def test_rest_answers_503_not_500_while_the_pool_recovers(running, db_url: str) -> None:
+    assert (await running.http.get("/sites")).status_code == 200
+    _kill_backends(db_url)
+    statuses = []
+    for _ in range(4):
+        resp = await running.http.get("/sites")
+        statuses.append(resp.status_code)
+        if resp.status_code == 503:
+            assert resp.headers["retry-after"] == "1"
+            assert resp.headers["content-type"].startswith("application/problem+json")
+            assert "database" in resp.json()["detail"]
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses[-1] == 200, statuses
