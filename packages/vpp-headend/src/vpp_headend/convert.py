@@ -1,8 +1,8 @@
 """The one edge between wire messages and the headend's domain types.
 
-Incoming frames are upb messages (`vpp_protocol.upb`, decoded by grpclib's codec:
-~10x faster than the dataclasses, and telemetry goes straight to COPY row tuples);
-outgoing messages are the public betterproto2 dataclasses.
+Both directions use the upb messages (`vpp_protocol.upb`): incoming telemetry goes
+straight to COPY row tuples, and an outgoing heartbeat encodes in ~1 µs where the
+betterproto2 dataclass took ~75 µs (10,000 gateways send ~670 heartbeats a second).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from uuid import UUID
 
-import vpp_protocol as vp
 from vpp_protocol.sitefile import ID_PATTERN
 from vpp_protocol.upb import pb
 
@@ -51,18 +50,18 @@ _ACK_STATES: dict[int, AckStateName] = {
     pb.ACK_STATE_EXPIRED: "expired",
 }
 _REJECT_CODES = {
-    "unknown_asset": vp.RejectCode.UNKNOWN_ASSET,
-    "foreign_asset": vp.RejectCode.FOREIGN_ASSET,
-    "duplicate": vp.RejectCode.DUPLICATE,
-    "invalid": vp.RejectCode.INVALID,
-    "unauthorized": vp.RejectCode.UNAUTHORIZED,
+    "unknown_asset": pb.REJECT_CODE_UNKNOWN_ASSET,
+    "foreign_asset": pb.REJECT_CODE_FOREIGN_ASSET,
+    "duplicate": pb.REJECT_CODE_DUPLICATE,
+    "invalid": pb.REJECT_CODE_INVALID,
+    "unauthorized": pb.REJECT_CODE_UNAUTHORIZED,
 }
 _CLOSE_REASONS = {
-    "superseded": vp.CloseReason.SUPERSEDED,
-    "server_shutdown": vp.CloseReason.SERVER_SHUTDOWN,
-    "heartbeat_timeout": vp.CloseReason.HEARTBEAT_TIMEOUT,
-    "unauthorized": vp.CloseReason.UNAUTHORIZED,
-    "protocol_error": vp.CloseReason.PROTOCOL_ERROR,
+    "superseded": pb.CLOSE_REASON_SUPERSEDED,
+    "server_shutdown": pb.CLOSE_REASON_SERVER_SHUTDOWN,
+    "heartbeat_timeout": pb.CLOSE_REASON_HEARTBEAT_TIMEOUT,
+    "unauthorized": pb.CLOSE_REASON_UNAUTHORIZED,
+    "protocol_error": pb.CLOSE_REASON_PROTOCOL_ERROR,
 }
 
 #: The request type grpclib decodes incoming frames into.
@@ -209,54 +208,53 @@ def reading_row(r: pb.Telemetry, asset_id: str, received_at: datetime) -> Row | 
     )
 
 
-def register_result(reply: RegisterReply) -> vp.HeadendMessage:
+def register_result(reply: RegisterReply) -> pb.HeadendMessage:
     """`RegisterReply` → HeadendMessage(register_result)."""
-    return vp.HeadendMessage(
-        register_result=vp.RegisterResult(
-            accepted_asset_ids=list(reply.accepted),
-            rejected=[
-                vp.RejectedAsset(asset_id=r.asset_id, code=_REJECT_CODES[r.code], reason=r.reason)
-                for r in reply.rejected
-            ],
-            session_id=str(reply.session_id),
-            epoch=reply.epoch,
-            telemetry_watermarks=dict(reply.watermarks),
-            protocol_version=reply.protocol_version,
-            default_asset_id=reply.default_asset_id,
-            heartbeat_interval_s=reply.heartbeat_interval_s,
-        )
-    )
+    msg = pb.HeadendMessage()
+    rr = msg.register_result
+    rr.accepted_asset_ids.extend(reply.accepted)
+    for r in reply.rejected:
+        rr.rejected.add(asset_id=r.asset_id, code=_REJECT_CODES[r.code], reason=r.reason)
+    rr.session_id = str(reply.session_id)
+    rr.epoch = reply.epoch
+    rr.telemetry_watermarks.update(reply.watermarks)
+    rr.protocol_version = reply.protocol_version
+    rr.default_asset_id = reply.default_asset_id
+    rr.heartbeat_interval_s = reply.heartbeat_interval_s
+    return msg
 
 
-def setpoint_message(cmd: SetpointCommand) -> vp.HeadendMessage:
+def setpoint_message(cmd: SetpointCommand) -> pb.HeadendMessage:
     """`SetpointCommand` → HeadendMessage(setpoint); a legacy target sets no target field."""
-    common = {
-        "setpoint_id": str(cmd.setpoint_id),
-        "power_kw": cmd.power_kw,
-        "issued_at": cmd.issued_at,
-        "expires_at": cmd.expires_at,
-    }
+    msg = pb.HeadendMessage()
+    sp = msg.setpoint
+    sp.setpoint_id = str(cmd.setpoint_id)
+    sp.power_kw = cmd.power_kw
+    sp.issued_at.FromDatetime(cmd.issued_at)
+    sp.expires_at.FromDatetime(cmd.expires_at)
     if cmd.target_kind == "asset":
-        sp = vp.Setpoint(asset_id=cmd.target_id, **common)
+        sp.asset_id = cmd.target_id
     elif cmd.target_kind == "site":
-        sp = vp.Setpoint(site_id=cmd.target_id, **common)
+        sp.site_id = cmd.target_id
     elif cmd.target_kind == "group":
-        sp = vp.Setpoint(group_id=cmd.target_id, **common)
-    else:
-        sp = vp.Setpoint(**common)
-    return vp.HeadendMessage(setpoint=sp)
+        sp.group_id = cmd.target_id
+    return msg
 
 
-def heartbeat_message(seq: int, now: datetime) -> vp.HeadendMessage:
+def heartbeat_message(seq: int, now: datetime) -> pb.HeadendMessage:
     """HeadendMessage(heartbeat)."""
-    return vp.HeadendMessage(heartbeat=vp.Heartbeat(ts=now, seq=seq))
+    msg = pb.HeadendMessage()
+    msg.heartbeat.seq = seq
+    msg.heartbeat.ts.FromDatetime(now)
+    return msg
 
 
-def session_closed(reason: CloseReasonName, detail: str) -> vp.HeadendMessage:
+def session_closed(reason: CloseReasonName, detail: str) -> pb.HeadendMessage:
     """HeadendMessage(session_closed)."""
-    return vp.HeadendMessage(
-        session_closed=vp.SessionClosed(reason=_CLOSE_REASONS[reason], detail=detail)
-    )
+    msg = pb.HeadendMessage()
+    msg.session_closed.reason = _CLOSE_REASONS[reason]
+    msg.session_closed.detail = detail
+    return msg
 
 
 __all__ = [

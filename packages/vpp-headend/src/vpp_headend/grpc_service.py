@@ -26,7 +26,6 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 from grpclib.server import Stream
 
-import vpp_protocol as vp
 from vpp_protocol.upb import pb
 
 from . import convert
@@ -53,7 +52,7 @@ _CLOSE_STATUS: dict[str, Status] = {
     "protocol_error": Status.INVALID_ARGUMENT,
 }
 
-AgentStream = Stream[Any, vp.HeadendMessage]  # requests are upb pb.AgentMessage
+AgentStream = Stream[Any, pb.HeadendMessage]  # both directions are upb messages
 
 
 class _Closed(Exception):
@@ -109,7 +108,7 @@ class AgentService:
                 self.connect,
                 grpclib.const.Cardinality.STREAM_STREAM,
                 pb.AgentMessage,
-                vp.HeadendMessage,
+                pb.HeadendMessage,
             )
         }
 
@@ -364,7 +363,7 @@ class AgentService:
                 with contextlib.suppress(StreamTerminatedError, ConnectionError):
                     await stream.send_message(convert.session_closed(reason, session.close_detail))
                 raise _Closed(reason, session.close_detail)
-            await stream.send_message(cast(vp.HeadendMessage, item))
+            await stream.send_message(cast(pb.HeadendMessage, item))
             # Yield between sends: grpclib does not while the window has room.
             await asyncio.sleep(0)
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Final, TypeAlias
 from uuid import UUID
 
-import vpp_protocol as vp
+from vpp_protocol.upb import pb
 
 from .domain import CloseReasonName
 
@@ -25,7 +25,7 @@ class _CloseSentinel:
 
 
 CLOSE: Final = _CloseSentinel()
-Outgoing: TypeAlias = vp.HeadendMessage | _CloseSentinel
+Outgoing: TypeAlias = pb.HeadendMessage | _CloseSentinel
 
 
 @dataclass(eq=False)
@@ -61,7 +61,7 @@ class Session:
         self.last_seen = now
         self.last_seen_mono = time.monotonic()
 
-    def send(self, message: vp.HeadendMessage) -> bool:
+    def send(self, message: pb.HeadendMessage) -> bool:
         """Queue a message for the gateway; False when the session is closing."""
         if self.closing:
             return False
