@@ -6,13 +6,15 @@ and targets, so concurrent acks, sweeps and deliveries of one dispatch cannot de
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -172,14 +174,17 @@ async def targets(conn: AsyncConnection, dispatch_id: UUID) -> dict[str, RowMapp
 
 async def upsert_target(conn: AsyncConnection, **values: Any) -> None:
     """Insert or replace one per-asset row (the caller decided the values)."""
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    await conn.execute(_target_upsert(tuple(sorted(values))), values)
 
-    stmt = pg_insert(t).values(**values)
-    await conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[t.c.dispatch_id, t.c.asset_id],
-            set_={k: stmt.excluded[k] for k in values if k not in ("dispatch_id", "asset_id")},
-        )
+
+@functools.cache
+def _target_upsert(keys: tuple[str, ...]) -> Any:
+    """The upsert for one set of columns, built once: building ``excluded`` creates a
+    column proxy per column each time (a few % of the headend's CPU under load)."""
+    stmt = pg_insert(t).values({k: bindparam(k, type_=t.c[k].type) for k in keys})
+    return stmt.on_conflict_do_update(
+        index_elements=[t.c.dispatch_id, t.c.asset_id],
+        set_={k: stmt.excluded[k] for k in keys if k not in ("dispatch_id", "asset_id")},
     )
 
 
