@@ -31,6 +31,7 @@ from .db.url import redacted
 from .dispatch import DispatchService
 from .errors import UnavailableError
 from .gateways import GatewayService
+from .gcwatch import GcWatch
 from .grpc_service import AgentService
 from .ingest import Ingest
 from .limits import Limits
@@ -44,6 +45,8 @@ from .settings import Settings
 from .tls import server_context
 
 log = logging.getLogger(__name__)
+
+_GRPC_BACKLOG = 4096
 _T = TypeVar("_T")
 
 
@@ -61,12 +64,14 @@ class Headend:
         self.settings = settings
         self._clock = clock
         self.metrics = Metrics()
+        self._gc = GcWatch(self.metrics.registry)
         self.sessions = SessionRegistry()
         self._engine: AsyncEngine | None = None
         self._server: Server | None = None
         self._service: AgentService | None = None
         self._maintenance: asyncio.Task[None] | None = None
         self._rollups: asyncio.Task[None] | None = None
+        self._gc_task: asyncio.Task[None] | None = None
         self.grpc_port: int | None = None
         self._registry: Registry | None = None
         self._ingest: Ingest | None = None
@@ -197,9 +202,16 @@ class Headend:
         self._server = Server(handlers, config=self._grpc_config())
         sock = socket.create_server((s.host, s.grpc_port), reuse_port=False)
         self.grpc_port = sock.getsockname()[1]
-        await self._server.start(sock=sock, ssl=ssl_context)
+        # A deep accept queue: after a headend restart every gateway reconnects within
+        # its backoff window; with asyncio's default (100) a busy loop let the queue
+        # overflow and connects were lost (the kernel caps this at net.core.somaxconn).
+        await self._server.start(sock=sock, ssl=ssl_context, backlog=_GRPC_BACKLOG)
         self._maintenance = asyncio.create_task(self._partition_loop(), name="partitions")
         self._rollups = asyncio.create_task(self._rollup_loop(), name="rollups")
+        self._gc.install(s.gc_young_threshold)
+        self._gc_task = asyncio.create_task(
+            self._gc.run(s.gc_freeze_interval_s, s.gc_full_collect_interval_s), name="gc"
+        )
         log_event(
             log,
             "grpc_listening",
@@ -281,12 +293,12 @@ class Headend:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
-        for task in (self._maintenance, self._rollups):
+        for task in (self._maintenance, self._rollups, self._gc_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._maintenance = self._rollups = None
+        self._maintenance = self._rollups = self._gc_task = None
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
@@ -299,6 +311,7 @@ class Headend:
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
+        self._gc.uninstall()
         log_event(log, "stopped")
 
     async def ready(self) -> list[str]:

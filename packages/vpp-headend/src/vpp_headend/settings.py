@@ -52,6 +52,11 @@ class Settings:
     rollup_overlap_s: float = 180.0  # each run re-rolls this far back, for late readings
     rollup_retention_days: int = 400  # `db prune` deletes rollup minutes older than this
     shutdown_grace_s: float = 5.0
+    # Garbage collector (vpp_headend.gcwatch): full collections over thousands of streams
+    # pause everything for a second or more; these keep them rare and small.
+    gc_young_threshold: int = 50_000  # allocations between young collections (CPython: 700)
+    gc_freeze_interval_s: float = 60.0  # survivors are frozen (left out of collections)
+    gc_full_collect_interval_s: float = 3600.0  # then everything is collected once
     admit_concurrency: int = 8  # Registers admitted at once (each a few DB round trips)
     replica: str = "headend-1"  # unique per process when several share one database
     listen_reconnect_s: float = 1.0  # LISTEN/NOTIFY connection: wait before reconnecting
@@ -108,6 +113,7 @@ class Settings:
             "retention_days",
             "rollup_retention_days",
             "admit_concurrency",
+            "gc_young_threshold",
         ):
             if getattr(self, name) < 1:
                 problems.append(f"{name}: must be at least 1")

@@ -1,0 +1,121 @@
+"""Garbage-collector pauses: kept short, measured, exported and logged.
+
+A full (generation 2) collection walks every tracked object. With thousands of gateway
+streams (each an HTTP/2 connection, two tasks, buffers) that is millions of objects:
+measured at 5,000 gateways, a 0.6-1.6 s pause every ~20 s, in which no stream, dispatch
+or REST request moves — it set the p99 of both telemetry lag and dispatch latency.
+
+The policy, while a headend runs (process-wide; the last headend to stop restores it):
+
+* young collections only every ``young_threshold`` allocations (CPython's 700 promoted
+  batches of rows that live ~50 ms into the old generation, which is what made full
+  collections frequent);
+* every ``freeze_interval_s`` the survivors are frozen (`gc.freeze`): long-lived objects
+  — sessions, connections, the registry — leave the collector's walk, so a full
+  collection only visits what is new since;
+* every ``full_interval_s`` everything is unfrozen and collected once (cyclic garbage
+  from objects frozen while alive is reclaimed then); that pause is logged.
+
+Pauses are exported as ``vpp_gc_pause_seconds{generation}``; long ones are logged, so an
+operator can tell a GC stall from a slow database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram
+
+from .logs import log_event
+
+log = logging.getLogger(__name__)
+
+_installed = 0  # headends in this process with the policy on
+_saved_threshold: tuple[int, int, int] | None = None
+
+
+class GcWatch:
+    """Times every collection through `gc.callbacks`; applies the pause policy."""
+
+    def __init__(self, registry: CollectorRegistry, *, log_over_s: float = 0.1) -> None:
+        self.pauses = Histogram(
+            "vpp_gc_pause_seconds",
+            "Garbage-collector pauses of the headend process, by generation",
+            ["generation"],
+            registry=registry,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self._log_over = log_over_s
+        self._started = 0.0
+        self._on = False
+
+    def install(self, young_threshold: int) -> None:
+        """Time collections and raise the young-generation threshold."""
+        global _installed, _saved_threshold
+        if self._on:
+            return
+        self._on = True
+        gc.callbacks.append(self._callback)
+        if _installed == 0:
+            _saved_threshold = gc.get_threshold()
+        _installed += 1
+        _, t1, t2 = gc.get_threshold()
+        gc.set_threshold(max(young_threshold, gc.get_threshold()[0]), t1, t2)
+
+    def uninstall(self) -> None:
+        """Stop timing; the last headend restores the thresholds and unfreezes."""
+        global _installed, _saved_threshold
+        if not self._on:
+            return
+        self._on = False
+        gc.callbacks.remove(self._callback)
+        _installed -= 1
+        if _installed == 0:
+            gc.unfreeze()
+            if _saved_threshold is not None:
+                gc.set_threshold(*_saved_threshold)
+            _saved_threshold = None
+
+    async def run(self, freeze_interval_s: float, full_interval_s: float) -> None:
+        """Freeze survivors every ``freeze_interval_s``; a full collection every
+        ``full_interval_s``."""
+        last_full = time.monotonic()
+        while True:
+            await asyncio.sleep(freeze_interval_s)
+            if time.monotonic() - last_full >= full_interval_s:
+                last_full = time.monotonic()
+                self.full_collection()
+            gc.freeze()
+
+    def full_collection(self) -> float:
+        """Unfreeze everything and collect it once; returns the pause (logged)."""
+        started = time.perf_counter()
+        gc.unfreeze()
+        collected = gc.collect()
+        pause = time.perf_counter() - started
+        log_event(log, "gc_full_collection", pause_s=round(pause, 3), collected=collected)
+        return pause
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._started
+        generation = info.get("generation", 0)
+        self.pauses.labels(str(generation)).observe(pause)
+        if pause >= self._log_over:
+            log_event(
+                log,
+                "gc_pause",
+                level=logging.WARNING,
+                generation=generation,
+                pause_s=round(pause, 3),
+                collected=info.get("collected"),
+            )
+
+
+__all__ = ["GcWatch"]
