@@ -20,6 +20,13 @@ as a table and as JSON (``--json PATH``, or ``-`` for stdout)::
 
 A fresh database is created on the server (``--database-url`` or
 ``VPP_BENCH_DATABASE_URL``), migrated and loaded with the sites, and dropped at the end.
+
+The gateways' gRPC client is ``--client raw`` by default: a minimal HTTP/2 client on
+asyncio Protocols (``tools/loadgen_h2.py``: frames packed with ``struct``, the request
+headers HPACK-encoded once per process, flow control honoured). grpclib's client runs
+h2/hyperframe in pure Python and on a 2-core machine cost about as much CPU as the headend
+it measured; ``--client grpclib`` keeps it selectable to compare the two. Both drive the
+same gateway logic (`_gateway`).
 """
 
 from __future__ import annotations
@@ -40,15 +47,16 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import loadgen_h2
 import psycopg
-from grpclib.client import Channel
+from grpclib.client import Channel, Stream
 from grpclib.const import Cardinality
 
 from vpp_protocol import PROTOCOL_VERSION
@@ -74,12 +82,15 @@ class LoadConfig:
     lag_poll_s: float = 0.1
     probe_assets: int = 50
     host: str = "127.0.0.1"
+    client: str = "raw"  # the simulated gateways' gRPC client: "raw" or "grpclib"
 
     def __post_init__(self) -> None:
         if self.gateways < 1 or self.assets < 1 or self.replicas < 1 or self.client_procs < 1:
             raise ValueError("gateways, assets, replicas and client_procs must be >= 1")
         if self.cadence_s <= 0 or self.duration_s <= 0 or self.dispatch_rate < 0:
             raise ValueError("cadence and duration must be > 0, dispatch rate >= 0")
+        if self.client not in CLIENTS:
+            raise ValueError(f"client must be one of {sorted(CLIENTS)}, not {self.client!r}")
 
 
 @dataclass
@@ -113,7 +124,8 @@ class Report:
         c = self.config
         lines = [
             f"load: {c['gateways']} gateways x {c['assets']} assets, cadence {c['cadence_s']} s, "
-            f"{c['replicas']} headend replica(s), {c['client_procs']} client processes, "
+            f"{c['replicas']} headend replica(s), {c['client_procs']} client processes "
+            f"({c['client']} client), "
             f"window {self.window_s:.1f} s",
             f"  connected                 {self.connected:>10} in {self.connect_s:.1f} s",
             f"  offered readings/s        {self.offered_readings_per_s:>10,.0f}",
@@ -225,11 +237,90 @@ class _ClientStats:
         self.errors[kind] = self.errors.get(kind, 0) + 1
 
 
+class _Call(Protocol):
+    """One gateway's bidi Connect call, whichever client carries it."""
+
+    async def send(self, data: bytes) -> None: ...
+
+    async def recv(self) -> Any: ...  # a pb.HeadendMessage, or None at the end
+
+    async def end(self) -> None: ...
+
+
+class _GrpclibCall:
+    """The call on grpclib's client (h2 in pure Python): the reference to compare with."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: Stream[Raw, Any]) -> None:
+        self._stream = stream
+
+    async def send(self, data: bytes) -> None:
+        await self._stream.send_message(Raw(data))
+
+    async def recv(self) -> Any:
+        return await self._stream.recv_message()
+
+    async def end(self) -> None:
+        await self._stream.end()
+
+
+@contextlib.asynccontextmanager
+async def grpclib_call(host: str, port: int) -> AsyncIterator[_Call]:
+    """A Connect call on its own grpclib Channel; at a normal exit grpclib waits for the
+    trailers and raises GRPCError on a non-OK status."""
+    channel = Channel(host, port)
+    try:
+        async with channel.request(
+            CONNECT, Cardinality.STREAM_STREAM, Raw, pb.HeadendMessage
+        ) as stream:
+            yield _GrpclibCall(stream)
+    finally:
+        channel.close()
+
+
+class _RawCall:
+    """The call on the raw HTTP/2 client (tools/loadgen_h2.py)."""
+
+    __slots__ = ("_proto",)
+
+    def __init__(self, proto: loadgen_h2.GrpcCallProtocol) -> None:
+        self._proto = proto
+
+    async def send(self, data: bytes) -> None:
+        await self._proto.send_message(data)
+
+    async def recv(self) -> Any:
+        data = await self._proto.recv_message()
+        return None if data is None else pb.HeadendMessage.FromString(data)
+
+    async def end(self) -> None:
+        await self._proto.end()
+
+
+@contextlib.asynccontextmanager
+async def raw_call(host: str, port: int) -> AsyncIterator[_Call]:
+    """A Connect call on its own raw HTTP/2 connection. Like grpclib, a normal exit after
+    `end` waits for the trailers and raises GRPCError on a non-OK status."""
+    proto = await loadgen_h2.open_call(host, port, CONNECT)
+    try:
+        yield _RawCall(proto)
+        if proto.local_ended:
+            await proto.finished()
+    finally:
+        proto.close()
+
+
+CLIENTS: dict[str, Callable[[str, int], contextlib.AbstractAsyncContextManager[_Call]]] = {
+    "raw": raw_call,
+    "grpclib": grpclib_call,
+}
+
+
 async def _gateway(
     port: int, g: int, cfg: LoadConfig, start_at: float, stop: asyncio.Event, st: _ClientStats
 ) -> None:
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
-    channel = Channel(cfg.host, port)
     template = pb.AgentMessage()
     readings = [template.telemetry_batch.readings.add() for _ in range(cfg.assets)]
     for a, r in enumerate(readings):
@@ -241,11 +332,9 @@ async def _gateway(
     ack.setpoint_ack.state = pb.ACK_STATE_APPLIED
     connected = False
     try:
-        async with channel.request(
-            CONNECT, Cardinality.STREAM_STREAM, Raw, pb.HeadendMessage
-        ) as stream:
-            await stream.send_message(Raw(_register(g, cfg.assets)))
-            first = await stream.recv_message()
+        async with CLIENTS[cfg.client](cfg.host, port) as stream:
+            await stream.send(_register(g, cfg.assets))
+            first = await stream.recv()
             if first is None or first.WhichOneof("body") != "register_result":
                 st.error("register_refused")
                 st.failed += 1
@@ -256,7 +345,7 @@ async def _gateway(
             st.connected += 1
 
             async def reader() -> None:
-                async for msg in stream:
+                while (msg := await stream.recv()) is not None:
                     kind = msg.WhichOneof("body")
                     if kind == "setpoint":
                         sp = msg.setpoint
@@ -264,7 +353,7 @@ async def _gateway(
                         ack.setpoint_ack.asset_id = sp.asset_id
                         ack.setpoint_ack.applied_kw = sp.power_kw
                         ack.setpoint_ack.ts.GetCurrentTime()
-                        await stream.send_message(Raw(ack.SerializeToString()))
+                        await stream.send(ack.SerializeToString())
                         st.acks += 1
                     elif kind == "session_closed":
                         st.error(f"closed_{msg.session_closed.reason}")
@@ -287,7 +376,7 @@ async def _gateway(
                     if time.monotonic() >= next_hb:
                         hb.heartbeat.seq += 1
                         hb.heartbeat.ts.GetCurrentTime()
-                        await stream.send_message(Raw(hb.SerializeToString()))
+                        await stream.send(hb.SerializeToString())
                         next_hb += hb_interval
                         if time.monotonic() < next_tick:
                             continue
@@ -296,7 +385,7 @@ async def _gateway(
                     for r in readings:
                         r.seq = seq
                         r.ts.FromNanoseconds(now_ns)
-                    await stream.send_message(Raw(template.SerializeToString()))
+                    await stream.send(template.SerializeToString())
                     st.batches += 1
                     next_tick += cfg.cadence_s
                 await stream.end()
@@ -312,8 +401,6 @@ async def _gateway(
         if not connected:
             st.failed += 1
         st.samples.setdefault(kind, str(exc)[:200])
-    finally:
-        channel.close()
 
 
 def _client_main(
@@ -746,6 +833,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lag-poll", type=float, default=d.lag_poll_s)
     parser.add_argument("--connect-timeout", type=float, default=d.connect_timeout_s)
     parser.add_argument(
+        "--client",
+        choices=sorted(CLIENTS),
+        default=d.client,
+        help="the simulated gateways' gRPC client: 'raw' (default) is a minimal HTTP/2 "
+        "client (tools/loadgen_h2.py) cheap enough that the headend is what is measured; "
+        "'grpclib' is the reference client, whose pure-Python h2 cost about as much CPU as "
+        "the headend",
+    )
+    parser.add_argument(
         "--database-url",
         default=os.environ.get("VPP_BENCH_DATABASE_URL") or os.environ.get("VPP_TEST_DATABASE_URL"),
     )
@@ -765,6 +861,7 @@ def main(argv: list[str] | None = None) -> None:
         connect_rate=args.connect_rate,
         lag_poll_s=args.lag_poll,
         connect_timeout_s=args.connect_timeout,
+        client=args.client,
     )
     report = run(cfg, args.database_url, log_dir=args.log_dir)
     print(report.table(), flush=True)
