@@ -10,7 +10,8 @@ parent process fires dispatches over REST at a rate and reports:
 - telemetry lag p50/p99: generation ``ts`` -> row visible in ``telemetry`` (probe assets
   polled every ``--lag-poll`` seconds; that is the resolution)
 - dispatch POST -> APPLIED p50/p99 (GET polled every 10 ms)
-- headend CPU (% of one core) and RSS per process, the PostgreSQL backends' CPU
+- headend CPU (% of one core) and RSS per process, the PostgreSQL backends' CPU and the
+  client processes' CPU, all over the same window
 - errors (stream failures, failed POSTs, dispatches not applied in time)
 
 as a table and as JSON (``--json PATH``, or ``-`` for stdout)::
@@ -115,7 +116,8 @@ class Report:
     headend_cpu_pct: list[float] = field(default_factory=list)
     headend_rss_mb: list[float] = field(default_factory=list)
     db_backend_cpu_pct: float = 0.0
-    client_cpu_pct: float = 0.0
+    client_cpu_pct: float = 0.0  # the client processes over the window, like the headend's
+    client_cpu_total_s: float = 0.0  # their whole life: start-up, connects, teardown
     errors: dict[str, int] = field(default_factory=dict)
     error_samples: dict[str, str] = field(default_factory=dict)
     loadavg: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -142,7 +144,8 @@ class Report:
             + "   RSS "
             + ", ".join(f"{x:.0f} MB" for x in self.headend_rss_mb),
             f"  PostgreSQL backends CPU   {self.db_backend_cpu_pct:>9.0f}%   "
-            f"clients CPU {self.client_cpu_pct:.0f}%",
+            f"clients CPU {self.client_cpu_pct:.0f}% "
+            f"({self.client_cpu_total_s:.1f} CPU-s in all)",
             f"  errors                    {self.errors or 'none'}",
             *(f"    {k}: {v}" for k, v in self.error_samples.items()),
             f"  load average              {' '.join(f'{x:.2f}' for x in self.loadavg)}",
@@ -707,8 +710,10 @@ async def _measure(
         # One cadence to settle into the steady state (every gateway sent once).
         await asyncio.sleep(cfg.cadence_s)
         pids = [h.proc.pid for h in headends]
+        client_pids = [p.pid for p in clients if p.pid is not None]
         backends = await _backend_pids(url)
         cpu0 = [_cpu_s(p) for p in pids]
+        client0 = sum(_cpu_s(p) for p in client_pids)
         db0 = {p: _cpu_s(p) for p in backends}
         rows0 = await _stored_rows(http, headends)
         t0 = time.monotonic()
@@ -724,6 +729,7 @@ async def _measure(
         rows1 = await _stored_rows(http, headends)
         t1 = time.monotonic()
         cpu1 = [_cpu_s(p) for p in pids]
+        client1 = sum(_cpu_s(p) for p in client_pids)
         db1 = {p: _cpu_s(p) for p in backends}
         report.headend_rss_mb = [_rss_mb(p) for p in pids]
         stop.set()
@@ -737,6 +743,7 @@ async def _measure(
     ]
     # A backend that ended in the window reads 0 at the end (or its pid was reused): skip.
     db_cpu = sum(db1[p] - db0[p] for p in db0 if db1[p] >= db0[p] > 0)
+    report.client_cpu_pct = 100 * (client1 - client0) / report.window_s
     report.db_backend_cpu_pct = 100 * db_cpu / report.window_s
     if lags:
         report.lag_p50_s = statistics.median(lags)
@@ -799,14 +806,13 @@ def run(
             asyncio.run(_measure(url, headends, cfg, report, connected, failed, procs))
         finally:
             stop_evt.set()
-            client_cpu = 0.0
             for p in procs:
                 try:
                     res = results.get(timeout=30 if p.is_alive() else 1)
                 except Exception:
                     report.errors["client_lost"] = report.errors.get("client_lost", 0) + 1
                     continue
-                client_cpu += res["cpu_s"]
+                report.client_cpu_total_s += res["cpu_s"]
                 for k, v in res["errors"].items():
                     report.errors[k] = report.errors.get(k, 0) + v
                 for k, v in res["samples"].items():
@@ -814,7 +820,6 @@ def run(
             for p in procs:
                 p.join(10)
             stop_headends(headends)
-        report.client_cpu_pct = 100 * client_cpu / max(report.window_s, 1e-9) if procs else 0.0
     report.loadavg = os.getloadavg()
     return report
 
