@@ -320,8 +320,53 @@ CLIENTS: dict[str, Callable[[str, int], contextlib.AbstractAsyncContextManager[_
 }
 
 
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class _Stop:
+    """A client process's stop signal, and a gateway's sleep until its next deadline or
+    the stop, whichever comes first.
+
+    Why not ``asyncio.timeout`` around ``Event.wait()``: with a thousand gateways in a
+    process, each wake removed its waiter from the Event's deque (O(gateways), ~25 µs) and
+    went through task cancellation and a TimeoutError; this is one future and one timer
+    handle per wake. Measured: the gateway loop cost about 165 µs of client CPU per wake at
+    1,000 gateways in one process, more than the raw HTTP/2 send itself."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiters: set[asyncio.Future[None]] = set()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        for fut in self._waiters:
+            _resolve(fut)
+        self._waiters.clear()
+
+    async def sleep_until(self, when: float) -> None:
+        """Until ``time.monotonic() >= when`` (the event loop's clock) or the stop."""
+        if self._set:
+            return
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        handle = loop.call_at(when, _resolve, fut)
+        self._waiters.add(fut)
+        try:
+            await fut
+        finally:
+            handle.cancel()
+            self._waiters.discard(fut)
+
+
 async def _gateway(
-    port: int, g: int, cfg: LoadConfig, start_at: float, stop: asyncio.Event, st: _ClientStats
+    port: int, g: int, cfg: LoadConfig, start_at: float, stop: _Stop, st: _ClientStats
 ) -> None:
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     template = pb.AgentMessage()
@@ -370,10 +415,7 @@ async def _gateway(
             hb = pb.AgentMessage()
             try:
                 while not stop.is_set() and not read_task.done():
-                    wake = min(next_tick, next_hb)
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(max(0.0, wake - time.monotonic())):
-                            await stop.wait()
+                    await stop.sleep_until(min(next_tick, next_hb))
                     if stop.is_set() or read_task.done():
                         break
                     if time.monotonic() >= next_hb:
@@ -420,7 +462,7 @@ def _client_main(
 
     async def main() -> None:
         st = _ClientStats()
-        stop = asyncio.Event()
+        stop = _Stop()
         interval = 1.0 / cfg.connect_rate
         tasks = [
             asyncio.create_task(
