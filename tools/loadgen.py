@@ -332,8 +332,9 @@ class _Stop:
     Why not ``asyncio.timeout`` around ``Event.wait()``: with a thousand gateways in a
     process, each wake removed its waiter from the Event's deque (O(gateways), ~25 µs) and
     went through task cancellation and a TimeoutError; this is one future and one timer
-    handle per wake. Measured: the gateway loop cost about 165 µs of client CPU per wake at
-    1,000 gateways in one process, more than the raw HTTP/2 send itself."""
+    handle per wake. Measured at 1,000 gateways in one process: the gateway loop cost about
+    165 µs of client CPU per wake with the Event, about 100 µs with this; the raw HTTP/2
+    send adds about 20 µs, grpclib's about 150 µs."""
 
     __slots__ = ("_set", "_waiters")
 
