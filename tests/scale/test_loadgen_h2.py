@@ -342,3 +342,102 @@ async def test_a_data_frame_larger_than_our_max_frame_size_aborts() -> None:
     assert t.closed
     with pytest.raises(h2c.StreamTerminatedError, match="frame too large"):
         await proto.recv_message()
+
+
+# -- against a real HTTP/2 peer: grpclib's server (h2), in this event loop -------------------
+
+
+class Blob:
+    """Message bytes as they are, for grpclib's codec."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    @classmethod
+    def FromString(cls, data: bytes) -> Blob:
+        return cls(data)
+
+    def SerializeToString(self) -> bytes:
+        return self.data
+
+
+class EchoService:
+    """Echoes every message; ``fail`` ends the call with NOT_FOUND instead."""
+
+    def __mapping__(self) -> dict[str, Any]:
+        from grpclib.const import Cardinality, Handler
+
+        return {
+            "/test.Echo/Echo": Handler(self.echo, Cardinality.STREAM_STREAM, Blob, Blob),
+            "/test.Echo/Fail": Handler(self.fail, Cardinality.STREAM_STREAM, Blob, Blob),
+        }
+
+    async def echo(self, stream: Any) -> None:
+        async for msg in stream:
+            await stream.send_message(msg)
+
+    async def fail(self, stream: Any) -> None:
+        from grpclib.const import Status
+        from grpclib.exceptions import GRPCError
+
+        await stream.recv_message()
+        raise GRPCError(Status.NOT_FOUND, "nope")
+
+
+async def _serve() -> tuple[Any, int]:
+    from grpclib.server import Server
+
+    server = Server([EchoService()])
+    await server.start("127.0.0.1", 0)
+    port = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return server, port
+
+
+async def test_large_messages_both_ways_through_real_flow_control() -> None:
+    """5 MB each way with a 70 kB receive window on our side: the server's h2 enforces
+    our window (it stalls unless we give window back) and its own (we must wait for its
+    WINDOW_UPDATEs past its 4 MB), and messages span many 16 kB DATA frames."""
+    server, port = await _serve()
+    try:
+        proto = await h2c.open_call("127.0.0.1", port, "/test.Echo/Echo", window=70_000)
+        bodies = [bytes([i]) * 1_000_000 for i in range(5)]
+
+        async def receive() -> list[bytes]:
+            out = []
+            while (msg := await proto.recv_message()) is not None:
+                out.append(msg)
+            return out
+
+        receiving = asyncio.create_task(receive())
+        for body in bodies:
+            await proto.send_message(body)
+        await proto.end()
+        assert await asyncio.wait_for(receiving, 30) == bodies
+        await asyncio.wait_for(proto.finished(), 5)
+        proto.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_non_ok_status_from_a_real_server() -> None:
+    server, port = await _serve()
+    try:
+        proto = await h2c.open_call("127.0.0.1", port, "/test.Echo/Fail")
+        await proto.send_message(b"hi")
+        assert await asyncio.wait_for(proto.recv_message(), 5) is None
+        with pytest.raises(h2c.GRPCError) as err:
+            await proto.finished()
+        assert (err.value.status, err.value.message) == (5, "nope")
+        proto.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_connection_refused_is_an_oserror() -> None:
+    server, port = await _serve()
+    server.close()
+    await server.wait_closed()
+    with pytest.raises(ConnectionRefusedError):
+        await h2c.open_call("127.0.0.1", port, "/test.Echo/Echo")
