@@ -379,7 +379,7 @@ async def _gateway(
         r.status = pb.ASSET_STATUS_OK
     ack = pb.AgentMessage()
     ack.setpoint_ack.state = pb.ACK_STATE_APPLIED
-    connected = False
+    connected = refused = False
     try:
         async with CLIENTS[cfg.client](cfg.host, port) as stream:
             await stream.send(_register(g, cfg.assets))
@@ -387,6 +387,7 @@ async def _gateway(
             if first is None or first.WhichOneof("body") != "register_result":
                 st.error("register_refused")
                 st.failed += 1
+                refused = True
                 return
             seq = max([0, *first.register_result.telemetry_watermarks.values()])
             hb_interval = first.register_result.heartbeat_interval_s or 15.0
@@ -442,6 +443,10 @@ async def _gateway(
     except asyncio.CancelledError:
         raise
     except Exception as exc:
+        if refused:
+            # Already counted. grpclib raises at the exit of a call whose request stream
+            # was not ended ('Outgoing stream was not ended'): not a second failure.
+            return
         kind = type(exc).__name__ if connected else f"connect_{type(exc).__name__}"
         st.error(kind)
         if not connected:
