@@ -252,9 +252,16 @@ class GrpcCallProtocol(asyncio.Protocol):
             raise self._send_error
 
     async def end(self) -> None:
-        """Half-close: an empty DATA frame with END_STREAM (after any queued message)."""
+        """Half-close: an empty DATA frame with END_STREAM (after any queued message).
+
+        If the server has already ended the call nothing is sent (it may have reset the
+        stream), but the call counts as ended here all the same, so `finished` reports
+        its status whichever came first."""
         async with self._send_lock:
-            if self._local_ended or (self._remote_ended and self._error is None):
+            if self._local_ended:
+                return
+            if self._remote_ended and self._error is None:
+                self._local_ended = True
                 return
             if self._send_error is not None:
                 raise self._send_error
@@ -264,7 +271,7 @@ class GrpcCallProtocol(asyncio.Protocol):
 
     @property
     def local_ended(self) -> bool:
-        """Whether `end` sent END_STREAM."""
+        """Whether `end` was called (and END_STREAM sent, unless the call was over)."""
         return self._local_ended
 
     async def recv_message(self) -> bytes | None:
