@@ -24,8 +24,10 @@ def _loadgen() -> ModuleType:
     return importlib.import_module("loadgen")
 
 
-@pytest.mark.parametrize("replicas", [1, 2])
-def test_loadgen_smoke(pg_server_url: str, replicas: int) -> None:
+# The raw HTTP/2 client (the default) on one and two replicas; grpclib's, the reference,
+# on one, so a change to the shared gateway logic is checked on both clients.
+@pytest.mark.parametrize(("replicas", "client"), [(1, "raw"), (2, "raw"), (1, "grpclib")])
+def test_loadgen_smoke(pg_server_url: str, replicas: int, client: str) -> None:
     lg = _loadgen()
     cfg = lg.LoadConfig(
         gateways=5,
@@ -35,8 +37,10 @@ def test_loadgen_smoke(pg_server_url: str, replicas: int) -> None:
         dispatch_rate=3.0,
         replicas=replicas,
         connect_timeout_s=30.0,
+        client=client,
     )
     report = lg.run(cfg, pg_server_url)
+    assert report.config["client"] == client
     assert report.connected == 5
     assert report.errors == {}
     # 5 x 3 readings every 0.5 s, about 90 in the window (phases make it +-15).
