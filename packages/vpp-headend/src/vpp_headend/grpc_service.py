@@ -37,7 +37,7 @@ from .ingest import Ingest
 from .limits import Limits
 from .logs import log_event
 from .metrics import Metrics
-from .sessions import CLOSE, Session
+from .sessions import CLOSE, TICK, Session
 from .tls import PeerIdentity, peer_identity
 
 log = logging.getLogger(__name__)
@@ -336,36 +336,55 @@ class AgentService:
     # -- sender --------------------------------------------------------------------------
 
     async def _send_loop(self, stream: AgentStream, session: Session) -> None:
-        """Setpoints from the outbox, heartbeats on time, and the close."""
+        """Setpoints from the outbox, heartbeats on time, and the close.
+
+        The sender sleeps on the outbox only; a timer puts a TICK there at the next
+        heartbeat or silence deadline. (A timeout around the wait raised and swallowed a
+        TimeoutError per session per interval: thousands of tracebacks a second at fleet
+        scale, all cyclic garbage for the collector.) Deadlines only move later, so the
+        one pending timer is never late.
+        """
         interval = self._hb
         seq = 0
         next_hb = time.monotonic() + interval
-        while True:
-            now = time.monotonic()
-            silent_until = session.last_seen_mono + 3 * interval
-            if now >= silent_until:
-                session.close(
-                    "heartbeat_timeout", f"nothing heard for {3 * interval:g} s (3 intervals)"
-                )
-            if now >= next_hb:
-                seq += 1
-                await stream.send_message(convert.heartbeat_message(seq, self._clock()))
-                next_hb += interval * (1 + int((now - next_hb) // interval))
-                continue
-            item: object = None
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, min(next_hb, silent_until) - now)):
-                    item = await session.outbox.get()
-            if item is None:
-                continue
-            if item is CLOSE:
-                reason = cast(CloseReasonName, session.close_reason)
-                with contextlib.suppress(StreamTerminatedError, ConnectionError):
-                    await stream.send_message(convert.session_closed(reason, session.close_detail))
-                raise _Closed(reason, session.close_detail)
-            await stream.send_message(cast(pb.HeadendMessage, item))
-            # Yield between sends: grpclib does not while the window has room.
-            await asyncio.sleep(0)
+        loop = asyncio.get_running_loop()
+        timer: asyncio.TimerHandle | None = None
+        try:
+            while True:
+                now = time.monotonic()
+                silent_until = session.last_seen_mono + 3 * interval
+                if now >= silent_until:
+                    session.close(
+                        "heartbeat_timeout", f"nothing heard for {3 * interval:g} s (3 intervals)"
+                    )
+                if now >= next_hb:
+                    seq += 1
+                    await stream.send_message(convert.heartbeat_message(seq, self._clock()))
+                    next_hb += interval * (1 + int((now - next_hb) // interval))
+                    continue
+                if timer is None:
+                    timer = loop.call_at(
+                        loop.time() + (min(next_hb, silent_until) - now),
+                        session.outbox.put_nowait,
+                        TICK,
+                    )
+                item = await session.outbox.get()
+                if item is TICK:
+                    timer = None
+                    continue
+                if item is CLOSE:
+                    reason = cast(CloseReasonName, session.close_reason)
+                    with contextlib.suppress(StreamTerminatedError, ConnectionError):
+                        await stream.send_message(
+                            convert.session_closed(reason, session.close_detail)
+                        )
+                    raise _Closed(reason, session.close_detail)
+                await stream.send_message(cast(pb.HeadendMessage, item))
+                # Yield between sends: grpclib does not while the window has room.
+                await asyncio.sleep(0)
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     # -- receiver ------------------------------------------------------------------------
 

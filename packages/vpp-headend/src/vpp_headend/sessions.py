@@ -24,8 +24,13 @@ class _CloseSentinel:
     """Marks the end of a session's outbox."""
 
 
+class _TickSentinel:
+    """Wakes a session's sender for its heartbeat and silence checks."""
+
+
 CLOSE: Final = _CloseSentinel()
-Outgoing: TypeAlias = pb.HeadendMessage | _CloseSentinel
+TICK: Final = _TickSentinel()
+Outgoing: TypeAlias = pb.HeadendMessage | _CloseSentinel | _TickSentinel
 
 
 @dataclass(eq=False)
@@ -142,4 +147,10 @@ class SessionRegistry:
         return sessions
 
 
-__all__ = ["CLOSE", "Outgoing", "Session", "SessionRegistry"]
+__all__ = [
+    "CLOSE",
+    "TICK",
+    "Outgoing",
+    "Session",
+    "SessionRegistry",
+]
