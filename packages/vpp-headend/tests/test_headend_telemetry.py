@@ -277,3 +277,40 @@ async def test_latest_values_are_flushed_in_chunks_and_never_move_back(
         "a-4": (3, 43.0),
         "a-5": (50, 55.0),  # the newer row stays
     }
+
+
+async def test_a_stream_held_by_backpressure_is_not_a_silent_gateway(
+    start_headend, agents, site_yaml, db_url, eventually
+) -> None:
+    """While the database stalls the writer and the full queue holds a stream, the
+    gateway's heartbeats wait in our buffers: the session must not be closed for
+    silence (3 intervals = 1.5 s here), and everything is stored once the stall ends."""
+    import psycopg
+
+    h = await start_headend(ingest_queue_rows=20, ingest_batch_rows=10)
+    await h.import_site(site_yaml("site-a", ["a-1"]))
+    agent = await agents(h.grpc_port, "site-a")
+    await agent.register(["a-1"])
+    session = h.headend.sessions.for_site("site-a")
+    assert session is not None
+    async with await psycopg.AsyncConnection.connect(db_url) as blocker:
+        await blocker.execute("LOCK TABLE telemetry IN SHARE MODE")  # COPY waits
+        for start in range(1, 501, 50):
+            agent.send_batch(
+                [agent.telemetry("a-1", seq=n, ts=_ts(0)) for n in range(start, start + 50)]
+            )
+        await asyncio.sleep(2.5)  # five heartbeat intervals
+        assert session.backpressured
+        await blocker.rollback()
+
+    async def all_stored() -> bool:
+        metrics = (await h.http.get("/metrics")).text
+        return "vpp_telemetry_rows_stored_total 500.0" in metrics
+
+    await eventually(all_stored, 10, "not every reading was stored")
+    assert not agent.ended.is_set()
+    assert h.headend.sessions.for_site("site-a") is session
+    assert (
+        'vpp_gateway_disconnects_total{reason="heartbeat_timeout"}'
+        not in (await h.http.get("/metrics")).text
+    )

@@ -353,6 +353,11 @@ class AgentService:
             while True:
                 now = time.monotonic()
                 silent_until = session.last_seen_mono + 3 * interval
+                if now >= silent_until and session.backpressured:
+                    # Its frames wait in our buffers (ingest is full): not the gateway's
+                    # silence. A dead connection is still caught by HTTP/2 keepalive.
+                    session.last_seen_mono = now
+                    silent_until = now + 3 * interval
                 if now >= silent_until:
                     session.close(
                         "heartbeat_timeout", f"nothing heard for {3 * interval:g} s (3 intervals)"
@@ -439,7 +444,11 @@ class AgentService:
             if ingest.accept(asset_id, row[1]):
                 rows.append(row)
         metrics.telemetry_received.inc(n)
-        await ingest.put(rows)  # waits while the queue is full: backpressure
+        session.backpressured = True
+        try:
+            await ingest.put(rows)  # waits while the queue is full: backpressure
+        finally:
+            session.backpressured = False
 
     def _drop(self, session: Session, asset_id: str, reason: str) -> None:
         self._metrics.telemetry_dropped.labels(reason).inc()

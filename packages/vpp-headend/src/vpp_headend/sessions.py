@@ -47,6 +47,7 @@ class Session:
     connected_since: datetime
     last_seen: datetime
     last_seen_mono: float = field(default_factory=time.monotonic)
+    backpressured: bool = False  # its receiver waits for room in the ingest queue
     outbox: asyncio.Queue[Outgoing] = field(default_factory=asyncio.Queue)
     close_reason: CloseReasonName | None = None
     close_detail: str = ""
