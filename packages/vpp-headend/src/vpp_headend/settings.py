@@ -54,7 +54,7 @@ class Settings:
     shutdown_grace_s: float = 5.0
     # Garbage collector (vpp_headend.gcwatch): full collections over thousands of streams
     # pause everything for a second or more; these keep them rare and small.
-    gc_young_threshold: int = 50_000  # allocations between young collections (CPython: 700)
+    gc_young_threshold: int = 10_000  # allocations between young collections (CPython: 700)
     gc_freeze_interval_s: float = 60.0  # survivors are frozen (left out of collections)
     gc_full_collect_interval_s: float = 3600.0  # then everything is collected once
     admit_concurrency: int = 8  # Registers admitted at once (each a few DB round trips)
