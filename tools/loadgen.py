@@ -84,6 +84,9 @@ class LoadConfig:
     probe_assets: int = 50
     host: str = "127.0.0.1"
     client: str = "raw"  # the simulated gateways' gRPC client: "raw" or "grpclib"
+    # One more headend process that holds no gateway streams and takes all REST traffic
+    # (dispatch POST/GET): the control plane off the telemetry loops (DESIGN.md §7).
+    control_replica: bool = False
 
     def __post_init__(self) -> None:
         if self.gateways < 1 or self.assets < 1 or self.replicas < 1 or self.client_procs < 1:
@@ -126,7 +129,9 @@ class Report:
         c = self.config
         lines = [
             f"load: {c['gateways']} gateways x {c['assets']} assets, cadence {c['cadence_s']} s, "
-            f"{c['replicas']} headend replica(s), {c['client_procs']} client processes "
+            f"{c['replicas']} headend replica(s)"
+            f"{' + 1 REST-only replica' if c.get('control_replica') else ''}, "
+            f"{c['client_procs']} client processes "
             f"({c['client']} client), "
             f"window {self.window_s:.1f} s",
             f"  connected                 {self.connected:>10} in {self.connect_s:.1f} s",
@@ -772,7 +777,8 @@ async def _measure(
         monitor = asyncio.create_task(
             _lag_monitor(url, probes, time.time(), stop, cfg.lag_poll_s, lags)
         )
-        dispatcher = asyncio.create_task(_dispatcher(headends, cfg, stop, lat, report.errors))
+        rest = headends[cfg.replicas :] if cfg.control_replica else headends
+        dispatcher = asyncio.create_task(_dispatcher(rest, cfg, stop, lat, report.errors))
         await asyncio.sleep(cfg.duration_s)
         rows1 = await _stored_rows(http, headends)
         t1 = time.monotonic()
@@ -823,13 +829,15 @@ def run(
         load_registry(url, cfg.gateways, cfg.assets)
         logs = log_dir or Path(tmp)
         logs.mkdir(parents=True, exist_ok=True)
-        headends = start_headends(url, cfg.replicas, logs, headend_env or {})
+        headends = start_headends(
+            url, cfg.replicas + int(cfg.control_replica), logs, headend_env or {}
+        )
         ctx = mp.get_context("spawn")
         stop_evt = ctx.Event()
         connected = ctx.Value("i", 0)
         failed = ctx.Value("i", 0)
         results = ctx.Queue()
-        ports = [h.grpc_port for h in headends]
+        ports = [h.grpc_port for h in headends[: cfg.replicas]]
         t0 = time.monotonic() + 1.0  # CLOCK_MONOTONIC is shared by the processes
         procs = [
             ctx.Process(
@@ -881,6 +889,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=d.duration_s)
     parser.add_argument("--dispatch-rate", type=float, default=d.dispatch_rate)
     parser.add_argument("--replicas", type=int, default=d.replicas)
+    parser.add_argument(
+        "--control-replica",
+        action="store_true",
+        help="start one more headend that holds no gateways and serves all REST traffic",
+    )
     parser.add_argument("--client-procs", type=int, default=d.client_procs)
     parser.add_argument("--connect-rate", type=float, default=d.connect_rate)
     parser.add_argument("--lag-poll", type=float, default=d.lag_poll_s)
@@ -915,6 +928,7 @@ def main(argv: list[str] | None = None) -> None:
         lag_poll_s=args.lag_poll,
         connect_timeout_s=args.connect_timeout,
         client=args.client,
+        control_replica=args.control_replica,
     )
     report = run(cfg, args.database_url, log_dir=args.log_dir)
     print(report.table(), flush=True)

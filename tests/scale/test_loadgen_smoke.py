@@ -25,9 +25,13 @@ def _loadgen() -> ModuleType:
 
 
 # The raw HTTP/2 client (the default) on one and two replicas; grpclib's, the reference,
-# on one, so a change to the shared gateway logic is checked on both clients.
-@pytest.mark.parametrize(("replicas", "client"), [(1, "raw"), (2, "raw"), (1, "grpclib")])
-def test_loadgen_smoke(pg_server_url: str, replicas: int, client: str) -> None:
+# on one, so a change to the shared gateway logic is checked on both clients; and REST on
+# a replica of its own (every dispatch crosses replicas through LISTEN/NOTIFY).
+@pytest.mark.parametrize(
+    ("replicas", "client", "control"),
+    [(1, "raw", False), (2, "raw", False), (1, "grpclib", False), (1, "raw", True)],
+)
+def test_loadgen_smoke(pg_server_url: str, replicas: int, client: str, control: bool) -> None:
     lg = _loadgen()
     cfg = lg.LoadConfig(
         gateways=5,
@@ -38,6 +42,7 @@ def test_loadgen_smoke(pg_server_url: str, replicas: int, client: str) -> None:
         replicas=replicas,
         connect_timeout_s=30.0,
         client=client,
+        control_replica=control,
     )
     report = lg.run(cfg, pg_server_url)
     assert report.config["client"] == client
@@ -49,5 +54,6 @@ def test_loadgen_smoke(pg_server_url: str, replicas: int, client: str) -> None:
     assert report.lag_p99_s is not None
     assert report.lag_p99_s < 2.0
     assert report.dispatches_applied == report.dispatches > 0
+    assert len(report.headend_cpu_pct) == replicas + control
     assert all(cpu > 0 for cpu in report.headend_cpu_pct)
     assert "stored readings/s" in report.table()
