@@ -66,7 +66,7 @@ async def auth_guard(
     need: Role = handler.opt.get(ROLE_OPT, "viewer")
     token = _bearer(connection)
     role, any_active = await security_repo.role_of(
-        headend.engine, hash_token(token) if token else ""
+        headend.reader, hash_token(token) if token else ""
     )
     enforced = headend.settings.rest_auth == "required" or any_active
     if not enforced:

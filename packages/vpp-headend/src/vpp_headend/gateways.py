@@ -210,7 +210,7 @@ class GatewayService:
 
     async def certificate_revoked(self, fingerprint: str) -> bool:
         """True when the certificate with this fingerprint is on the deny-list."""
-        return await security_repo.certificate_revoked(self._engine, fingerprint)
+        return await security_repo.certificate_revoked(self._read, fingerprint)
 
     def seen(self, session: Session) -> None:
         """Persist ``last_seen`` soon (called at most once per heartbeat interval).

@@ -24,7 +24,7 @@ from grpclib.server import Server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .db import security_repo
-from .db.engine import make_engine, ping
+from .db.engine import make_engine, ping, reader
 from .db.migrate import current_revision, head_revision
 from .db.partitions import ensure_partitions
 from .db.url import redacted
@@ -67,6 +67,7 @@ class Headend:
         self._gc = GcWatch(self.metrics.registry)
         self.sessions = SessionRegistry()
         self._engine: AsyncEngine | None = None
+        self._reader: AsyncEngine | None = None
         self._server: Server | None = None
         self._service: AgentService | None = None
         self._maintenance: asyncio.Task[None] | None = None
@@ -84,6 +85,11 @@ class Headend:
     @property
     def engine(self) -> AsyncEngine:
         return _running(self._engine)
+
+    @property
+    def reader(self) -> AsyncEngine:
+        """The engine's autocommit view, for read-only REST handlers (`db.engine.reader`)."""
+        return _running(self._reader)
 
     @property
     def registry(self) -> Registry:
@@ -118,18 +124,19 @@ class Headend:
         s = self.settings
         assert s.database_url is not None
         engine = self._engine = make_engine(s.database_url)
+        self._reader = reader(engine)
         try:
             await ping(engine)
         except Exception as exc:
             await engine.dispose()
-            self._engine = None
+            self._engine = self._reader = None
             raise UnavailableError(
                 f"database {redacted(s.database_url)} is not reachable: {exc}"
             ) from exc
         have, want = await current_revision(engine), head_revision()
         if have != want:
             await engine.dispose()
-            self._engine = None
+            self._engine = self._reader = None
             raise UnavailableError(
                 f"database schema is at {have or 'nothing'}, this headend needs {want}: "
                 "run `vpp-headend db upgrade`"
@@ -310,7 +317,7 @@ class Headend:
             await self._gateways.stop()
         if self._engine is not None:
             await self._engine.dispose()
-            self._engine = None
+            self._engine = self._reader = None
         self._gc.uninstall()
         log_event(log, "stopped")
 

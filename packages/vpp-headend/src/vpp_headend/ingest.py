@@ -177,6 +177,7 @@ class Ingest:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._engine = engine
+        self._read = reader(engine)  # autocommit: reads cost no BEGIN/ROLLBACK
         self._metrics = metrics
         self._batch_rows = batch_rows
         self._linger = linger_s
@@ -250,7 +251,7 @@ class Ingest:
         if not missing:
             return
         if conn is None:
-            async with reader(self._engine).connect() as own:
+            async with self._read.connect() as own:
                 rows = (await own.execute(_WATERMARKS, {"ids": missing})).all()
         else:
             rows = (await conn.execute(_WATERMARKS, {"ids": missing})).all()
@@ -283,7 +284,7 @@ class Ingest:
         """The newest stored reading of an asset (memory first, then the database)."""
         row = self._latest.get(asset_id)
         if row is None:
-            async with reader(self._engine).connect() as conn:
+            async with self._read.connect() as conn:
                 found = (await conn.execute(_LATEST, {"a": asset_id})).first()
             if found is None:
                 return None

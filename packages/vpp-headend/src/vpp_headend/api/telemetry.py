@@ -8,7 +8,6 @@ from typing import Annotated
 from litestar import Controller, get
 from litestar.params import FromPath, QueryParameter
 
-from ..db.engine import reader
 from ..db.telemetry_repo import history, rollups
 from ..errors import NotFoundError, ValidationFailedError
 from .deps import HeadendDep
@@ -52,7 +51,7 @@ class TelemetryController(Controller):
         """Stored readings with start <= ts < end, newest first, at most ``limit``."""
         start, end = _window(start, end)
         await headend.registry.get_asset(asset_id)
-        async with reader(headend.engine).connect() as conn:
+        async with headend.reader.connect() as conn:
             rows = await history(conn, asset_id, start=start, end=end, limit=limit)
         return HistoryOut(
             asset_id=asset_id,
@@ -77,7 +76,7 @@ class TelemetryController(Controller):
         the rollup job has run (every ``rollup_interval_s``)."""
         start, end = _window(start, end)
         await headend.registry.get_asset(asset_id)
-        async with reader(headend.engine).connect() as conn:
+        async with headend.reader.connect() as conn:
             rows = await rollups(conn, asset_id, start=start, end=end, limit=limit)
         return RollupOut(
             asset_id=asset_id,

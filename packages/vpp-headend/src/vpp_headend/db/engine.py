@@ -15,7 +15,6 @@ of a busy event loop:
 from __future__ import annotations
 
 import time
-import weakref
 from typing import Any
 
 from sqlalchemy import event, exc, text
@@ -25,7 +24,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from .url import sqlalchemy_url
 
 _IDLE_SINCE = "vpp_idle_since"
-_READERS: weakref.WeakKeyDictionary[Engine, AsyncEngine] = weakref.WeakKeyDictionary()
 
 
 def make_engine(url: str, *, pool_size: int = 10, ping_idle_s: float = 1.0) -> AsyncEngine:
@@ -43,13 +41,12 @@ def make_engine(url: str, *, pool_size: int = 10, ping_idle_s: float = 1.0) -> A
 
 
 def reader(engine: AsyncEngine) -> AsyncEngine:
-    """``engine`` in autocommit (same pool): use it for ``connect()`` blocks that only read."""
-    found = _READERS.get(engine.sync_engine)
-    if found is None:
-        found = _READERS[engine.sync_engine] = engine.execution_options(
-            isolation_level="AUTOCOMMIT"
-        )
-    return found
+    """``engine`` in autocommit (same pool), for ``connect()`` blocks that only read.
+
+    Making one costs ~30 µs: services make theirs once (`Headend.reader` for the REST
+    handlers) and keep it.
+    """
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def _ping_when_idle(engine: Engine, idle_s: float) -> None:

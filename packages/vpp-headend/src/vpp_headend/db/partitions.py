@@ -14,8 +14,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from .engine import reader
-
 _NAME = re.compile(r"^telemetry_p(\d{8})$")
 
 
@@ -48,7 +46,7 @@ async def existing_partitions(conn: AsyncConnection) -> dict[date, str]:
 async def ensure_partitions(engine: AsyncEngine, today: date, days_ahead: int) -> list[str]:
     """Create the partitions of ``today - 1`` .. ``today + days_ahead``; return new names."""
     created: list[str] = []
-    async with reader(engine).connect() as conn:
+    async with engine.connect() as conn:
         have = await existing_partitions(conn)
     for offset in range(-1, days_ahead + 1):
         day = today + timedelta(days=offset)
@@ -102,7 +100,7 @@ async def _create(conn: AsyncConnection, day: date) -> None:
 async def drop_partitions_before(engine: AsyncEngine, cutoff: date) -> list[str]:
     """Drop whole daily partitions whose day ends on or before ``cutoff``; return names."""
     dropped: list[str] = []
-    async with reader(engine).connect() as conn:
+    async with engine.connect() as conn:
         have = await existing_partitions(conn)
     for day, name in sorted(have.items()):
         if day + timedelta(days=1) <= cutoff:

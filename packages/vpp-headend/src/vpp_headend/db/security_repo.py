@@ -10,7 +10,6 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import models as m
-from .engine import reader
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +42,7 @@ async def role_of(engine: AsyncEngine, token_sha256: str) -> tuple[str | None, b
         select(t.c.role).where(t.c.token_sha256 == token_sha256, active).scalar_subquery(),
         exists().where(active),
     )
-    async with reader(engine).connect() as conn:
+    async with engine.connect() as conn:
         role, any_active = (await conn.execute(query)).one()
     return role, bool(any_active)
 
@@ -53,7 +52,7 @@ async def list_tokens(engine: AsyncEngine) -> list[TokenRow]:
     query = select(t.c.token_id, t.c.name, t.c.role, t.c.created_at, t.c.revoked_at).order_by(
         t.c.created_at
     )
-    async with reader(engine).connect() as conn:
+    async with engine.connect() as conn:
         return [TokenRow(*row) for row in await conn.execute(query)]
 
 
@@ -85,14 +84,14 @@ async def revoke_certificate(engine: AsyncEngine, fingerprint_sha256: str, reaso
 async def certificate_revoked(engine: AsyncEngine, fingerprint_sha256: str) -> bool:
     r = m.revoked_certificates
     query = select(exists().where(r.c.fingerprint_sha256 == fingerprint_sha256))
-    async with reader(engine).connect() as conn:
+    async with engine.connect() as conn:
         return bool((await conn.execute(query)).scalar())
 
 
 async def revoked_certificates(engine: AsyncEngine) -> list[tuple[str, str, datetime]]:
     r = m.revoked_certificates
     query = select(r.c.fingerprint_sha256, r.c.reason, r.c.revoked_at).order_by(r.c.revoked_at)
-    async with reader(engine).connect() as conn:
+    async with engine.connect() as conn:
         return [(row[0], row[1], row[2]) for row in await conn.execute(query)]
 
 
