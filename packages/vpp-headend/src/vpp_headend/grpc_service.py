@@ -368,10 +368,8 @@ class AgentService:
                     next_hb += interval * (1 + int((now - next_hb) // interval))
                     continue
                 if timer is None:
-                    timer = loop.call_at(
-                        loop.time() + (min(next_hb, silent_until) - now),
-                        session.outbox.put_nowait,
-                        TICK,
+                    timer = loop.call_later(
+                        min(next_hb, silent_until) - now, session.outbox.put_nowait, TICK
                     )
                 item = await session.outbox.get()
                 if item is TICK:

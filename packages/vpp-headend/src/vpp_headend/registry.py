@@ -73,11 +73,6 @@ class Registry:
 
     # -- claims --------------------------------------------------------------------------
 
-    async def authorize(self, req: RegisterRequest, *, auto_enroll: bool) -> ClaimOutcome:
-        """Check each claimed asset against the registry (enrolling unknown ones if asked)."""
-        async with self._engine.begin() as conn:
-            return await authorize_in(conn, req, auto_enroll=auto_enroll)
-
     # -- queries -------------------------------------------------------------------------
 
     async def list_sites(self) -> list[Site]:
@@ -186,7 +181,8 @@ def _credential_verdict(claim: AssetClaim, required_sha256: str) -> Rejection | 
 async def authorize_in(
     conn: AsyncConnection, req: RegisterRequest, *, auto_enroll: bool
 ) -> ClaimOutcome:
-    """`Registry.authorize` inside the caller's transaction (a Register admits in one)."""
+    """Check each claimed asset against the registry (enrolling unknown ones if asked),
+    inside the caller's transaction (a Register is admitted in one)."""
     claims = req.claims or (
         (AssetClaim(asset_id=req.legacy_asset_id),) if req.legacy_asset_id else ()
     )
