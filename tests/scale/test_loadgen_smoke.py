@@ -54,6 +54,10 @@ def test_loadgen_smoke(pg_server_url: str, replicas: int, client: str, control: 
     assert report.lag_p99_s is not None
     assert report.lag_p99_s < 2.0
     assert report.dispatches_applied == report.dispatches > 0
+    # The headend's own clock sees each applied dispatch, no slower than the REST view.
+    assert report.server_applied_p50_ms is not None
+    assert report.dispatch_p50_ms is not None
+    assert 0 < report.server_applied_p50_ms <= report.dispatch_p50_ms
     assert len(report.headend_cpu_pct) == replicas + control
     assert all(cpu > 0 for cpu in report.headend_cpu_pct)
     assert "stored readings/s" in report.table()
