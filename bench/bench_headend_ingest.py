@@ -35,7 +35,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
@@ -53,7 +52,7 @@ from vpp_protocol.upb import pb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 # tools/ is not a package; spawned client processes import loadgen by name from sys.path.
-from loadgen import CONNECT, Raw, batch_frames
+from loadgen import CONNECT, Raw, batch_frames, fresh_database
 
 
 def _batches(site: int, assets: int, readings: int, batch: int) -> list[bytes]:
@@ -353,16 +352,8 @@ async def dispatch_latency(url: str, n: int) -> list[float]:
 def database() -> Iterator[str]:
     server = os.environ.get("VPP_BENCH_DATABASE_URL")
     if server:
-        parts = urlsplit(server)
-        admin = urlunsplit(parts._replace(path="/postgres"))
-        name = f"vpp_bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield urlunsplit(parts._replace(path=f"/{name}"))
-        finally:
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        with fresh_database(server) as url:
+            yield url
         return
     from vpp_headend.db.embedded import start_embedded
 
