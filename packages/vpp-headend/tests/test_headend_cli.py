@@ -70,7 +70,8 @@ def test_import_reports_bad_files_and_conflicts(db_url, tmp_path, site_yaml) -> 
     assert "registered to site 'site-a'" in res.output
 
 
-def test_serve_runs_both_servers_and_shuts_down_cleanly(db_url, tmp_path) -> None:
+@pytest.mark.parametrize(("loop", "runs_on"), [("auto", "uvloop"), ("asyncio", "asyncio")])
+def test_serve_runs_both_servers_and_shuts_down_cleanly(db_url, tmp_path, loop, runs_on) -> None:
     env = {**os.environ, "VPP_DATABASE_URL": db_url, "VPP_HEARTBEAT_INTERVAL_S": "1"}
     proc = subprocess.Popen(
         [
@@ -82,6 +83,8 @@ def test_serve_runs_both_servers_and_shuts_down_cleanly(db_url, tmp_path) -> Non
             "0",
             "--grpc-port",
             "0",
+            "--loop",
+            loop,
         ],
         env=env,
         stderr=subprocess.PIPE,
@@ -99,9 +102,12 @@ def test_serve_runs_both_servers_and_shuts_down_cleanly(db_url, tmp_path) -> Non
             if match:
                 ports = int(match.group(1)), int(match.group(2))
         assert ports is not None, "".join(lines)
+        assert f"loop={runs_on}" in lines[-1]
         ready = httpx.get(f"http://127.0.0.1:{ports[0]}/ready", timeout=5)
         assert ready.status_code == 200
         assert ready.json()["grpc_port"] == ports[1]
+        metrics = httpx.get(f"http://127.0.0.1:{ports[0]}/metrics", timeout=5).text
+        assert f'vpp_event_loop_info{{loop="{runs_on}"}} 1.0' in metrics
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
         assert proc.returncode == 0, err
@@ -110,6 +116,12 @@ def test_serve_runs_both_servers_and_shuts_down_cleanly(db_url, tmp_path) -> Non
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_serve_refuses_an_unknown_event_loop(db_url) -> None:
+    res = CliRunner().invoke(app, ["serve", "--database-url", db_url, "--loop", "trio"])
+    assert res.exit_code == 2
+    assert "event_loop: must be one of auto, uvloop, asyncio, not 'trio'" in res.output
 
 
 def test_serve_refuses_an_unmigrated_database(empty_db) -> None:

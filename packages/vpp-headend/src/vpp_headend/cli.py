@@ -24,6 +24,7 @@ from .db.migrate import upgrade
 from .db.partitions import drop_partitions_before
 from .db.url import redacted
 from .errors import HeadendError
+from .eventloop import LoopUnavailableError, loop_factory
 from .logs import configure_logging, log_event
 from .rollup import Rolled, Skipped, delete_rollups_before, rollup
 from .settings import Settings, SettingsError
@@ -123,6 +124,10 @@ def serve(
         str | None,
         typer.Option("--rest-auth", help="auto (tokens once one exists) or required"),
     ] = None,
+    event_loop: Annotated[
+        str | None,
+        typer.Option("--loop", help="Event loop: auto (uvloop where installed), uvloop or asyncio"),
+    ] = None,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Serve the REST API and the gRPC agent service until SIGINT/SIGTERM."""
@@ -140,12 +145,19 @@ def serve(
         tls_client_ca=tls_client_ca,
         insecure=insecure,
         rest_auth=rest_auth,
+        event_loop=event_loop,
     )
     from .serve import run
 
+    try:
+        factory = loop_factory(settings.event_loop)
+    except LoopUnavailableError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     with _database(settings, migrate=migrate) as ready:
         try:
-            started = asyncio.run(run(ready))
+            with asyncio.Runner(loop_factory=factory) as runner:
+                started = runner.run(run(ready))
         except HeadendError as exc:
             typer.echo(f"error: {exc.detail}", err=True)
             raise typer.Exit(1) from None

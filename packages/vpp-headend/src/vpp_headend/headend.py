@@ -36,6 +36,7 @@ from .grpc_service import AgentService
 from .ingest import Ingest
 from .limits import Limits
 from .logs import log_event
+from .loopwatch import LoopWatch
 from .metrics import Metrics
 from .notify import Listener
 from .registry import Registry
@@ -65,6 +66,7 @@ class Headend:
         self._clock = clock
         self.metrics = Metrics()
         self._gc = GcWatch(self.metrics.registry)
+        self._loop_watch = LoopWatch(self.metrics.registry)
         self.sessions = SessionRegistry()
         self._engine: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
@@ -216,6 +218,7 @@ class Headend:
         self._maintenance = asyncio.create_task(self._partition_loop(), name="partitions")
         self._rollups = asyncio.create_task(self._rollup_loop(), name="rollups")
         self._gc.install(s.gc_young_threshold)
+        self._loop_watch.start()
         self._gc_task = asyncio.create_task(
             self._gc.run(s.gc_freeze_interval_s, s.gc_full_collect_interval_s), name="gc"
         )
@@ -319,6 +322,7 @@ class Headend:
             await self._engine.dispose()
             self._engine = self._reader = None
         self._gc.uninstall()
+        self._loop_watch.stop()
         log_event(log, "stopped")
 
     async def ready(self) -> list[str]:

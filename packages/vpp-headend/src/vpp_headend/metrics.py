@@ -6,35 +6,63 @@ computed when scraped from callbacks, so the hot path only bumps counters.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import asyncio
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-class _LagCollector(Collector):
-    """``vpp_telemetry_lag_seconds{asset_id}``: now − ts of the latest stored reading."""
+class _LagText:
+    """``vpp_telemetry_lag_seconds{asset_id}``: now − ts of the latest stored reading.
+
+    Written straight to exposition text, not through prometheus-client's collector: one
+    series per asset is tens of thousands of samples, and the generic path (a Sample per
+    value, label escaping, float formatting) took 430 ms for 30,000 assets and 1.4 s for
+    100,000 — in the event loop, stalling every stream and request at each scrape. Here the
+    escaped series name is kept per asset and the text is built in chunks that give the
+    loop its turn between them.
+    """
+
+    HEADER = (
+        "# HELP vpp_telemetry_lag_seconds Seconds between now and the newest stored reading "
+        "of each asset\n# TYPE vpp_telemetry_lag_seconds gauge\n"
+    )
+    CHUNK = 5_000
 
     def __init__(
         self, source: Callable[[], Iterable[tuple[str, datetime]]], clock: Callable[[], datetime]
     ) -> None:
         self._source = source
         self._clock = clock
+        self._names: dict[str, str] = {}
 
-    def collect(self) -> Iterator[Metric]:
-        family = GaugeMetricFamily(
-            "vpp_telemetry_lag_seconds",
-            "Seconds between now and the newest stored reading of each asset",
-            labels=["asset_id"],
-        )
+    async def render(self) -> bytes:
+        rows = list(self._source())
+        if len(self._names) > 2 * len(rows) + 1_000:  # assets gone: do not grow forever
+            self._names.clear()
         now = self._clock()
-        for asset_id, ts in self._source():
-            family.add_metric([asset_id], max(0.0, (now - ts).total_seconds()))
-        yield family
+        names = self._names
+        parts = [self.HEADER]
+        for start in range(0, len(rows), self.CHUNK):
+            if start:
+                await asyncio.sleep(0)
+            for asset_id, ts in rows[start : start + self.CHUNK]:
+                name = names.get(asset_id)
+                if name is None:
+                    name = names[asset_id] = (
+                        f'vpp_telemetry_lag_seconds{{asset_id="{_escape(asset_id)}"}} '
+                    )
+                lag = (now - ts).total_seconds()
+                parts.append(f"{name}{lag if lag > 0.0 else 0.0!r}\n")
+        return "".join(parts).encode()
+
+
+def _escape(value: str) -> str:
+    """A label value as the text format wants it (backslash, quote, newline escaped)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 class Metrics:
@@ -42,6 +70,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._lag: list[_LagText] = []
         r = self.registry
         self.gateways_connected = Gauge(
             "vpp_gateways_connected", "Gateway sessions open on this headend", registry=r
@@ -116,11 +145,14 @@ class Metrics:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         """Export per-asset lag computed from ``source`` at scrape time."""
-        self.registry.register(_LagCollector(source, clock))
+        self._lag.append(_LagText(source, clock))
 
-    def render(self) -> bytes:
+    async def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
-        return generate_latest(self.registry)
+        out = [generate_latest(self.registry)]
+        for lag in self._lag:
+            out.append(await lag.render())
+        return b"".join(out)
 
 
 __all__ = ["CONTENT_TYPE", "Metrics"]

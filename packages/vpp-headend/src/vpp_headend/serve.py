@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import uvicorn
 
 from .app import create_app
+from .eventloop import running_loop_name
 from .headend import Headend
 from .logs import log_event
 from .settings import Settings
@@ -100,7 +101,12 @@ async def _announce(
     )
     grpc_port = headend.grpc_port or 0
     log_event(
-        log, "listening", host=headend.settings.host, http_port=http_port, grpc_port=grpc_port
+        log,
+        "listening",
+        host=headend.settings.host,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        loop=running_loop_name(),
     )
     if on_ready is not None:
         on_ready(http_port, grpc_port)

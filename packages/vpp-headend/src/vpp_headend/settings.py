@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .db.url import DatabaseUrlError, libpq_url
+from .eventloop import LOOPS
 
 
 class SettingsError(ValueError):
@@ -57,6 +58,8 @@ class Settings:
     gc_young_threshold: int = 10_000  # allocations between young collections (CPython: 700)
     gc_freeze_interval_s: float = 60.0  # survivors are frozen (left out of collections)
     gc_full_collect_interval_s: float = 3600.0  # then everything is collected once
+    # auto: uvloop where installed (C transports and timers; docs/scaling.md), else asyncio
+    event_loop: str = "auto"
     admit_concurrency: int = 8  # Registers admitted at once (each a few DB round trips)
     replica: str = "headend-1"  # unique per process when several share one database
     listen_reconnect_s: float = 1.0  # LISTEN/NOTIFY connection: wait before reconnecting
@@ -91,6 +94,10 @@ class Settings:
             problems.append(
                 f"host: plaintext gRPC on {self.host} (not loopback) needs --insecure; "
                 "configure --tls-cert/--tls-key/--tls-client-ca instead"
+            )
+        if self.event_loop not in LOOPS:
+            problems.append(
+                f"event_loop: must be one of {', '.join(LOOPS)}, not {self.event_loop!r}"
             )
         if self.rest_auth not in ("auto", "required"):
             problems.append(f"rest_auth: must be 'auto' or 'required', not {self.rest_auth!r}")

@@ -32,7 +32,7 @@ class OpsController(Controller):
     @get("/metrics", media_type=CONTENT_TYPE, responses=problem_responses(401))
     async def metrics(self, headend: HeadendDep) -> Response[bytes]:
         """Prometheus text exposition."""
-        return Response(headend.metrics.render(), media_type=CONTENT_TYPE)
+        return Response(await headend.metrics.render(), media_type=CONTENT_TYPE)
 
     @get("/gateways", responses=problem_responses(401))
     async def gateways(self, headend: HeadendDep) -> list[GatewayOut]:
