@@ -9,7 +9,9 @@ parent process fires dispatches over REST at a rate and reports:
 - readings/s stored in PostgreSQL (the headends' committed-rows counters over the window)
 - telemetry lag p50/p99: generation ``ts`` -> row visible in ``telemetry`` (probe assets
   polled every ``--lag-poll`` seconds; that is the resolution)
-- dispatch POST -> APPLIED p50/p99 (GET polled every 10 ms)
+- dispatch POST -> APPLIED p50/p99 (GET polled every 10 ms), the same on the headend's
+  clock (dispatch_events), and the POST and GET round trips inside it
+- the headends' event-loop lag (``vpp_event_loop_lag_seconds``) over the window
 - headend CPU (% of one core) and RSS per process, the PostgreSQL backends' CPU and the
   client processes' CPU, all over the same window
 - errors (stream failures, failed POSTs, dispatches not applied in time)
@@ -27,7 +29,8 @@ asyncio Protocols (``tools/loadgen_h2.py``: frames packed with ``struct``, the r
 headers HPACK-encoded once per process, flow control honoured). grpclib's client runs
 h2/hyperframe in pure Python and on a 2-core machine cost about as much CPU as the headend
 it measured; ``--client grpclib`` keeps it selectable to compare the two. Both drive the
-same gateway logic (`_gateway`).
+same gateway logic (`_gateway`). Clients and the parent run on uvloop where it is
+installed (a dependency of vpp-headend), like the headends.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import multiprocessing as mp
 import os
 import random
@@ -60,10 +64,13 @@ import psycopg
 from grpclib.client import Channel, Stream
 from grpclib.const import Cardinality
 
+from vpp_headend.eventloop import loop_factory
 from vpp_protocol import PROTOCOL_VERSION
 from vpp_protocol.upb import pb
 
 CONNECT = "/vpp.agent.v1.AgentService/Connect"
+_ROWS_STORED = re.compile(r"^vpp_telemetry_rows_stored_total (\S+)$", re.M)
+_LAG_BUCKET = re.compile(r'^vpp_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$', re.M)
 _LISTENING = re.compile(r"event=listening .*http_port=(\d+) grpc_port=(\d+)")
 
 
@@ -118,6 +125,18 @@ class Report:
     # without the REST round trips and polling of the measurement.
     server_applied_p50_ms: float | None = None
     server_applied_p99_ms: float | None = None
+    # The REST round trips inside the dispatch figure, and the harness parent's own CPU
+    # (it posts, polls and runs the lag probe): what the REST view adds, and whether the
+    # measuring side is the bottleneck.
+    rest_post_p50_ms: float | None = None
+    rest_post_p99_ms: float | None = None
+    rest_get_p50_ms: float | None = None
+    rest_get_p99_ms: float | None = None
+    parent_cpu_pct: float = 0.0
+    # vpp_event_loop_lag_seconds over the window, all headends: the upper bound of the
+    # histogram bucket holding the quantile (how long ready work waited for its turn).
+    loop_lag_p50_ms: float | None = None
+    loop_lag_p99_ms: float | None = None
     dispatches: int = 0
     dispatches_applied: int = 0
     headend_cpu_pct: list[float] = field(default_factory=list)
@@ -151,6 +170,12 @@ class Report:
             f"    on the headend's clock  {_fmt(self.server_applied_p50_ms, 'ms')} / "
             f"{_fmt(self.server_applied_p99_ms, 'ms')} p50 / p99 issued -> applied "
             "(dispatch_events; the rest is REST and polling)",
+            f"    REST round trips        POST {_fmt(self.rest_post_p50_ms, 'ms')} / "
+            f"{_fmt(self.rest_post_p99_ms, 'ms')}, GET {_fmt(self.rest_get_p50_ms, 'ms')} / "
+            f"{_fmt(self.rest_get_p99_ms, 'ms')} p50 / p99 (harness parent CPU "
+            f"{self.parent_cpu_pct:.0f}%)",
+            f"  headend loop lag          <= {_fmt(self.loop_lag_p50_ms, 'ms')} / "
+            f"<= {_fmt(self.loop_lag_p99_ms, 'ms')} p50 / p99 (vpp_event_loop_lag_seconds)",
             "  headend CPU (% of 1 core) "
             + ", ".join(f"{x:.0f}%" for x in self.headend_cpu_pct)
             + "   RSS "
@@ -519,7 +544,8 @@ def _client_main(
 
     # The harness stops clients through stop_evt; ignore the terminal's ^C here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=loop_factory("auto")) as runner:
+        runner.run(main())
 
 
 def _raise_nofile() -> None:
@@ -643,14 +669,42 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def _stored_rows(http: httpx.AsyncClient, headends: list[HeadendProc]) -> float:
-    total = 0.0
+async def _scrape(
+    http: httpx.AsyncClient, headends: list[HeadendProc]
+) -> tuple[float, dict[float, float]]:
+    """Rows stored and the cumulative ``vpp_event_loop_lag_seconds`` buckets, summed over
+    the headends (one /metrics scrape each)."""
+    rows = 0.0
+    buckets: dict[float, float] = {}
     for h in headends:
         text = (await http.get(f"http://127.0.0.1:{h.http_port}/metrics")).text
-        for line in text.splitlines():
-            if line.startswith("vpp_telemetry_rows_stored_total "):
-                total += float(line.split()[1])
-    return total
+        if m := _ROWS_STORED.search(text):
+            rows += float(m.group(1))
+        for m in _LAG_BUCKET.finditer(text):
+            le = float(m.group(1))
+            buckets[le] = buckets.get(le, 0.0) + float(m.group(2))
+    return rows, buckets
+
+
+async def _stored_rows(http: httpx.AsyncClient, headends: list[HeadendProc]) -> float:
+    """Rows stored by all the headends (``vpp_telemetry_rows_stored_total``)."""
+    return (await _scrape(http, headends))[0]
+
+
+def _bucket_quantile(cumulative: dict[float, float], q: float) -> float | None:
+    """Upper bound (ms) of the first bucket whose cumulative count reaches quantile ``q``."""
+    total = cumulative.get(math.inf, 0.0)
+    if total <= 0:
+        return None
+    for le in sorted(cumulative):
+        if cumulative[le] >= q * total:
+            return le * 1000
+    return None
+
+
+def _self_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 async def _backend_pids(url: str) -> list[int]:
@@ -688,8 +742,17 @@ async def _lag_monitor(url: str, probes: list[str], since: float, stop: asyncio.
                     await stop.wait()
 
 
+@dataclass
+class _Rest:
+    """What the dispatcher saw: POST -> APPLIED, and each POST and GET round trip (s)."""
+
+    applied: list[float] = field(default_factory=list)
+    post: list[float] = field(default_factory=list)
+    get: list[float] = field(default_factory=list)
+
+
 async def _dispatcher(
-    headends: list[HeadendProc], cfg: LoadConfig, stop: asyncio.Event, lat: list[float],
+    headends: list[HeadendProc], cfg: LoadConfig, stop: asyncio.Event, rest: _Rest,
     errors: dict[str, int],
 ) -> int:  # fmt: skip
     if cfg.dispatch_rate <= 0:
@@ -704,15 +767,19 @@ async def _dispatcher(
         t = time.perf_counter()
         try:
             resp = await http.post("/dispatch", json={"asset_id": target, "power_kw": n % 50})
+            rest.post.append(time.perf_counter() - t)
             if resp.status_code != 202:
                 errors[f"post_{resp.status_code}"] = errors.get(f"post_{resp.status_code}", 0) + 1
                 return
             did = resp.json()["dispatch_id"]
             deadline = t + 10
             while time.perf_counter() < deadline:
+                t_get = time.perf_counter()
                 state = (await http.get(f"/dispatch/{did}")).json()["state"]
+                now = time.perf_counter()
+                rest.get.append(now - t_get)
                 if state == "applied":
-                    lat.append(time.perf_counter() - t)
+                    rest.applied.append(now - t)
                     return
                 if state in ("failed", "rejected", "expired", "superseded"):
                     errors[f"dispatch_{state}"] = errors.get(f"dispatch_{state}", 0) + 1
@@ -775,20 +842,22 @@ async def _measure(
         cpu0 = [_cpu_s(p) for p in pids]
         client0 = sum(_cpu_s(p) for p in client_pids)
         db0 = {p: _cpu_s(p) for p in backends}
-        rows0 = await _stored_rows(http, headends)
+        rows0, buckets0 = await _scrape(http, headends)
+        parent0 = _self_cpu_s()
         t0 = time.monotonic()
         stop = asyncio.Event()
         lags: list[float] = []
-        lat: list[float] = []
+        rest_seen = _Rest()
         probes = [asset_id(g, 0) for g in range(min(cfg.probe_assets, cfg.gateways))]
         monitor = asyncio.create_task(
             _lag_monitor(url, probes, time.time(), stop, cfg.lag_poll_s, lags)
         )
         rest = headends[cfg.replicas :] if cfg.control_replica else headends
-        dispatcher = asyncio.create_task(_dispatcher(rest, cfg, stop, lat, report.errors))
+        dispatcher = asyncio.create_task(_dispatcher(rest, cfg, stop, rest_seen, report.errors))
         await asyncio.sleep(cfg.duration_s)
-        rows1 = await _stored_rows(http, headends)
+        rows1, buckets1 = await _scrape(http, headends)
         t1 = time.monotonic()
+        parent1 = _self_cpu_s()
         cpu1 = [_cpu_s(p) for p in pids]
         client1 = sum(_cpu_s(p) for p in client_pids)
         db1 = {p: _cpu_s(p) for p in backends}
@@ -812,11 +881,21 @@ async def _measure(
         report.lag_p99_s = _pct(lags, 0.99)
         report.lag_max_s = max(lags)
         report.lag_samples = len(lags)
-    report.dispatches_applied = len(lat)
-    if lat:
-        ms = [x * 1000 for x in lat]
+    report.parent_cpu_pct = 100 * (parent1 - parent0) / report.window_s
+    report.dispatches_applied = len(rest_seen.applied)
+    if rest_seen.applied:
+        ms = [x * 1000 for x in rest_seen.applied]
         report.dispatch_p50_ms = statistics.median(ms)
         report.dispatch_p99_ms = _pct(ms, 0.99)
+    if rest_seen.post:
+        ms = [x * 1000 for x in rest_seen.post]
+        report.rest_post_p50_ms, report.rest_post_p99_ms = statistics.median(ms), _pct(ms, 0.99)
+    if rest_seen.get:
+        ms = [x * 1000 for x in rest_seen.get]
+        report.rest_get_p50_ms, report.rest_get_p99_ms = statistics.median(ms), _pct(ms, 0.99)
+    window = {le: buckets1.get(le, 0.0) - n for le, n in buckets0.items()}
+    report.loop_lag_p50_ms = _bucket_quantile(window, 0.5)
+    report.loop_lag_p99_ms = _bucket_quantile(window, 0.99)
     if server_ms:
         report.server_applied_p50_ms = statistics.median(server_ms)
         report.server_applied_p99_ms = _pct(server_ms, 0.99)
@@ -881,7 +960,8 @@ def run(
         for p in procs:
             p.start()
         try:
-            asyncio.run(_measure(url, headends, cfg, report, connected, failed, procs))
+            with asyncio.Runner(loop_factory=loop_factory("auto")) as runner:
+                runner.run(_measure(url, headends, cfg, report, connected, failed, procs))
         finally:
             stop_evt.set()
             for p in procs:

@@ -21,6 +21,7 @@ import contextlib
 import struct
 from collections import deque
 from functools import lru_cache
+from typing import cast
 
 import hpack
 
@@ -157,9 +158,9 @@ class GrpcCallProtocol(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        transport.write(connection_start(self._header_block, self._window))
+        # uvloop's transports do not subclass asyncio.Transport; they have its methods.
+        self._transport = cast(asyncio.Transport, transport)
+        self._transport.write(connection_start(self._header_block, self._window))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(StreamTerminatedError("Connection lost"))
