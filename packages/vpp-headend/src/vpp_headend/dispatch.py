@@ -45,7 +45,7 @@ from .errors import ConflictError, NotFoundError, ValidationFailedError
 from .lifecycle import advances, aggregate
 from .logs import log_event
 from .metrics import Metrics
-from .notify import notify_dispatch
+from .notify import DISPATCH_CHANNEL
 from .registry import Registry
 from .sessions import Session, SessionRegistry
 
@@ -344,24 +344,29 @@ class DispatchService:
             updated_at = sent_now
             events.append(repo.event_row(dispatch_id, sent_now, state, "dispatch"))
             after.add(_transition_log(dispatch_id, "dispatch", "pending", state))
-        await repo.insert_dispatch(
+        targets: tuple[TargetView, ...] = ()
+        if req.target_kind == "asset":
+            targets = (
+                TargetView(
+                    req.target_id, plans[0].site_id, req.power_kw, "pending", None, False, None, now
+                ),
+            )
+        await repo.create(
             conn,
-            dispatch_id=dispatch_id,
-            target_kind=req.target_kind,
-            target_id=req.target_id,
-            power_kw=req.power_kw,
-            state=state,
-            idempotency_key=req.idempotency_key,
-            request_fingerprint=req.fingerprint,
-            issued_at=now,
-            expires_at=req.expires_at,
-            updated_at=updated_at,
-            detail=detail,
-        )
-        await repo.insert_rows(
-            conn,
-            repo.dl,
-            [
+            dispatch={
+                "dispatch_id": dispatch_id,
+                "target_kind": req.target_kind,
+                "target_id": req.target_id,
+                "power_kw": req.power_kw,
+                "state": state,
+                "idempotency_key": req.idempotency_key,
+                "request_fingerprint": req.fingerprint,
+                "issued_at": now,
+                "expires_at": req.expires_at,
+                "updated_at": updated_at,
+                "detail": detail,
+            },
+            deliveries=[
                 {
                     "dispatch_id": dispatch_id,
                     "site_id": x.site_id,
@@ -373,28 +378,22 @@ class DispatchService:
                 }
                 for x in deliveries
             ],
-        )
-        await repo.insert_rows(conn, repo.ev, events)
-        targets: tuple[TargetView, ...] = ()
-        if req.target_kind == "asset":
-            await repo.upsert_target(
-                conn,
-                dispatch_id=dispatch_id,
-                asset_id=req.target_id,
-                site_id=plans[0].site_id,
-                allocation_kw=req.power_kw,
-                state="pending",
-                updated_at=now,
-            )
-            targets = (
-                TargetView(
-                    req.target_id, plans[0].site_id, req.power_kw, "pending", None, False, None, now
-                ),
-            )
-        if any(x.state == "pending" for x in deliveries):
+            events=events,
+            targets=[
+                {
+                    "dispatch_id": dispatch_id,
+                    "asset_id": x.asset_id,
+                    "site_id": x.site_id,
+                    "allocation_kw": x.allocation_kw,
+                    "state": x.state,
+                    "updated_at": x.updated_at,
+                }
+                for x in targets
+            ],
             # Every replica hears of it once committed; the one holding the stream
             # delivers. Nothing pending: nothing for another replica to do.
-            await notify_dispatch(conn, dispatch_id)
+            notify=(DISPATCH_CHANNEL if any(x.state == "pending" for x in deliveries) else None),
+        )
         view = DispatchView(
             dispatch_id=dispatch_id,
             target_kind=req.target_kind,
@@ -583,51 +582,55 @@ class DispatchService:
     ) -> bool:
         """Lock the dispatch, move one delivery forward and recompute the dispatch's
         state. False when it would not be progress."""
-        row, dlvs = await repo.lock_with_deliveries(conn, dispatch_id)
-        if row is None:
+        locked = await repo.lock_with_deliveries(conn, dispatch_id)
+        if locked is None:
             return False
         events: list[dict[str, Any]] = []
-        moved = await self._advance(
-            conn,
-            row,
-            dlvs,
+        writes = repo.Writes()
+        moved = self._advance(
+            locked,
             site_id,
             state,
             now,
             after,
             events,
+            writes,
             reason=reason,
             detail=detail,
             **values,
         )
-        await repo.insert_rows(conn, repo.ev, events)
+        if events:
+            writes.add(repo.events_insert(events))
+        await writes.run(conn)
         return moved
 
-    async def _advance(
+    def _advance(
         self,
-        conn: AsyncConnection,
-        row: Any,
-        dlvs: dict[str, dict[str, Any]],
+        locked: repo.Locked,
         site_id: str,
         state: str,
         now: datetime,
         after: _AfterCommit,
         events: list[dict[str, Any]],
+        writes: repo.Writes,
         *,
         reason: str | None = None,
         detail: str | None = None,
         **values: Any,
     ) -> bool:
-        """Move one delivery forward given the locked dispatches ``row`` and its
-        deliveries ``dlvs`` (read in this transaction), and the dispatch's state with it.
-        The transitions' events are appended to ``events``: the caller inserts them.
-        False when it would not be progress."""
+        """Move one delivery forward given the ``locked`` dispatch (read in this
+        transaction), and the dispatch's state with it. The updates go to ``writes`` and
+        the transitions' events to ``events``: the caller sends them. False when it would
+        not be progress."""
+        row, dlvs = locked.row, locked.deliveries
         dispatch_id: UUID = row["dispatch_id"]
         dlv = dlvs.get(site_id)
         if dlv is None or not advances(dlv["state"], state):
             return False
-        await repo.set_delivery(
-            conn, dispatch_id, site_id, state=state, updated_at=now, reason=reason, **values
+        writes.add(
+            repo.delivery_update(
+                dispatch_id, site_id, state=state, updated_at=now, reason=reason, **values
+            )
         )
         events.append(repo.event_row(dispatch_id, now, state, "site", site_id, reason or detail))
         after.add(
@@ -639,7 +642,7 @@ class DispatchService:
         new = aggregate(states)
         old = row["state"]
         if old != new:
-            await repo.set_dispatch(conn, dispatch_id, state=new, updated_at=now)
+            writes.add(repo.dispatch_update(dispatch_id, state=new, updated_at=now))
             events.append(repo.event_row(dispatch_id, now, new, "dispatch"))
             after.add(_transition_log(dispatch_id, "dispatch", old, new))
             if new in TERMINAL_STATES:
@@ -655,11 +658,12 @@ class DispatchService:
         after = _AfterCommit()
         changed = False
         async with self._engine.begin() as conn:
-            # One transaction, read once: the locked dispatch, its deliveries and targets;
-            # then only the writes (delivery, targets, dispatch, one INSERT of events).
-            row, dlvs = await repo.lock_with_deliveries(conn, ack.setpoint_id)
-            dlv = dlvs.get(session.site_id)
-            if row is None or dlv is None:
+            # One transaction, read once: the locked dispatch, then its deliveries and
+            # targets; then the writes (targets, delivery, dispatch, events) in one
+            # statement. Four round trips with BEGIN and COMMIT, however many assets.
+            locked = await repo.lock_with_deliveries(conn, ack.setpoint_id)
+            dlv = locked.deliveries.get(session.site_id) if locked is not None else None
+            if locked is None or dlv is None:
                 self._metrics.acks_ignored.labels("unknown_setpoint").inc()
                 log_event(
                     log,
@@ -671,19 +675,21 @@ class DispatchService:
                 )
                 return False
             events: list[dict[str, Any]] = []
-            changed |= await self._ack_targets(conn, row, session.site_id, ack, now, events)
-            moved = await self._advance(
-                conn,
-                row,
-                dlvs,
+            writes = repo.Writes()
+            changed |= self._ack_targets(locked, session.site_id, ack, now, events, writes)
+            moved = self._advance(
+                locked,
                 session.site_id,
                 ack.state,
                 now,
                 after,
                 events,
+                writes,
                 reason=ack.reason or None,
             )
-            await repo.insert_rows(conn, repo.ev, events)
+            if events:
+                writes.add(repo.events_insert(events))
+            await writes.run(conn)
             changed |= moved
             sent_at = dlv["sent_at"]
             if moved and ack.state in TERMINAL_STATES and sent_at is not None:
@@ -694,18 +700,18 @@ class DispatchService:
             self._metrics.acks_ignored.labels("repeat").inc()
         return changed
 
-    async def _ack_targets(
+    def _ack_targets(
         self,
-        conn: AsyncConnection,
-        dispatch: Any,
+        locked: repo.Locked,
         site_id: str,
         ack: Ack,
         now: datetime,
         events: list[dict[str, Any]],
+        writes: repo.Writes,
     ) -> bool:
-        """Per-asset bookkeeping: allocations and ack states (forward only); the
-        transitions' events are appended to ``events``."""
-        existing = await repo.targets(conn, ack.setpoint_id)
+        """Per-asset bookkeeping: allocations and ack states (forward only); the upserts
+        go to ``writes``, the transitions' events to ``events``."""
+        dispatch, existing = locked.row, locked.targets
         served = self._session_assets(site_id)
         # A site reports only on assets its session serves: an allocation naming another
         # site's asset is refused and logged, never stored under that asset.
@@ -755,13 +761,14 @@ class DispatchService:
                 "allocation_kw": cur["allocation_kw"] if cur is not None else None,
                 **values,
             }
-            await repo.upsert_target(
-                conn,
-                dispatch_id=ack.setpoint_id,
-                asset_id=asset_id,
-                site_id=site_id,
-                updated_at=now,
-                **row,
+            writes.add(
+                repo.target_upsert(
+                    dispatch_id=ack.setpoint_id,
+                    asset_id=asset_id,
+                    site_id=site_id,
+                    updated_at=now,
+                    **row,
+                )
             )
             changed = True
         return changed

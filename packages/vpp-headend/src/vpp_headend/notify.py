@@ -34,13 +34,6 @@ DISPATCH_CHANNEL = "vpp_dispatch"
 SESSION_CHANNEL = "vpp_session"
 
 
-async def notify_dispatch(conn: AsyncConnection, dispatch_id: UUID) -> None:
-    """Announce a new dispatch (delivered when ``conn``'s transaction commits)."""
-    await conn.execute(
-        text("SELECT pg_notify(:c, :p)"), {"c": DISPATCH_CHANNEL, "p": str(dispatch_id)}
-    )
-
-
 async def notify_session(conn: AsyncConnection, site_id: str, epoch: int, session_id: UUID) -> None:
     """Announce a new session of a site (delivered when ``conn``'s transaction commits)."""
     await conn.execute(
@@ -142,6 +135,5 @@ __all__ = [
     "DISPATCH_CHANNEL",
     "SESSION_CHANNEL",
     "Listener",
-    "notify_dispatch",
     "notify_session",
 ]

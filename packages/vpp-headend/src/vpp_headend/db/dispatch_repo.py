@@ -13,7 +13,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, true, update
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -45,14 +46,28 @@ async def by_idempotency_key(conn: AsyncConnection, key: str) -> RowMapping | No
     return row._mapping if row is not None else None
 
 
-async def insert_dispatch(conn: AsyncConnection, **values: Any) -> None:
-    """Insert the dispatches row."""
-    await conn.execute(insert(d).values(**values))
-
-
-async def insert_delivery(conn: AsyncConnection, **values: Any) -> None:
-    """Insert one per-site delivery."""
-    await conn.execute(insert(dl).values(**values))
+async def create(
+    conn: AsyncConnection,
+    dispatch: dict[str, Any],
+    deliveries: Sequence[dict[str, Any]],
+    events: Sequence[dict[str, Any]],
+    targets: Sequence[dict[str, Any]],
+    notify: str | None,
+) -> None:
+    """Insert a new dispatch with its deliveries, events and targets — and ``pg_notify``
+    on ``notify`` if given — in one statement (data-modifying CTEs; the foreign keys are
+    checked at its end). One round trip instead of five: under load each costs a turn of
+    a busy event loop."""
+    ctes = [insert(d).values(**dispatch).cte("new_dispatch")]
+    for name, table, rows in (
+        ("new_deliveries", dl, deliveries),
+        ("new_events", ev, events),
+        ("new_targets", t, targets),
+    ):
+        if rows:
+            ctes.append(insert(table).values(list(rows)).cte(name))
+    final = select(func.pg_notify(notify, str(dispatch["dispatch_id"])) if notify else true())
+    await conn.execute(final.add_cte(*ctes))
 
 
 async def insert_rows(conn: AsyncConnection, table: Any, rows: Sequence[dict[str, Any]]) -> None:
@@ -110,38 +125,106 @@ async def lock_dispatch(conn: AsyncConnection, dispatch_id: UUID) -> RowMapping 
     return row._mapping if row is not None else None
 
 
-async def lock_with_deliveries(
-    conn: AsyncConnection, dispatch_id: UUID
-) -> tuple[RowMapping | None, dict[str, dict[str, Any]]]:
-    """`lock_dispatch`, then the deliveries' states: the dispatches row (locked for this
-    transaction) and, by site id, each delivery's ``site_id``, ``state``, ``sent_at`` and
-    ``attempts``.
+@dataclass(frozen=True, slots=True)
+class Locked:
+    """A dispatch locked for this transaction, with its deliveries and targets as read
+    after the lock was granted."""
+
+    row: RowMapping
+    deliveries: dict[str, dict[str, Any]]  # by site id: site_id, state, sent_at, attempts
+    targets: dict[str, dict[str, Any]]  # by asset id: every dispatch_targets column
+
+
+_LOCK_DL_COLS = ("site_id", "state", "sent_at", "attempts")
+
+
+@functools.cache
+def _after_lock_query() -> Any:
+    dla = _arrays(dl, "dl_", _LOCK_DL_COLS, (dl.c.site_id,))
+    ta = _arrays(t, "t_", _T_COLS, (t.c.asset_id,))
+    return (
+        select(dla, ta)
+        .select_from(d.join(dla, true()).join(ta, true()))
+        .where(d.c.dispatch_id == bindparam("dispatch_id", type_=d.c.dispatch_id.type))
+    )
+
+
+async def lock_with_deliveries(conn: AsyncConnection, dispatch_id: UUID) -> Locked | None:
+    """`lock_dispatch`, then its deliveries and targets; None for an unknown dispatch.
 
     Two statements on purpose. In one (a join with ``FOR UPDATE OF dispatches``), a
     statement that waited for the lock re-reads only the locked row when it proceeds; the
     joined deliveries would come from the snapshot taken before the wait. Two sites acking
     a group dispatch at once then each saw the other's delivery as it was before, and the
-    dispatch never became ``applied``. Under READ COMMITTED the second statement sees
-    everything committed before the lock was granted.
+    dispatch never became ``applied``. Under READ COMMITTED the second statement (the
+    deliveries and the targets together) sees everything committed before the lock was
+    granted.
     """
     row = await lock_dispatch(conn, dispatch_id)
     if row is None:
-        return None, {}
-    rows = await conn.execute(
-        select(dl.c.site_id, dl.c.state, dl.c.sent_at, dl.c.attempts)
-        .where(dl.c.dispatch_id == dispatch_id)
-        .order_by(dl.c.site_id)
-    )
+        return None
+    after = (await conn.execute(_after_lock_query(), {"dispatch_id": dispatch_id})).one()
+    m = after._mapping
     dlvs = {
-        r.site_id: {
-            "site_id": r.site_id,
-            "state": r.state,
-            "sent_at": r.sent_at,
-            "attempts": r.attempts,
-        }
-        for r in rows
+        x[0]: dict(zip(_LOCK_DL_COLS, x, strict=True)) for x in _columns(m, "dl_", _LOCK_DL_COLS)
     }
-    return row, dlvs
+    targets = {x[0]: dict(zip(_T_COLS, x, strict=True)) for x in _columns(m, "t_", _T_COLS)}
+    return Locked(row, dlvs, targets)
+
+
+class Writes:
+    """Writes decided in Python, sent together as one statement (data-modifying CTEs) —
+    one round trip however many. They must not touch the same row twice: they all see
+    the statement's one snapshot."""
+
+    def __init__(self) -> None:
+        self._stmts: list[Any] = []
+
+    def add(self, stmt: Any) -> None:
+        self._stmts.append(stmt)
+
+    def __bool__(self) -> bool:
+        return bool(self._stmts)
+
+    async def run(self, conn: AsyncConnection) -> None:
+        stmts, self._stmts = self._stmts, []
+        if len(stmts) == 1:
+            await conn.execute(stmts[0])
+        elif stmts:
+            await conn.execute(
+                select(true()).add_cte(*(x.cte(f"w{i}") for i, x in enumerate(stmts)))
+            )
+
+
+def delivery_update(dispatch_id: UUID, site_id: str, **values: Any) -> Any:
+    """UPDATE of one delivery (for `Writes`)."""
+    return (
+        update(dl).where(dl.c.dispatch_id == dispatch_id, dl.c.site_id == site_id).values(**values)
+    )
+
+
+def dispatch_update(dispatch_id: UUID, **values: Any) -> Any:
+    """UPDATE of the dispatches row (for `Writes`)."""
+    return update(d).where(d.c.dispatch_id == dispatch_id).values(**values)
+
+
+def events_insert(rows: Sequence[dict[str, Any]]) -> Any:
+    """One multi-row INSERT of ``dispatch_events`` rows (for `Writes`)."""
+    return insert(ev).values(list(rows))
+
+
+def target_upsert(**values: Any) -> Any:
+    """Insert or replace one per-asset row, values bound in (for `Writes`). The update
+    repeats the values rather than naming ``excluded`` (whose column proxies cost more
+    to build than the statement is worth)."""
+    return (
+        pg_insert(t)
+        .values(**values)
+        .on_conflict_do_update(
+            index_elements=[t.c.dispatch_id, t.c.asset_id],
+            set_={k: v for k, v in values.items() if k not in ("dispatch_id", "asset_id")},
+        )
+    )
 
 
 async def deliveries(conn: AsyncConnection, dispatch_id: UUID) -> list[RowMapping]:
@@ -156,36 +239,12 @@ async def set_delivery(
     conn: AsyncConnection, dispatch_id: UUID, site_id: str, **values: Any
 ) -> None:
     """Update one delivery."""
-    await conn.execute(
-        update(dl).where(dl.c.dispatch_id == dispatch_id, dl.c.site_id == site_id).values(**values)
-    )
+    await conn.execute(delivery_update(dispatch_id, site_id, **values))
 
 
 async def set_dispatch(conn: AsyncConnection, dispatch_id: UUID, **values: Any) -> None:
     """Update the dispatches row."""
-    await conn.execute(update(d).where(d.c.dispatch_id == dispatch_id).values(**values))
-
-
-async def targets(conn: AsyncConnection, dispatch_id: UUID) -> dict[str, RowMapping]:
-    """Per-asset rows of a dispatch, by asset id."""
-    rows = await conn.execute(select(t).where(t.c.dispatch_id == dispatch_id))
-    return {r.asset_id: r._mapping for r in rows}
-
-
-async def upsert_target(conn: AsyncConnection, **values: Any) -> None:
-    """Insert or replace one per-asset row (the caller decided the values)."""
-    await conn.execute(_target_upsert(tuple(sorted(values))), values)
-
-
-@functools.cache
-def _target_upsert(keys: tuple[str, ...]) -> Any:
-    """The upsert for one set of columns, built once: building ``excluded`` creates a
-    column proxy per column each time (a few % of the headend's CPU under load)."""
-    stmt = pg_insert(t).values({k: bindparam(k, type_=t.c[k].type) for k in keys})
-    return stmt.on_conflict_do_update(
-        index_elements=[t.c.dispatch_id, t.c.asset_id],
-        set_={k: stmt.excluded[k] for k in keys if k not in ("dispatch_id", "asset_id")},
-    )
+    await conn.execute(dispatch_update(dispatch_id, **values))
 
 
 async def open_deliveries_for_site(conn: AsyncConnection, site_id: str) -> list[OpenDelivery]:
@@ -317,67 +376,80 @@ async def expirable(conn: AsyncConnection, now: datetime, sent_cutoff: datetime)
     return [r.dispatch_id for r in rows]
 
 
+def _arrays(table: Any, prefix: str, cols: Sequence[str], order: Sequence[Any]) -> Any:
+    """A LATERAL subquery: each column of ``table``'s rows for the outer dispatch as one
+    array (in ``order``); NULL when there are none."""
+    return (
+        select(
+            *(
+                func.array_agg(aggregate_order_by(table.c[c], *order)).label(f"{prefix}{c}")
+                for c in cols
+            )
+        )
+        .where(table.c.dispatch_id == d.c.dispatch_id)
+        .lateral(f"{prefix}agg")
+    )
+
+
+_DL_COLS = ("site_id", "power_kw", "state", "sent_at", "updated_at", "reason")
+_T_COLS = (
+    "asset_id",
+    "site_id",
+    "allocation_kw",
+    "state",
+    "applied_kw",
+    "clamped",
+    "reason",
+    "updated_at",
+)
+_EV_COLS = ("at", "state", "scope", "scope_id", "detail")
+
+
+@functools.cache
+def _view_query(full: bool) -> Any:
+    """Dispatches with their deliveries (and, if ``full``, targets and events) as arrays:
+    one statement, one round trip, however many dispatches (a GET under load waits a
+    turn of a busy event loop per round trip)."""
+    dla = _arrays(dl, "dl_", _DL_COLS, (dl.c.site_id,))
+    parts: list[Any] = [d, dla]
+    joined = d.join(dla, true())
+    if full:
+        ta = _arrays(t, "t_", _T_COLS, (t.c.asset_id,))
+        eva = _arrays(ev, "ev_", _EV_COLS, (ev.c.event_id,))
+        parts += [ta, eva]
+        joined = joined.join(ta, true()).join(eva, true())
+    return select(*parts).select_from(joined)
+
+
+def _columns(r: RowMapping, prefix: str, cols: Sequence[str]) -> Any:
+    """The rows of one LATERAL's arrays, as tuples (none when the arrays are NULL)."""
+    arrays = [r[f"{prefix}{c}"] for c in cols]
+    return zip(*arrays, strict=True) if arrays[0] is not None else ()
+
+
+def _to_view(r: RowMapping, full: bool) -> DispatchView:
+    return DispatchView(
+        dispatch_id=r["dispatch_id"],
+        target_kind=r["target_kind"],
+        target_id=r["target_id"],
+        power_kw=r["power_kw"],
+        state=r["state"],
+        issued_at=r["issued_at"],
+        expires_at=r["expires_at"],
+        updated_at=r["updated_at"],
+        detail=r["detail"],
+        deliveries=tuple(DeliveryView(*x) for x in _columns(r, "dl_", _DL_COLS)),
+        targets=tuple(TargetView(*x) for x in _columns(r, "t_", _T_COLS)) if full else (),
+        events=tuple(DispatchEvent(*x) for x in _columns(r, "ev_", _EV_COLS)) if full else (),
+    )
+
+
 async def view(
     conn: AsyncConnection, dispatch_id: UUID, *, full: bool = True
 ) -> DispatchView | None:
-    """A dispatch with its deliveries, targets and events."""
-    row = (await conn.execute(select(d).where(d.c.dispatch_id == dispatch_id))).first()
-    if row is None:
-        return None
-    return (await views(conn, [row._mapping], full=full))[0]
-
-
-async def views(
-    conn: AsyncConnection, rows: Sequence[RowMapping], *, full: bool = True
-) -> list[DispatchView]:
-    """Views of several dispatches rows (deliveries always; targets and events if ``full``)."""
-    ids = [r["dispatch_id"] for r in rows]
-    by_id_dl: dict[UUID, list[DeliveryView]] = {i: [] for i in ids}
-    for r in await conn.execute(select(dl).where(dl.c.dispatch_id.in_(ids)).order_by(dl.c.site_id)):
-        by_id_dl[r.dispatch_id].append(
-            DeliveryView(r.site_id, r.power_kw, r.state, r.sent_at, r.updated_at, r.reason)
-        )
-    by_id_t: dict[UUID, list[TargetView]] = {i: [] for i in ids}
-    by_id_ev: dict[UUID, list[DispatchEvent]] = {i: [] for i in ids}
-    if full:
-        for r in await conn.execute(
-            select(t).where(t.c.dispatch_id.in_(ids)).order_by(t.c.asset_id)
-        ):
-            by_id_t[r.dispatch_id].append(
-                TargetView(
-                    r.asset_id,
-                    r.site_id,
-                    r.allocation_kw,
-                    r.state,
-                    r.applied_kw,
-                    r.clamped,
-                    r.reason,
-                    r.updated_at,
-                )
-            )
-        for r in await conn.execute(
-            select(ev).where(ev.c.dispatch_id.in_(ids)).order_by(ev.c.event_id)
-        ):
-            by_id_ev[r.dispatch_id].append(
-                DispatchEvent(r.at, r.state, r.scope, r.scope_id, r.detail)
-            )
-    return [
-        DispatchView(
-            dispatch_id=r["dispatch_id"],
-            target_kind=r["target_kind"],
-            target_id=r["target_id"],
-            power_kw=r["power_kw"],
-            state=r["state"],
-            issued_at=r["issued_at"],
-            expires_at=r["expires_at"],
-            updated_at=r["updated_at"],
-            detail=r["detail"],
-            deliveries=tuple(by_id_dl[r["dispatch_id"]]),
-            targets=tuple(by_id_t[r["dispatch_id"]]),
-            events=tuple(by_id_ev[r["dispatch_id"]]),
-        )
-        for r in rows
-    ]
+    """A dispatch with its deliveries, targets and events (one statement)."""
+    row = (await conn.execute(_view_query(full).where(d.c.dispatch_id == dispatch_id))).first()
+    return _to_view(row._mapping, full) if row is not None else None
 
 
 async def search(
@@ -388,8 +460,9 @@ async def search(
     state: str | None,
     limit: int,
 ) -> list[DispatchView]:
-    """Dispatches, newest first, filtered by asset (target or allocation), site and state."""
-    query = select(d).order_by(d.c.issued_at.desc(), d.c.dispatch_id.desc()).limit(limit)
+    """Dispatches, newest first, filtered by asset (target or allocation), site and state;
+    with their deliveries (one statement)."""
+    query = _view_query(False).order_by(d.c.issued_at.desc(), d.c.dispatch_id.desc()).limit(limit)
     if asset_id is not None:
         query = query.where(
             d.c.dispatch_id.in_(select(t.c.dispatch_id).where(t.c.asset_id == asset_id))
@@ -400,8 +473,7 @@ async def search(
         )
     if state is not None:
         query = query.where(d.c.state == state)
-    rows = [r._mapping for r in await conn.execute(query)]
-    return await views(conn, rows, full=False)
+    return [_to_view(r._mapping, False) for r in await conn.execute(query)]
 
 
 async def count_by_state(conn: AsyncConnection) -> dict[str, int]:
