@@ -30,11 +30,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import psycopg
@@ -45,6 +45,7 @@ from grpclib.server import Server, Stream
 import vpp_protocol as vp
 from vpp_headend import Settings
 from vpp_headend.db.migrate import upgrade
+from vpp_headend.eventloop import loop_factory
 from vpp_headend.headend import Headend
 from vpp_headend.serve import run
 from vpp_protocol.sitefile import parse_site_file
@@ -53,6 +54,8 @@ from vpp_protocol.upb import pb
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 # tools/ is not a package; spawned client processes import loadgen by name from sys.path.
 from loadgen import CONNECT, Raw, batch_frames, fresh_database
+
+T = TypeVar("T")
 
 
 def _batches(site: int, assets: int, readings: int, batch: int) -> list[bytes]:
@@ -108,7 +111,14 @@ def _client_main(
     async def main() -> None:
         await asyncio.gather(*(_gateway(port, g, frames[g], assets) for g in range(gateways)))
 
-    asyncio.run(main())
+    _run(main())
+
+
+def _run(coro: Coroutine[Any, Any, T], loop: str = "auto") -> T:
+    """Run ``coro`` on the event loop a headend uses (``--loop``; uvloop where installed):
+    the floor, the headend and the clients all on the same one."""
+    with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+        return runner.run(coro)
 
 
 # -- measurements ---------------------------------------------------------------------------
@@ -376,13 +386,19 @@ def main() -> None:
     parser.add_argument(
         "--dispatch-only", action="store_true", help="only the dispatch latency (part 2)"
     )
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="event loop of the floor server and the headend (auto: uvloop where installed)",
+    )
     args = parser.parse_args()
     if args.dispatch_only:
         load_before = os.getloadavg()
         with database() as url:
             upgrade(url)
-            asyncio.run(_register_site(url, args.assets))
-            _print_latency(asyncio.run(dispatch_latency(url, args.dispatches)))
+            _run(_register_site(url, args.assets), args.loop)
+            _print_latency(_run(dispatch_latency(url, args.dispatches), args.loop))
         print(
             f"  load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} (2 cores)"
         )
@@ -392,17 +408,18 @@ def main() -> None:
     frames = _batches(0, args.assets, args.readings, args.batch)
     bp_rate, upb_rate, upb_fields_rate = decode_rates(frames, args.readings)
     load_before = os.getloadavg()
-    floor_fig = asyncio.run(floor(total, args.assets, args.batch, args.timeout))
+    floor_fig = _run(floor(total, args.assets, args.batch, args.timeout), args.loop)
     one = argparse.Namespace(**{**vars(args), "gateways": 1, "readings": total})
     with database() as url:
         upgrade(url)
-        figures = asyncio.run(ingest(url, args))
-        single = asyncio.run(ingest(url, one))
-        latencies = asyncio.run(dispatch_latency(url, args.dispatches))
+        figures = _run(ingest(url, args), args.loop)
+        single = _run(ingest(url, one), args.loop)
+        latencies = _run(dispatch_latency(url, args.dispatches), args.loop)
 
     print(
         f"headend ingest: {total} readings in TelemetryBatch of {args.batch} "
-        f"({args.assets} assets per gateway), clients in a separate process; "
+        f"({args.assets} assets per gateway), clients in a separate process, "
+        f"{'uvloop' if loop_factory(args.loop) else 'asyncio'} event loop; "
         f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} (2 cores)"
     )
     print(

@@ -4,13 +4,28 @@ and reading one (or a list) is one statement — with everything still in the an
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+import psycopg
 from sqlalchemy import event
 
 import vpp_protocol as vp
+from vpp_headend.notify import DISPATCH_CHANNEL
+
+
+@asynccontextmanager
+async def notifications(running: Any) -> AsyncIterator[list[str]]:
+    """Payloads NOTIFYed on the dispatch channel while the block runs."""
+    heard: list[str] = []
+    url = running.headend.settings.database_url
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute(f"LISTEN {DISPATCH_CHANNEL}")
+        yield heard
+        await conn.execute("SELECT 1")  # a round trip: anything committed has arrived
+        async for note in conn.notifies(timeout=0.5):
+            heard.append(note.payload)
 
 
 @contextmanager
@@ -40,13 +55,14 @@ async def test_a_dispatch_is_created_in_one_statement_and_read_in_one(
     await running.import_site(site_yaml("s2", ["s2-a"], groups=["north"], capacity_kw=100))
 
     # Neither site is connected: each share waits, pending, for its gateway.
-    with statements(running) as sql:
-        body = await running.dispatch(group_id="north", power_kw=80.0)
+    async with notifications(running) as heard:
+        with statements(running) as sql:
+            body = await running.dispatch(group_id="north", power_kw=80.0)
     writes = [s for s in sql if s.startswith(("INSERT", "WITH"))]
     assert len(writes) == 1, writes
     for table in ("dispatches", "dispatch_deliveries", "dispatch_events"):
         assert f"INSERT INTO {table} " in writes[0]
-    assert "pg_notify" in writes[0]  # pending: the replica holding a stream delivers
+    assert heard == [body["dispatch_id"]]  # pending: the replica holding a stream delivers
     assert {d["site_id"]: (d["state"], d["power_kw"]) for d in body["deliveries"]} == {
         "s1": ("pending", 40.0),
         "s2": ("pending", 40.0),
@@ -86,12 +102,13 @@ async def test_an_asset_dispatch_stores_its_target_in_the_same_statement(
     await running.import_site(site_yaml("s1", ["s1-a"]))
     agent = await agents(running.grpc_port, "s1")
     await agent.register(["s1-a"])
-    with statements(running) as sql:
-        body = await running.dispatch(asset_id="s1-a", power_kw=12.5)
+    async with notifications(running) as heard:
+        with statements(running) as sql:
+            body = await running.dispatch(asset_id="s1-a", power_kw=12.5)
     writes = [s for s in sql if s.startswith(("INSERT", "WITH"))]
     assert len(writes) == 1, writes
     assert "INSERT INTO dispatch_targets " in writes[0]
-    assert "pg_notify" not in writes[0]  # sent on this replica's stream: nothing to announce
+    assert heard == []  # sent on this replica's stream: nothing to announce
     sp = await agent.setpoint()
     agent.ack(sp.setpoint_id, vp.AckState.APPLIED, allocations={"s1-a": 12.5})
     done = await running.wait_state(body["dispatch_id"], "applied")

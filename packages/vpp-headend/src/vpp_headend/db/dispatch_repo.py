@@ -13,11 +13,12 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, true, update
+from sqlalchemy import Boolean, Text, and_, bindparam, func, insert, or_, select, true, update
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.types import ARRAY
 
 from ..domain import DeliveryView, DispatchEvent, DispatchView, TargetView
 from . import models as m
@@ -57,23 +58,46 @@ async def create(
     """Insert a new dispatch with its deliveries, events and targets — and ``pg_notify``
     on ``notify`` if given — in one statement (data-modifying CTEs; the foreign keys are
     checked at its end). One round trip instead of five: under load each costs a turn of
-    a busy event loop."""
-    ctes = [insert(d).values(**dispatch).cte("new_dispatch")]
-    for name, table, rows in (
-        ("new_deliveries", dl, deliveries),
-        ("new_events", ev, events),
-        ("new_targets", t, targets),
-    ):
-        if rows:
-            ctes.append(insert(table).values(list(rows)).cte(name))
-    final = select(func.pg_notify(notify, str(dispatch["dispatch_id"])) if notify else true())
+    a busy event loop. Rows go in as arrays, so the statement has one shape whatever the
+    counts and SQLAlchemy compiles it once (a multi-row VALUES is compiled every time)."""
+    ctes = [
+        insert(d).values(**dispatch).cte("new_dispatch"),
+        unnest_insert(dl, deliveries).cte("new_deliveries"),
+        unnest_insert(ev, events).cte("new_events"),
+        unnest_insert(t, targets, _NEW_TARGET_COLS).cte("new_targets"),
+    ]
+    final = select(
+        func.pg_notify(bindparam("channel", notify or "", type_=Text), str(dispatch["dispatch_id"]))
+    ).where(bindparam("notify", notify is not None, type_=Boolean))
     await conn.execute(final.add_cte(*ctes))
 
 
-async def insert_rows(conn: AsyncConnection, table: Any, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert ``rows`` (same keys each) into ``table`` in one multi-row INSERT."""
-    if rows:
-        await conn.execute(insert(table).values(list(rows)))
+_NEW_TARGET_COLS = ("dispatch_id", "asset_id", "site_id", "allocation_kw", "state", "updated_at")
+_INSERT_COLS = {
+    "dispatch_deliveries": (
+        "dispatch_id",
+        "site_id",
+        "power_kw",
+        "state",
+        "attempts",
+        "sent_at",
+        "updated_at",
+    ),
+    "dispatch_events": ("dispatch_id", "at", "state", "scope", "scope_id", "detail"),
+}
+
+
+def unnest_insert(
+    table: Any, rows: Sequence[dict[str, Any]], cols: Sequence[str] | None = None
+) -> Any:
+    """``INSERT INTO table (cols) SELECT … FROM unnest(<one array per column>)``, in
+    ``rows``' order: the same statement shape for any number of rows (zero included)."""
+    cols = cols or _INSERT_COLS[table.name]
+    arrays = [bindparam(None, [r[c] for r in rows], type_=ARRAY(table.c[c].type)) for c in cols]
+    src = func.unnest(*arrays).table_valued(*cols, with_ordinality="ord").render_derived()
+    return insert(table).from_select(
+        list(cols), select(*(src.c[c] for c in cols)).order_by(src.c.ord)
+    )
 
 
 def event_row(
@@ -84,7 +108,7 @@ def event_row(
     scope_id: str | None = None,
     detail: str | None = None,
 ) -> dict[str, Any]:
-    """One ``dispatch_events`` row, for `insert_rows`."""
+    """One ``dispatch_events`` row, for `events_insert`."""
     return {
         "dispatch_id": dispatch_id,
         "at": at,
@@ -209,8 +233,8 @@ def dispatch_update(dispatch_id: UUID, **values: Any) -> Any:
 
 
 def events_insert(rows: Sequence[dict[str, Any]]) -> Any:
-    """One multi-row INSERT of ``dispatch_events`` rows (for `Writes`)."""
-    return insert(ev).values(list(rows))
+    """One INSERT of ``dispatch_events`` rows (for `Writes`)."""
+    return unnest_insert(ev, rows)
 
 
 def target_upsert(**values: Any) -> Any:
