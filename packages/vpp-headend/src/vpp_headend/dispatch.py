@@ -737,6 +737,7 @@ class DispatchService:
             if ack.asset_id and ack.asset_id in served:
                 subjects.append(ack.asset_id)
         changed = False
+        rows: list[dict[str, Any]] = []
         for asset_id in dict.fromkeys(subjects):
             cur = existing.get(asset_id)
             values = dict(updates.get(asset_id, {}))
@@ -756,21 +757,21 @@ class DispatchService:
                 )
             if not values or (cur is not None and all(cur.get(k) == v for k, v in values.items())):
                 continue
-            row = {
-                "state": cur_state if cur is not None else "sent",
-                "allocation_kw": cur["allocation_kw"] if cur is not None else None,
-                **values,
-            }
-            writes.add(
-                repo.target_upsert(
-                    dispatch_id=ack.setpoint_id,
-                    asset_id=asset_id,
-                    site_id=site_id,
-                    updated_at=now,
-                    **row,
-                )
+            # The whole row: what is stored (read after the dispatch's lock) with the changes.
+            base = cur if cur is not None else _NEW_TARGET
+            rows.append(
+                {
+                    **base,
+                    **values,
+                    "dispatch_id": ack.setpoint_id,
+                    "asset_id": asset_id,
+                    "site_id": site_id,
+                    "updated_at": now,
+                }
             )
             changed = True
+        if rows:
+            writes.add(repo.targets_upsert(rows))
         return changed
 
     def _session_assets(self, site_id: str) -> frozenset[str]:
@@ -832,6 +833,16 @@ class DispatchService:
             return await repo.search(
                 conn, asset_id=asset_id, site_id=site_id, state=state, limit=limit
             )
+
+
+#: A per-asset row no ack has touched yet.
+_NEW_TARGET: dict[str, Any] = {
+    "allocation_kw": None,
+    "state": "sent",
+    "applied_kw": None,
+    "clamped": False,
+    "reason": None,
+}
 
 
 def _transition_log(

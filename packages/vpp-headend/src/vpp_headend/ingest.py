@@ -16,9 +16,9 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any
 
 import psycopg
 from sqlalchemy import text
@@ -186,7 +186,11 @@ class Ingest:
         self.queue = RowQueue(queue_rows)
         self._trackers: dict[str, SeqTracker] = {}
         self._stored: dict[str, int] = {}
-        self._latest: dict[str, Row] = {}
+        # One mutable slot per asset, overwritten in place: a new tuple kept per reading
+        # survived until that asset's next reading, so every young GC collection walked
+        # all readings since the last one (100,000+ at 10,000 readings/s: 50-150 ms
+        # pauses). The slot is a list holding a Row's fields.
+        self._latest: dict[str, list[Any]] = {}
         self._dirty: set[str] = set()
         self._stored_changed = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
@@ -288,7 +292,7 @@ class Ingest:
                 found = (await conn.execute(_LATEST, {"a": asset_id})).first()
             if found is None:
                 return None
-            row = cast(Row, tuple(found))
+            return LatestReading(*found)
         return LatestReading(*row)
 
     # -- writer ----------------------------------------------------------------------------
@@ -358,8 +362,11 @@ class Ingest:
             if seq > stored.get(asset_id, 0):
                 stored[asset_id] = seq
             current = latest.get(asset_id)
-            if current is None or seq > current[1]:
-                latest[asset_id] = row
+            if current is None:
+                latest[asset_id] = list(row)
+                dirty.add(asset_id)
+            elif seq > current[1]:
+                current[:] = row
                 dirty.add(asset_id)
         self._metrics.telemetry_rows.inc(len(rows))
         self._track_rate(len(rows))
@@ -413,7 +420,9 @@ async def _driver(conn: AsyncConnection) -> psycopg.AsyncConnection[object]:
     return raw.driver_connection  # type: ignore[return-value]
 
 
-async def _copy_rows(cur: psycopg.AsyncCursor[object], statement: str, rows: list[Row]) -> None:
+async def _copy_rows(
+    cur: psycopg.AsyncCursor[object], statement: str, rows: Sequence[Sequence[Any]]
+) -> None:
     """Binary COPY of telemetry-shaped rows (the columns of TELEMETRY_COLUMNS).
 
     Rows are formatted synchronously (psycopg's C formatter) and sent in one write: with

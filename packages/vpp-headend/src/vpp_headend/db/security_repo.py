@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import Text, bindparam, exists, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -34,16 +35,26 @@ async def insert_token(
         )
 
 
-async def role_of(engine: AsyncEngine, token_sha256: str) -> tuple[str | None, bool]:
-    """(role of the active token with this hash or None, whether any active token exists)."""
+def _role_query() -> Any:
     t = m.api_tokens
     active = t.c.revoked_at.is_(None)
-    query = select(
-        select(t.c.role).where(t.c.token_sha256 == token_sha256, active).scalar_subquery(),
+    return select(
+        select(t.c.role)
+        .where(t.c.token_sha256 == bindparam("token_sha256", type_=Text), active)
+        .scalar_subquery(),
         exists().where(active),
     )
+
+
+#: Built once: it runs for every REST request (a statement built per call is garbage
+#: for the cycle collector).
+_ROLE = _role_query()
+
+
+async def role_of(engine: AsyncEngine, token_sha256: str) -> tuple[str | None, bool]:
+    """(role of the active token with this hash or None, whether any active token exists)."""
     async with engine.connect() as conn:
-        role, any_active = (await conn.execute(query)).one()
+        role, any_active = (await conn.execute(_ROLE, {"token_sha256": token_sha256})).one()
     return role, bool(any_active)
 
 
