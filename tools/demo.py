@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import httpx
 import yaml
-from launcher import FAST_GATEWAY, Launcher, Proc, free_port
+from launcher import FAST_GATEWAY, Launcher, Proc, free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -159,7 +159,7 @@ class Demo:
         assert self.database_url is not None
         await self.cli("vpp-headend", "db", "upgrade", "--database-url", self.database_url)
         say("schema migrated (vpp-headend db upgrade)")
-        grpc_port, http_port = free_port(), free_port()
+        grpc_port, http_port = free_ports(2)
         names = ["site-a", "site-b", "legacy-pv-1", "legacy-bess-1"]
         sites = {n: self.site_copy(n, grpc_port) for n in names}
         out = await self.launcher.import_sites(self.database_url, list(sites.values()))

@@ -30,9 +30,20 @@ BIN = Path(sys.executable).parent
 
 def free_port() -> int:
     """A TCP port that was free a moment ago on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports that were free a moment ago on 127.0.0.1 (held open together
+    while picked: two `free_port` calls in a row can return the same port)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 @dataclass
@@ -216,8 +227,9 @@ class Launcher:
         keepalive_s: float | None = 2.0,
     ) -> Proc:
         """A ``vpp-headend serve`` process (not started); short heartbeat/keepalive by default."""
-        grpc_port = grpc_port or free_port()
-        http_port = http_port or free_port()
+        picked = free_ports(2)
+        grpc_port = grpc_port or picked[0]
+        http_port = http_port or picked[1]
         argv = [
             str(BIN / "vpp-headend"),
             "serve",
