@@ -3,13 +3,19 @@ costs one failed operation (a 503 on REST, never a 500), reads in autocommit."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
+import vpp_protocol as vp
 from vpp_headend.db.engine import make_engine, reader
 
 
@@ -84,3 +90,27 @@ async def test_rest_answers_503_not_500_while_the_pool_recovers(running, db_url:
             assert "database" in resp.json()["detail"]
     assert set(statuses) <= {200, 503}, statuses
     assert statuses[-1] == 200, statuses
+
+
+async def test_register_gets_unavailable_while_the_pool_is_exhausted(
+    start_headend, agents, site_yaml
+) -> None:
+    running = await start_headend(db_pool_size=1, db_pool_timeout_s=0.3)
+    await running.import_site(site_yaml("site-a", ["a-1"]))
+    held = contextlib.AsyncExitStack()
+    async with held:
+        while True:  # take every pooled connection the headend can get
+            try:
+                await held.enter_async_context(running.headend.engine.connect())
+            except SQLAlchemyTimeoutError:
+                break
+        agent = await agents(running.grpc_port, "site-a")
+        agent.send(register=vp.Register(site_id="site-a", protocol_version=vp.PROTOCOL_VERSION))
+        await asyncio.wait_for(agent.ended.wait(), 10)
+        assert isinstance(agent.error, GRPCError), agent.error
+        assert agent.error.status is Status.UNAVAILABLE
+        assert "retry" in (agent.error.message or "")
+    # Connections back: the gateway's retry is admitted.
+    again = await agents(running.grpc_port, "site-a")
+    result = await again.register(["a-1"])
+    assert list(result.accepted_asset_ids) == ["a-1"]

@@ -29,6 +29,7 @@ from grpclib.server import Stream
 from vpp_protocol.upb import pb
 
 from . import convert
+from .db.engine import DB_UNAVAILABLE
 from .dispatch import DispatchService
 from .domain import CloseReasonName
 from .errors import FrameTooLargeError, HeadendError, ProtocolViolationError
@@ -167,8 +168,23 @@ class AgentService:
         if self._gateways.sessions.shutting_down:
             await self._refuse(stream, "server_shutdown", "headend is shutting down", remote, None)
             return
-        async with self._admit_slots:
-            admission = await self._gateways.admit(request, remote)
+        try:
+            async with self._admit_slots:
+                admission = await self._gateways.admit(request, remote)
+        except DB_UNAVAILABLE as exc:
+            # Nothing was admitted; the gateway backs off and retries (UNAVAILABLE is
+            # gRPC's "try again"), instead of an INTERNAL error with a traceback.
+            log_event(
+                log,
+                "register_unavailable",
+                level=logging.WARNING,
+                site_id=request.site_id,
+                remote=remote,
+                error=exc,
+            )
+            raise GRPCError(
+                Status.UNAVAILABLE, "database unavailable or busy; retry with backoff"
+            ) from None
         await stream.send_message(convert.register_result(admission.reply))
         session = admission.session
         if session is None:

@@ -125,7 +125,9 @@ class Headend:
         """Connect to the database, start the services and the gRPC server."""
         s = self.settings
         assert s.database_url is not None
-        engine = self._engine = make_engine(s.database_url)
+        engine = self._engine = make_engine(
+            s.database_url, pool_size=s.db_pool_size, pool_timeout_s=s.db_pool_timeout_s
+        )
         self._reader = reader(engine)
         try:
             await ping(engine)

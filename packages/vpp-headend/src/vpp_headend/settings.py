@@ -60,6 +60,8 @@ class Settings:
     gc_full_collect_interval_s: float = 3600.0  # then everything is collected once
     # auto: uvloop where installed (C transports and timers; docs/scaling.md), else asyncio
     event_loop: str = "auto"
+    db_pool_size: int = 10  # pooled connections (as many again may overflow)
+    db_pool_timeout_s: float = 10.0  # wait for a free one; then REST 503 / gRPC UNAVAILABLE
     admit_concurrency: int = 8  # Registers admitted at once (each a few DB round trips)
     replica: str = "headend-1"  # unique per process when several share one database
     listen_reconnect_s: float = 1.0  # LISTEN/NOTIFY connection: wait before reconnecting
@@ -121,6 +123,7 @@ class Settings:
             "rollup_retention_days",
             "admit_concurrency",
             "gc_young_threshold",
+            "db_pool_size",
         ):
             if getattr(self, name) < 1:
                 problems.append(f"{name}: must be at least 1")

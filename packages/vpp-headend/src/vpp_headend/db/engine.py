@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import psycopg
 from sqlalchemy import event, exc, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -25,8 +26,18 @@ from .url import sqlalchemy_url
 
 _IDLE_SINCE = "vpp_idle_since"
 
+#: What a database that is down, restarting or out of pooled connections raises: REST
+#: answers 503, a Register gets gRPC UNAVAILABLE (both mean: retry later).
+DB_UNAVAILABLE: tuple[type[Exception], ...] = (
+    exc.OperationalError,
+    exc.TimeoutError,
+    psycopg.OperationalError,
+)
 
-def make_engine(url: str, *, pool_size: int = 10, ping_idle_s: float = 1.0) -> AsyncEngine:
+
+def make_engine(
+    url: str, *, pool_size: int = 10, pool_timeout_s: float = 10.0, ping_idle_s: float = 1.0
+) -> AsyncEngine:
     """An engine for ``url`` (any PostgreSQL URL form; see `vpp_headend.db.url`)."""
     engine = create_async_engine(
         sqlalchemy_url(url),
@@ -34,7 +45,7 @@ def make_engine(url: str, *, pool_size: int = 10, ping_idle_s: float = 1.0) -> A
         max_overflow=pool_size,
         pool_pre_ping=False,
         pool_use_lifo=True,  # reuse the hottest connection; idle ones age (and get pinged)
-        pool_timeout=10,
+        pool_timeout=pool_timeout_s,
     )
     _ping_when_idle(engine.sync_engine, ping_idle_s)
     return engine
@@ -76,4 +87,4 @@ async def ping(engine: AsyncEngine) -> None:
         await conn.execute(text("SELECT 1"))
 
 
-__all__ = ["make_engine", "ping", "reader"]
+__all__ = ["DB_UNAVAILABLE", "make_engine", "ping", "reader"]
