@@ -308,19 +308,6 @@ def events_insert(rows: Sequence[dict[str, Any]]) -> tuple[Any, dict[str, Any]]:
     return _EVENTS_INSERT, _unnest_params("evi_", rows, _INSERT_COLS["dispatch_events"])
 
 
-TARGET_COLS = (
-    "dispatch_id",
-    "asset_id",
-    "site_id",
-    "allocation_kw",
-    "state",
-    "applied_kw",
-    "clamped",
-    "reason",
-    "updated_at",
-)
-
-
 @functools.cache
 def _targets_upsert() -> Any:
     stmt = _unnest_insert(t, "tu_", TARGET_COLS)
@@ -512,6 +499,8 @@ _T_COLS = (
     "updated_at",
 )
 _EV_COLS = ("at", "state", "scope", "scope_id", "detail")
+#: Every column of a per-asset row (`targets_upsert` writes whole rows).
+TARGET_COLS = ("dispatch_id", *_T_COLS)
 
 
 @functools.cache
