@@ -7,14 +7,12 @@ from http import HTTPStatus
 from typing import Any
 
 import msgspec
-import psycopg
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.types import ExceptionHandlersMap
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
+from ..db.engine import DB_UNAVAILABLE
 from ..errors import HeadendError, internal_problem
 
 log = logging.getLogger(__name__)
@@ -92,9 +90,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HeadendError: headend_error,
     ValidationException: validation_error,
     HTTPException: http_error,
-    OperationalError: database_unavailable,
-    psycopg.OperationalError: database_unavailable,
-    SQLAlchemyTimeoutError: database_unavailable,
+    **dict.fromkeys(DB_UNAVAILABLE, database_unavailable),
     Exception: unexpected_error,
 }
 
