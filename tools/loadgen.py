@@ -530,7 +530,6 @@ def _client_main(
                 await asyncio.gather(*tasks, return_exceptions=True)
         for t in tasks:
             t.cancel()
-        cpu = resource.getrusage(resource.RUSAGE_SELF)
         out.put(
             {
                 "connected": st.connected,
@@ -538,7 +537,7 @@ def _client_main(
                 "acks": st.acks,
                 "errors": st.errors,
                 "samples": st.samples,
-                "cpu_s": cpu.ru_utime + cpu.ru_stime,
+                "cpu_s": _self_cpu_s(),
             }
         )
 
@@ -689,6 +688,14 @@ async def _scrape(
 async def _stored_rows(http: httpx.AsyncClient, headends: list[HeadendProc]) -> float:
     """Rows stored by all the headends (``vpp_telemetry_rows_stored_total``)."""
     return (await _scrape(http, headends))[0]
+
+
+def _p50_p99_ms(seconds: list[float]) -> tuple[float | None, float | None]:
+    """Median and 99th percentile in ms (None, None without samples)."""
+    if not seconds:
+        return None, None
+    ms = [x * 1000 for x in seconds]
+    return statistics.median(ms), _pct(ms, 0.99)
 
 
 def _bucket_quantile(cumulative: dict[float, float], q: float) -> float | None:
@@ -883,16 +890,9 @@ async def _measure(
         report.lag_samples = len(lags)
     report.parent_cpu_pct = 100 * (parent1 - parent0) / report.window_s
     report.dispatches_applied = len(rest_seen.applied)
-    if rest_seen.applied:
-        ms = [x * 1000 for x in rest_seen.applied]
-        report.dispatch_p50_ms = statistics.median(ms)
-        report.dispatch_p99_ms = _pct(ms, 0.99)
-    if rest_seen.post:
-        ms = [x * 1000 for x in rest_seen.post]
-        report.rest_post_p50_ms, report.rest_post_p99_ms = statistics.median(ms), _pct(ms, 0.99)
-    if rest_seen.get:
-        ms = [x * 1000 for x in rest_seen.get]
-        report.rest_get_p50_ms, report.rest_get_p99_ms = statistics.median(ms), _pct(ms, 0.99)
+    report.dispatch_p50_ms, report.dispatch_p99_ms = _p50_p99_ms(rest_seen.applied)
+    report.rest_post_p50_ms, report.rest_post_p99_ms = _p50_p99_ms(rest_seen.post)
+    report.rest_get_p50_ms, report.rest_get_p99_ms = _p50_p99_ms(rest_seen.get)
     window = {le: buckets1.get(le, 0.0) - n for le, n in buckets0.items()}
     report.loop_lag_p50_ms = _bucket_quantile(window, 0.5)
     report.loop_lag_p99_ms = _bucket_quantile(window, 0.99)
