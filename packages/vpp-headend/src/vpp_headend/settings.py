@@ -55,8 +55,9 @@ class Settings:
     shutdown_grace_s: float = 5.0
     # Garbage collector (vpp_headend.gcwatch): full collections over thousands of streams
     # pause everything for a second or more; these keep them rare and small.
-    gc_young_threshold: int = 10_000  # allocations between young collections (CPython: 700)
-    gc_freeze_interval_s: float = 60.0  # survivors are frozen (left out of collections)
+    # young collections on a clock, survivors frozen (left out of later walks): gcwatch.py
+    gc_freeze_interval_s: float = 0.1
+    gc_young_threshold: int = 10_000  # and when allocations pass this between ticks
     gc_full_collect_interval_s: float = 3600.0  # then everything is collected once
     # auto: uvloop where installed (C transports and timers; docs/scaling.md), else asyncio
     event_loop: str = "auto"
