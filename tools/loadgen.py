@@ -70,7 +70,17 @@ from vpp_protocol.upb import pb
 
 CONNECT = "/vpp.agent.v1.AgentService/Connect"
 _ROWS_STORED = re.compile(r"^vpp_telemetry_rows_stored_total (\S+)$", re.M)
-_LAG_BUCKET = re.compile(r'^vpp_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$', re.M)
+# Histograms read at both ends of the window, summed over the headends: name -> the
+# metric and the labels its series must carry (besides le).
+_BUCKETS: dict[str, tuple[str, dict[str, str]]] = {
+    "loop_lag": ("vpp_event_loop_lag_seconds", {}),
+    "post_in_app": (
+        "vpp_http_request_duration_seconds",
+        {"method": "POST", "route": "/dispatch", "status": "202"},
+    ),
+}
+_BUCKET_LINE = re.compile(r"^(\w+)_bucket\{([^}]*)\} (\S+)$", re.M)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
 _LISTENING = re.compile(r"event=listening .*http_port=(\d+) grpc_port=(\d+)")
 
 
@@ -132,6 +142,10 @@ class Report:
     rest_post_p99_ms: float | None = None
     rest_get_p50_ms: float | None = None
     rest_get_p99_ms: float | None = None
+    # POST /dispatch inside the headend (vpp_http_request_duration_seconds, bucket bounds):
+    # the rest of the POST round trip is the HTTP server, the network and the client.
+    post_in_app_p50_ms: float | None = None
+    post_in_app_p99_ms: float | None = None
     parent_cpu_pct: float = 0.0
     # vpp_event_loop_lag_seconds over the window, all headends: the upper bound of the
     # histogram bucket holding the quantile (how long ready work waited for its turn).
@@ -145,6 +159,8 @@ class Report:
     client_cpu_pct: float = 0.0  # the client processes over the window, like the headend's
     client_cpu_total_s: float = 0.0  # their whole life: start-up, connects, teardown
     errors: dict[str, int] = field(default_factory=dict)
+    # Every dispatch of the window (JSON only): [start unix s, POST s, POST -> APPLIED s]
+    dispatch_timeline: list[tuple[float, float, float | None]] = field(default_factory=list)
     error_samples: dict[str, str] = field(default_factory=dict)
     loadavg: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
@@ -174,6 +190,9 @@ class Report:
             f"{_fmt(self.rest_post_p99_ms, 'ms')}, GET {_fmt(self.rest_get_p50_ms, 'ms')} / "
             f"{_fmt(self.rest_get_p99_ms, 'ms')} p50 / p99 (harness parent CPU "
             f"{self.parent_cpu_pct:.0f}%)",
+            f"    POST in the headend app <= {_fmt(self.post_in_app_p50_ms, 'ms')} / "
+            f"<= {_fmt(self.post_in_app_p99_ms, 'ms')} p50 / p99 "
+            "(vpp_http_request_duration_seconds)",
             f"  headend loop lag          <= {_fmt(self.loop_lag_p50_ms, 'ms')} / "
             f"<= {_fmt(self.loop_lag_p99_ms, 'ms')} p50 / p99 (vpp_event_loop_lag_seconds)",
             "  headend CPU (% of 1 core) "
@@ -670,18 +689,22 @@ def _rss_mb(pid: int) -> float:
 
 async def _scrape(
     http: httpx.AsyncClient, headends: list[HeadendProc]
-) -> tuple[float, dict[float, float]]:
-    """Rows stored and the cumulative ``vpp_event_loop_lag_seconds`` buckets, summed over
-    the headends (one /metrics scrape each)."""
+) -> tuple[float, dict[str, dict[float, float]]]:
+    """Rows stored and the cumulative buckets of each histogram in ``_BUCKETS``, summed
+    over the headends (one /metrics scrape each)."""
     rows = 0.0
-    buckets: dict[float, float] = {}
+    buckets: dict[str, dict[float, float]] = {name: {} for name in _BUCKETS}
     for h in headends:
         text = (await http.get(f"http://127.0.0.1:{h.http_port}/metrics")).text
         if m := _ROWS_STORED.search(text):
             rows += float(m.group(1))
-        for m in _LAG_BUCKET.finditer(text):
-            le = float(m.group(1))
-            buckets[le] = buckets.get(le, 0.0) + float(m.group(2))
+        for m in _BUCKET_LINE.finditer(text):
+            metric, value = m.group(1), float(m.group(3))
+            labels = dict(_LABEL.findall(m.group(2)))
+            for name, (wanted, required) in _BUCKETS.items():
+                if metric == wanted and required.items() <= labels.items():
+                    le = float(labels["le"])
+                    buckets[name][le] = buckets[name].get(le, 0.0) + value
     return rows, buckets
 
 
@@ -756,6 +779,9 @@ class _Rest:
     applied: list[float] = field(default_factory=list)
     post: list[float] = field(default_factory=list)
     get: list[float] = field(default_factory=list)
+    # One row per dispatch: wall-clock start (unix s), POST round trip and POST -> APPLIED
+    # (s, None if never applied); lines a slow one up with the headends' logs.
+    timeline: list[tuple[float, float, float | None]] = field(default_factory=list)
 
 
 async def _dispatcher(
@@ -771,10 +797,12 @@ async def _dispatcher(
 
     async def one(http: httpx.AsyncClient, n: int) -> None:
         target = asset_id(rng.randrange(cfg.gateways), rng.randrange(cfg.assets))
-        t = time.perf_counter()
+        t, wall = time.perf_counter(), time.time()
+        row: list[Any] = [wall, 0.0, None]
         try:
             resp = await http.post("/dispatch", json={"asset_id": target, "power_kw": n % 50})
-            rest.post.append(time.perf_counter() - t)
+            row[1] = time.perf_counter() - t
+            rest.post.append(row[1])
             if resp.status_code != 202:
                 errors[f"post_{resp.status_code}"] = errors.get(f"post_{resp.status_code}", 0) + 1
                 return
@@ -787,6 +815,7 @@ async def _dispatcher(
                 rest.get.append(now - t_get)
                 if state == "applied":
                     rest.applied.append(now - t)
+                    row[2] = now - t
                     return
                 if state in ("failed", "rejected", "expired", "superseded"):
                     errors[f"dispatch_{state}"] = errors.get(f"dispatch_{state}", 0) + 1
@@ -795,6 +824,8 @@ async def _dispatcher(
             errors["dispatch_timeout"] = errors.get("dispatch_timeout", 0) + 1
         except httpx.HTTPError as exc:
             errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+        finally:
+            rest.timeline.append((row[0], row[1], row[2]))
 
     clients = [
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{h.http_port}", timeout=10) for h in headends
@@ -890,12 +921,18 @@ async def _measure(
         report.lag_samples = len(lags)
     report.parent_cpu_pct = 100 * (parent1 - parent0) / report.window_s
     report.dispatches_applied = len(rest_seen.applied)
+    report.dispatch_timeline = sorted(rest_seen.timeline)
     report.dispatch_p50_ms, report.dispatch_p99_ms = _p50_p99_ms(rest_seen.applied)
     report.rest_post_p50_ms, report.rest_post_p99_ms = _p50_p99_ms(rest_seen.post)
     report.rest_get_p50_ms, report.rest_get_p99_ms = _p50_p99_ms(rest_seen.get)
-    window = {le: buckets1.get(le, 0.0) - n for le, n in buckets0.items()}
-    report.loop_lag_p50_ms = _bucket_quantile(window, 0.5)
-    report.loop_lag_p99_ms = _bucket_quantile(window, 0.99)
+    window = {  # a series first seen in the window (no POST before it) counts from 0
+        name: {le: n - buckets0[name].get(le, 0.0) for le, n in after.items()}
+        for name, after in buckets1.items()
+    }
+    report.loop_lag_p50_ms = _bucket_quantile(window["loop_lag"], 0.5)
+    report.loop_lag_p99_ms = _bucket_quantile(window["loop_lag"], 0.99)
+    report.post_in_app_p50_ms = _bucket_quantile(window["post_in_app"], 0.5)
+    report.post_in_app_p99_ms = _bucket_quantile(window["post_in_app"], 0.99)
     if server_ms:
         report.server_applied_p50_ms = statistics.median(server_ms)
         report.server_applied_p99_ms = _pct(server_ms, 0.99)

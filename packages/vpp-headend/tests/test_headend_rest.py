@@ -149,6 +149,32 @@ async def test_health_ready_metrics_schema(running) -> None:
     assert "/dispatch" in schema.json()["paths"]
 
 
+async def test_request_durations_are_exported_by_route_template(running, site_yaml) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    await running.import_site(site_yaml("site-a", ["a-1"]))
+    created = await running.http.post("/dispatch", json={"asset_id": "a-1", "power_kw": 3})
+    assert created.status_code == 202
+    dispatch_id = created.json()["dispatch_id"]
+    for _ in range(2):
+        assert (await running.http.get(f"/dispatch/{dispatch_id}")).status_code == 200
+    missing = "6e0c4d3e-0000-4000-8000-000000000000"
+    assert (await running.http.get(f"/dispatch/{missing}")).status_code == 404
+    text = (await running.http.get("/metrics")).text
+    counts = {
+        (s.labels["method"], s.labels["route"], s.labels["status"]): s.value
+        for f in text_string_to_metric_families(text)
+        if f.name == "vpp_http_request_duration_seconds"
+        for s in f.samples
+        if s.name.endswith("_count")
+    }
+    route = next(r for m, r, _ in counts if m == "GET" and r.startswith("/dispatch/"))
+    assert dispatch_id not in text  # one series per route, not one per dispatch
+    assert counts[("GET", route, "200")] == 2
+    assert counts[("GET", route, "404")] == 1
+    assert counts[("POST", "/dispatch", "202")] == 1
+
+
 async def test_ready_is_503_when_the_grpc_server_is_down(start_headend) -> None:
     h = await start_headend()
     await h.headend.stop()

@@ -18,6 +18,7 @@ from .api.ops import OpsController
 from .api.problems import EXCEPTION_HANDLERS
 from .api.registry import RegistryController
 from .api.telemetry import TelemetryController
+from .api.timing import request_timing
 from .auth import SECURITY_HEADERS, STRICT_CSP, auth_guard
 from .headend import Headend
 from .settings import Settings
@@ -56,6 +57,7 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         guards=[auth_guard],
+        middleware=[request_timing(runtime.metrics.http_requests)],
         before_send=[security_headers],
         openapi_config=OpenAPIConfig(
             title="VPP headend",

@@ -132,6 +132,13 @@ class Metrics:
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
+        self.http_requests = Histogram(
+            "vpp_http_request_duration_seconds",
+            "REST requests: time in the app (auth, handler, database), by route template",
+            ["method", "route", "status"],
+            registry=r,
+            buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
         self.acks_ignored = Counter(
             "vpp_setpoint_acks_ignored",
             "Acks that changed nothing (repeats, unknown setpoint, late)",
