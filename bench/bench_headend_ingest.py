@@ -44,9 +44,11 @@ from grpclib.server import Server, Stream
 
 import vpp_protocol as vp
 from vpp_headend import Settings
+from vpp_headend.convert import Row, reading_row
 from vpp_headend.db.migrate import upgrade
 from vpp_headend.eventloop import loop_factory
 from vpp_headend.headend import Headend
+from vpp_headend.ingest import COPY_TELEMETRY, copy_rows
 from vpp_headend.serve import run
 from vpp_protocol.sitefile import parse_site_file
 from vpp_protocol.upb import pb
@@ -283,6 +285,37 @@ async def ingest(url: str, args: argparse.Namespace) -> dict[str, float]:
     }
 
 
+async def copy_ceiling(url: str, args: argparse.Namespace) -> dict[str, float]:
+    """The database's side alone: the same readings, already rows, written by the
+    headend's own COPY (`ingest.copy_rows`, batches of ``ingest_batch_rows``, a commit
+    each) on one connection — no gRPC, no decode. What end to end could reach at best
+    with PostgreSQL on these cores."""
+    now = datetime.now(UTC)
+    rows: list[Row] = []
+    for g in range(args.gateways):
+        for f in _batches(g, args.assets, args.readings, args.batch):
+            for r in pb.AgentMessage.FromString(f).telemetry_batch.readings:
+                row = reading_row(r, r.asset_id, now)
+                assert row is not None
+                rows.append(row)
+    await _truncate(url)
+    step = Settings().ingest_batch_rows
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        for start in range(0, len(rows), step):
+            async with conn.cursor() as cur:
+                await copy_rows(cur, COPY_TELEMETRY, rows[start : start + step])
+            await conn.commit()
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    await _truncate(url)
+    return {
+        "rate": len(rows) / elapsed,
+        "elapsed": elapsed,
+        "count": len(rows),
+        "cpu_us": 1e6 * cpu / len(rows),
+    }
+
+
 async def _truncate(url: str) -> None:
     """Empty the telemetry tables between runs (each run starts from seq 1)."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
@@ -412,6 +445,7 @@ def main() -> None:
     one = argparse.Namespace(**{**vars(args), "gateways": 1, "readings": total})
     with database() as url:
         upgrade(url)
+        ceiling = _run(copy_ceiling(url, args), args.loop)
         figures = _run(ingest(url, args), args.loop)
         single = _run(ingest(url, one), args.loop)
         latencies = _run(dispatch_latency(url, args.dispatches), args.loop)
@@ -442,6 +476,16 @@ def main() -> None:
         f"  (c) ratio b/a: {args.gateways} gateways {figures['rate'] / floor_fig['rate']:.2f}, "
         f"1 gateway {single['rate'] / floor_fig['rate']:.2f}  (target >= 0.8); "
         f"CPU per reading, floor / headend: {floor_fig['cpu_us'] / figures['cpu_us']:.2f}"
+    )
+    print(
+        f"  (d) PostgreSQL alone: the same rows by the headend's COPY, one connection: "
+        f"{ceiling['rate']:>10,.0f} rows/s ({ceiling['count']:.0f} in "
+        f"{ceiling['elapsed']:.2f} s; client {ceiling['cpu_us']:.2f} CPU-us/row)"
+    )
+    print(
+        f"  (e) ratio b/d: {args.gateways} gateways {figures['rate'] / ceiling['rate']:.2f}, "
+        f"1 gateway {single['rate'] / ceiling['rate']:.2f}  (end to end against the "
+        "database alone on these cores)"
     )
     print(f"  bare decode, betterproto2:                  {bp_rate:>10,.0f} readings/s")
     print(f"  bare decode, upb:                           {upb_rate:>10,.0f} readings/s")

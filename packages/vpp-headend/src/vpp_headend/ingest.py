@@ -35,7 +35,7 @@ from .watermarks import DUPLICATE, SeqTracker
 
 log = logging.getLogger(__name__)
 
-_COPY = f"COPY telemetry ({', '.join(TELEMETRY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+COPY_TELEMETRY = f"COPY telemetry ({', '.join(TELEMETRY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 _COPY_TYPES = [
     "text",
     "int8",
@@ -341,7 +341,7 @@ class Ingest:
         try:
             pg = await _driver(self._conn)
             async with pg.cursor() as cur:
-                await _copy_rows(cur, _COPY, rows)
+                await copy_rows(cur, COPY_TELEMETRY, rows)
             await pg.commit()
         except BaseException:
             await self._drop_connection()
@@ -406,7 +406,7 @@ class Ingest:
                     pg = await _driver(conn)
                     async with pg.cursor() as cur:
                         await cur.execute(_LATEST_STAGE)
-                        await _copy_rows(cur, _COPY_LATEST, rows)
+                        await copy_rows(cur, _COPY_LATEST, rows)
                         await cur.execute(_UPSERT_LATEST)
                     await pg.commit()
         except BaseException:
@@ -420,7 +420,7 @@ async def _driver(conn: AsyncConnection) -> psycopg.AsyncConnection[object]:
     return raw.driver_connection  # type: ignore[return-value]
 
 
-async def _copy_rows(
+async def copy_rows(
     cur: psycopg.AsyncCursor[object], statement: str, rows: Sequence[Sequence[Any]]
 ) -> None:
     """Binary COPY of telemetry-shaped rows (the columns of TELEMETRY_COLUMNS).
@@ -439,4 +439,4 @@ async def _copy_rows(
             await copy.write(b"".join(parts))
 
 
-__all__ = ["Ingest", "RowQueue"]
+__all__ = ["COPY_TELEMETRY", "Ingest", "RowQueue", "copy_rows"]
