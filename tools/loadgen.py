@@ -78,6 +78,7 @@ _BUCKETS: dict[str, tuple[str, dict[str, str]]] = {
         "vpp_http_request_duration_seconds",
         {"method": "POST", "route": "/dispatch", "status": "202"},
     ),
+    "gc_young": ("vpp_gc_pause_seconds", {"generation": "0"}),
 }
 _BUCKET_LINE = re.compile(r"^(\w+)_bucket\{([^}]*)\} (\S+)$", re.M)
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
@@ -151,6 +152,10 @@ class Report:
     # histogram bucket holding the quantile (how long ready work waited for its turn).
     loop_lag_p50_ms: float | None = None
     loop_lag_p99_ms: float | None = None
+    # Young-generation collections in the window (vpp_gc_pause_seconds{generation="0"}).
+    gc_young_count: int = 0
+    gc_young_p50_ms: float | None = None
+    gc_young_p99_ms: float | None = None
     dispatches: int = 0
     dispatches_applied: int = 0
     headend_cpu_pct: list[float] = field(default_factory=list)
@@ -195,6 +200,9 @@ class Report:
             "(vpp_http_request_duration_seconds)",
             f"  headend loop lag          <= {_fmt(self.loop_lag_p50_ms, 'ms')} / "
             f"<= {_fmt(self.loop_lag_p99_ms, 'ms')} p50 / p99 (vpp_event_loop_lag_seconds)",
+            f"  young GC collections      {self.gc_young_count:>10}, pause <= "
+            f"{_fmt(self.gc_young_p50_ms, 'ms')} / <= {_fmt(self.gc_young_p99_ms, 'ms')} "
+            "p50 / p99 (vpp_gc_pause_seconds)",
             "  headend CPU (% of 1 core) "
             + ", ".join(f"{x:.0f}%" for x in self.headend_cpu_pct)
             + "   RSS "
@@ -933,6 +941,9 @@ async def _measure(
     report.loop_lag_p99_ms = _bucket_quantile(window["loop_lag"], 0.99)
     report.post_in_app_p50_ms = _bucket_quantile(window["post_in_app"], 0.5)
     report.post_in_app_p99_ms = _bucket_quantile(window["post_in_app"], 0.99)
+    report.gc_young_p50_ms = _bucket_quantile(window["gc_young"], 0.5)
+    report.gc_young_p99_ms = _bucket_quantile(window["gc_young"], 0.99)
+    report.gc_young_count = int(window["gc_young"].get(math.inf, 0.0))
     if server_ms:
         report.server_applied_p50_ms = statistics.median(server_ms)
         report.server_applied_p99_ms = _pct(server_ms, 0.99)

@@ -20,9 +20,11 @@ The policy, while a headend runs (process-wide; the last headend to stop restore
   generations stay nearly empty;
 * the threshold-driven young collection stays as a safety net at ``young_threshold``
   allocations (a burst between ticks);
-* every ``full_interval_s`` everything is unfrozen and collected once: cyclic garbage
-  from objects frozen while alive is reclaimed then; that pause (the whole live set:
-  about a second at 10,000 gateways) is logged.
+* every ``full_interval_s`` (6 h) everything is unfrozen and collected once: cyclic
+  garbage from objects frozen while alive is reclaimed then. That pause walks the whole
+  live set — 1.4-2.2 s at 10,000 gateways, after which telemetry runs seconds late for a
+  few seconds more — and it is logged. It is rare because little escapes the young
+  collections: 80 garbage objects in 40 s of steady load at 5,000 gateways.
 
 Pauses are exported as ``vpp_gc_pause_seconds{generation}``; long ones are logged, so an
 operator can tell a GC stall from a slow database.

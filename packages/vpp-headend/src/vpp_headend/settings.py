@@ -58,7 +58,8 @@ class Settings:
     # young collections on a clock, survivors frozen (left out of later walks): gcwatch.py
     gc_freeze_interval_s: float = 0.1
     gc_young_threshold: int = 10_000  # and when allocations pass this between ticks
-    gc_full_collect_interval_s: float = 3600.0  # then everything is collected once
+    # everything unfrozen and collected: ~2 s at 10,000 gateways (docs/scaling.md)
+    gc_full_collect_interval_s: float = 21600.0
     # auto: uvloop where installed (C transports and timers; docs/scaling.md), else asyncio
     event_loop: str = "auto"
     db_pool_size: int = 10  # pooled connections (as many again may overflow)
