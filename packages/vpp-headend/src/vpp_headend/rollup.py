@@ -23,7 +23,10 @@ DEFAULT_OVERLAP = timedelta(minutes=3)
 DEFAULT_MAX_WINDOW = timedelta(hours=2)
 
 # Minutes are UTC minutes whatever the session TimeZone is. ``n`` etc. are only rewritten
-# when they change, so re-rolling an unchanged minute writes nothing.
+# when they change, so re-rolling an unchanged minute writes nothing. The last SoC is the
+# greatest (ts, seq) among readings with one: ``max`` over [epoch, seq, soc] arrays is an
+# ordinary aggregate, so the groups hash in memory; ``array_agg(... ORDER BY)`` sorted
+# every group (2.7 s against 1.6 s of one core for a minute of 100,000 assets).
 _ROLLUP = text(
     """
     INSERT INTO telemetry_1m
@@ -34,8 +37,8 @@ _ROLLUP = text(
            min(power_kw),
            avg(power_kw),
            max(power_kw),
-           (array_agg(soc_pct ORDER BY ts DESC, seq DESC)
-               FILTER (WHERE soc_pct IS NOT NULL))[1]
+           (max(ARRAY[extract(epoch FROM ts)::float8, seq::float8, soc_pct])
+               FILTER (WHERE soc_pct IS NOT NULL))[3]
     FROM telemetry
     WHERE ts >= :start AND ts < :end
     GROUP BY asset_id, date_trunc('minute', ts, 'UTC')
@@ -51,6 +54,11 @@ _ROLLUP = text(
           (EXCLUDED.n, EXCLUDED.min_power_kw, EXCLUDED.avg_power_kw,
            EXCLUDED.max_power_kw, EXCLUDED.last_soc_pct)
     """
+)
+
+_GENTLE = text(
+    "SELECT set_config('max_parallel_workers_per_gather', '0', true),"
+    " set_config('work_mem', '64MB', true)"
 )
 
 
@@ -105,6 +113,10 @@ async def rollup(
             start = max(await _start(conn, end - max_window, overlap), end - max_window)
         if start >= end:
             return Skipped("no closed minute")
+        # A background job on the ingest's machine: one core, not a parallel plan that
+        # takes every core for seconds (dispatches and COPYs waited behind it), and its
+        # groups hashed in memory rather than spilled to disk.
+        await conn.execute(_GENTLE)
         result = await conn.execute(_ROLLUP, {"start": start, "end": end})
         return Rolled(start, end, result.rowcount)
 
