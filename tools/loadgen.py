@@ -166,6 +166,9 @@ class Report:
     errors: dict[str, int] = field(default_factory=dict)
     # Every dispatch of the window (JSON only): [start unix s, POST s, POST -> APPLIED s]
     dispatch_timeline: list[tuple[float, float, float | None]] = field(default_factory=list)
+    # Statements seen running >= 100 ms (JSON only; sampled every 0.1 s):
+    # [unix s, wait type, wait event, seconds running, query head]
+    db_slow_statements: list[tuple[float, str, str, float, str]] = field(default_factory=list)
     error_samples: dict[str, str] = field(default_factory=dict)
     loadavg: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
@@ -780,6 +783,29 @@ async def _lag_monitor(url: str, probes: list[str], since: float, stop: asyncio.
                     await stop.wait()
 
 
+async def _db_watch(
+    url: str, stop: asyncio.Event, out: list[tuple[float, str, str, float, str]]
+) -> None:
+    """Statements of the load database running 100 ms or more, sampled every 0.1 s:
+    (unix time, wait type, wait event, seconds running, query head) — what a slow
+    request waited on inside PostgreSQL (a lock, I/O, the WAL)."""
+    name = urlsplit(url).path.lstrip("/")
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        while not stop.is_set():
+            cur = await conn.execute(
+                "SELECT extract(epoch FROM now()), coalesce(wait_event_type, 'CPU'),"
+                " coalesce(wait_event, ''), extract(epoch FROM now() - query_start),"
+                " left(regexp_replace(query, '\\s+', ' ', 'g'), 80)"
+                " FROM pg_stat_activity WHERE datname = %s AND state = 'active'"
+                " AND pid <> pg_backend_pid() AND now() - query_start > interval '100 ms'",
+                (name,),
+            )
+            out.extend((float(a), b, c, float(d), e) for a, b, c, d, e in await cur.fetchall())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    await stop.wait()
+
+
 @dataclass
 class _Rest:
     """What the dispatcher saw: POST -> APPLIED, and each POST and GET round trip (s)."""
@@ -898,6 +924,8 @@ async def _measure(
         monitor = asyncio.create_task(
             _lag_monitor(url, probes, time.time(), stop, cfg.lag_poll_s, lags)
         )
+        db_slow: list[tuple[float, str, str, float, str]] = []
+        watch = asyncio.create_task(_db_watch(url, stop, db_slow))
         rest = headends[cfg.replicas :] if cfg.control_replica else headends
         dispatcher = asyncio.create_task(_dispatcher(rest, cfg, stop, rest_seen, report.errors))
         await asyncio.sleep(cfg.duration_s)
@@ -911,6 +939,7 @@ async def _measure(
         stop.set()
         report.dispatches = await dispatcher
         await monitor
+        await watch
         server_ms = await _server_applied_ms(url)
     report.window_s = t1 - t0
     report.rows_stored = int(rows1 - rows0)
@@ -930,6 +959,7 @@ async def _measure(
     report.parent_cpu_pct = 100 * (parent1 - parent0) / report.window_s
     report.dispatches_applied = len(rest_seen.applied)
     report.dispatch_timeline = sorted(rest_seen.timeline)
+    report.db_slow_statements = db_slow
     report.dispatch_p50_ms, report.dispatch_p99_ms = _p50_p99_ms(rest_seen.applied)
     report.rest_post_p50_ms, report.rest_post_p99_ms = _p50_p99_ms(rest_seen.post)
     report.rest_get_p50_ms, report.rest_get_p99_ms = _p50_p99_ms(rest_seen.get)
