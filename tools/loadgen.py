@@ -79,6 +79,7 @@ _BUCKETS: dict[str, tuple[str, dict[str, str]]] = {
         {"method": "POST", "route": "/dispatch", "status": "202"},
     ),
     "gc_young": ("vpp_gc_pause_seconds", {"generation": "0"}),
+    "db_checkout": ("vpp_db_pool_checkout_seconds", {}),
 }
 _BUCKET_LINE = re.compile(r"^(\w+)_bucket\{([^}]*)\} (\S+)$", re.M)
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
@@ -156,6 +157,9 @@ class Report:
     gc_young_count: int = 0
     gc_young_p50_ms: float | None = None
     gc_young_p99_ms: float | None = None
+    # Time to get a pooled connection (vpp_db_pool_checkout_seconds): waits on the pool.
+    db_checkout_p50_ms: float | None = None
+    db_checkout_p99_ms: float | None = None
     dispatches: int = 0
     dispatches_applied: int = 0
     headend_cpu_pct: list[float] = field(default_factory=list)
@@ -206,6 +210,8 @@ class Report:
             f"  young GC collections      {self.gc_young_count:>10}, pause <= "
             f"{_fmt(self.gc_young_p50_ms, 'ms')} / <= {_fmt(self.gc_young_p99_ms, 'ms')} "
             "p50 / p99 (vpp_gc_pause_seconds)",
+            f"  database pool checkout    <= {_fmt(self.db_checkout_p50_ms, 'ms')} / "
+            f"<= {_fmt(self.db_checkout_p99_ms, 'ms')} p50 / p99 (vpp_db_pool_checkout_seconds)",
             "  headend CPU (% of 1 core) "
             + ", ".join(f"{x:.0f}%" for x in self.headend_cpu_pct)
             + "   RSS "
@@ -974,6 +980,8 @@ async def _measure(
     report.gc_young_p50_ms = _bucket_quantile(window["gc_young"], 0.5)
     report.gc_young_p99_ms = _bucket_quantile(window["gc_young"], 0.99)
     report.gc_young_count = int(window["gc_young"].get(math.inf, 0.0))
+    report.db_checkout_p50_ms = _bucket_quantile(window["db_checkout"], 0.5)
+    report.db_checkout_p99_ms = _bucket_quantile(window["db_checkout"], 0.99)
     if server_ms:
         report.server_applied_p50_ms = statistics.median(server_ms)
         report.server_applied_p99_ms = _pct(server_ms, 0.99)

@@ -14,6 +14,7 @@ from grpclib.exceptions import GRPCError
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 import vpp_protocol as vp
 from vpp_headend.db.engine import make_engine, reader
@@ -114,3 +115,42 @@ async def test_register_gets_unavailable_while_the_pool_is_exhausted(
     again = await agents(running.grpc_port, "site-a")
     result = await again.register(["a-1"])
     assert list(result.accepted_asset_ids) == ["a-1"]
+
+
+async def test_checkout_waits_are_timed_while_the_pool_is_exhausted(db_url: str) -> None:
+    waits: list[float] = []
+    engine = make_engine(db_url, pool_size=1, on_checkout=waits.append)  # 1 + 1 overflow
+    try:
+        async with engine.connect() as a, engine.connect() as b:
+            await a.execute(text("SELECT 1"))
+            await b.execute(text("SELECT 1"))
+            blocked = asyncio.create_task(_select_one(engine))
+            await asyncio.sleep(0.3)  # the third checkout waits for one of the two
+            assert not blocked.done()
+        assert await blocked == 1
+        assert len(waits) == 3
+        assert max(waits) >= 0.25  # the wait is what it reports, not the statement
+        assert sorted(waits)[1] < 0.25
+    finally:
+        await engine.dispose()
+
+
+async def _select_one(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(text("SELECT 1"))).scalar_one())
+
+
+async def test_pool_checkouts_are_exported(running) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    assert (await running.http.get("/sites")).status_code == 200
+    text_ = (await running.http.get("/metrics")).text
+    counts = [
+        s.value
+        for f in text_string_to_metric_families(text_)
+        if f.name == "vpp_db_pool_checkout_seconds"
+        for s in f.samples
+        if s.name.endswith("_count")
+    ]
+    assert counts
+    assert counts[0] >= 1

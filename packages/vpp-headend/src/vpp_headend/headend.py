@@ -126,7 +126,10 @@ class Headend:
         s = self.settings
         assert s.database_url is not None
         engine = self._engine = make_engine(
-            s.database_url, pool_size=s.db_pool_size, pool_timeout_s=s.db_pool_timeout_s
+            s.database_url,
+            pool_size=s.db_pool_size,
+            pool_timeout_s=s.db_pool_timeout_s,
+            on_checkout=self.metrics.db_checkout.observe,
         )
         self._reader = reader(engine)
         try:

@@ -139,6 +139,12 @@ class Metrics:
             registry=r,
             buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        self.db_checkout = Histogram(
+            "vpp_db_pool_checkout_seconds",
+            "Time to get a pooled database connection (waits while all are in use)",
+            registry=r,
+            buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10),
+        )
         self.acks_ignored = Counter(
             "vpp_setpoint_acks_ignored",
             "Acks that changed nothing (repeats, unknown setpoint, late)",

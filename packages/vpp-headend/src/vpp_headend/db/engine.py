@@ -15,12 +15,14 @@ of a busy event loop:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from sqlalchemy import event, exc, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolProxiedConnection
 
 from .url import sqlalchemy_url
 
@@ -36,9 +38,21 @@ DB_UNAVAILABLE: tuple[type[Exception], ...] = (
 
 
 def make_engine(
-    url: str, *, pool_size: int = 10, pool_timeout_s: float = 10.0, ping_idle_s: float = 1.0
+    url: str,
+    *,
+    pool_size: int = 10,
+    pool_timeout_s: float = 10.0,
+    ping_idle_s: float = 1.0,
+    on_checkout: Callable[[float], None] | None = None,
 ) -> AsyncEngine:
-    """An engine for ``url`` (any PostgreSQL URL form; see `vpp_headend.db.url`)."""
+    """An engine for ``url`` (any PostgreSQL URL form; see `vpp_headend.db.url`).
+
+    ``on_checkout`` gets the seconds each checkout took to hand over a usable connection:
+    a wait while the pool is exhausted, a new connection, or an idle one's ping.
+    """
+    extra: dict[str, Any] = {}
+    if on_checkout is not None:
+        extra["poolclass"] = _timed_pool(on_checkout)
     engine = create_async_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
@@ -46,9 +60,25 @@ def make_engine(
         pool_pre_ping=False,
         pool_use_lifo=True,  # reuse the hottest connection; idle ones age (and get pinged)
         pool_timeout=pool_timeout_s,
+        **extra,
     )
     _ping_when_idle(engine.sync_engine, ping_idle_s)
     return engine
+
+
+def _timed_pool(on_checkout: Callable[[float], None]) -> type[AsyncAdaptedQueuePool]:
+    """The engine's pool class, timing `connect` (a class, not an instance attribute: the
+    engine makes a new pool of the same class when it disposes of the old one)."""
+
+    class TimedPool(AsyncAdaptedQueuePool):
+        def connect(self) -> PoolProxiedConnection:
+            started = time.perf_counter()
+            try:
+                return super().connect()
+            finally:
+                on_checkout(time.perf_counter() - started)
+
+    return TimedPool
 
 
 def reader(engine: AsyncEngine) -> AsyncEngine:
