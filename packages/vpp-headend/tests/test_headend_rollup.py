@@ -4,12 +4,14 @@ the REST endpoint, retention, the CLI and the headend's background job."""
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
@@ -54,7 +56,8 @@ async def _minutes(engine: AsyncEngine, asset_id: str = "a-1") -> list[tuple[Any
         return [tuple(r) for r in rows]
 
 
-async def test_a_minute_is_min_avg_max_count_and_last_soc(running: Any) -> None:
+@pytest.mark.parametrize("paced", [False, True], ids=["one_statement", "paced"])
+async def test_a_minute_is_min_avg_max_count_and_last_soc(running: Any, paced: bool) -> None:
     engine = running.headend.engine
     await _insert(
         engine,
@@ -66,14 +69,44 @@ async def test_a_minute_is_min_avg_max_count_and_last_soc(running: Any) -> None:
         ("a-2", 1, _at(0, 30), 9.0, 70.0),
         ("a-1", 5, _at(2, 10), 7.0, 55.0),  # in the minute that is still open
     )
-    done = await rollup(engine, _at(2, 30))
+    done = await rollup(engine, _at(2, 30), paced=paced)
     assert isinstance(done, Rolled)
     assert done.end == _at(2, 0)
+    assert done.rows == 3
     assert await _minutes(engine) == [
         (_at(0, 0), 3, 1.0, 3.0, 6.0, 45.0),
         (_at(1, 0), 1, -3.0, -3.0, -3.0, 50.0),
     ]
     assert await _minutes(engine, "a-2") == [(_at(0, 0), 2, 9.0, 9.0, 9.0, 72.0)]
+
+
+async def test_the_paced_job_rests_between_minutes_as_long_as_each_ran(running: Any) -> None:
+    engine = running.headend.engine
+    await _insert(engine, *(("a-1", m + 1, _at(m, 5), 1.0, 40.0) for m in range(4)))
+    started: dict[int, float] = {}  # the headend's own tasks use the engine too
+    spans: list[tuple[float, float]] = []
+
+    def before(conn: Any, cursor: Any, *_: Any) -> None:
+        started[id(cursor)] = time.perf_counter()
+
+    def after(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        began = started.pop(id(cursor), None)
+        if began is not None and statement.lstrip().startswith("INSERT INTO telemetry_1m"):
+            spans.append((began, time.perf_counter()))
+
+    sync = engine.sync_engine
+    event.listen(sync, "before_cursor_execute", before)
+    event.listen(sync, "after_cursor_execute", after)
+    try:
+        done = await rollup(engine, _at(4, 30), since=_at(0, 0), paced=True)
+    finally:
+        event.remove(sync, "before_cursor_execute", before)
+        event.remove(sync, "after_cursor_execute", after)
+    assert isinstance(done, Rolled)
+    assert done.rows == 4
+    assert len(spans) == 4  # one statement per minute
+    for (start, end), (next_start, _) in itertools.pairwise(spans):
+        assert next_start - end >= (end - start) * 0.9  # rested as long as it ran
 
 
 async def test_a_late_reading_re_rolls_its_minute_and_reruns_change_nothing(running: Any) -> None:

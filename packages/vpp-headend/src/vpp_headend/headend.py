@@ -374,7 +374,7 @@ class Headend:
         while True:
             await asyncio.sleep(self.settings.rollup_interval_s)
             try:
-                done = await rollup(self.engine, self._clock(), overlap=overlap)
+                done = await rollup(self.engine, self._clock(), overlap=overlap, paced=True)
                 if isinstance(done, Rolled) and done.rows:
                     log_event(log, "rollup", level=logging.DEBUG, rows=done.rows)
             except Exception as exc:  # retried at the next run; the headend carries on
