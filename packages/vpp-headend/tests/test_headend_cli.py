@@ -130,3 +130,46 @@ def test_serve_refuses_an_unmigrated_database(empty_db) -> None:
     )
     assert res.exit_code == 1
     assert "vpp-headend db upgrade" in res.output
+
+
+def test_migration_0004_indexes_existing_partitions_online_and_reverts(empty_db) -> None:
+    from alembic import command
+
+    from vpp_headend.db.migrate import alembic_config, upgrade
+
+    upgrade(empty_db, "0003_rollup")
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE telemetry_p20260101 PARTITION OF telemetry"
+            " FOR VALUES FROM ('2026-01-01') TO ('2026-01-02')"
+        )
+        conn.execute(
+            "INSERT INTO telemetry (asset_id, seq, ts, received_at, power_kw, status)"
+            " SELECT 'a', i, timestamptz '2026-01-01' + i * interval '1 s', now(), 1, 1"
+            " FROM generate_series(1, 1000) AS i"
+        )
+    upgrade(empty_db)
+
+    def brin_indexes(conn: psycopg.Connection) -> dict[str, bool]:
+        rows = conn.execute(
+            "SELECT c.relname, i.indisvalid FROM pg_index i"
+            " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam"
+            " WHERE am.amname = 'brin'"
+        ).fetchall()
+        return {str(name): bool(valid) for name, valid in rows}
+
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        assert brin_indexes(conn) == {
+            "ix_telemetry_ts_brin": True,  # valid: every partition's index is attached
+            "telemetry_default_ts_brin": True,
+            "telemetry_p20260101_ts_brin": True,
+        }
+        conn.execute(
+            "CREATE TABLE telemetry_p20260102 PARTITION OF telemetry"
+            " FOR VALUES FROM ('2026-01-02') TO ('2026-01-03')"
+        )
+        assert len(brin_indexes(conn)) == 4  # a later partition gets its own
+        assert conn.execute("SELECT count(*) FROM telemetry").fetchone() == (1000,)
+    command.downgrade(alembic_config(empty_db), "0003_rollup")
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        assert brin_indexes(conn) == {}
