@@ -6,6 +6,7 @@ import asyncio
 import logging
 from datetime import datetime
 
+import psycopg
 import pytest
 from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
@@ -247,3 +248,40 @@ async def test_heartbeats_persist_last_seen_of_every_gateway(
         return all(now[s] > first[s] for s in sites)
 
     await eventually(advanced, 5, "last_seen was not persisted for every gateway")
+
+
+async def test_a_disconnect_storm_is_recorded_even_with_a_small_pool(
+    start_headend, agents, site_yaml, caplog, eventually
+) -> None:
+    # Thousands of gateways dropping at once (a network blip) used to mean one transaction
+    # each: the pool ran dry, records timed out and rows stayed "connected" until restart.
+    h = await start_headend(db_pool_size=1, db_pool_timeout_s=0.02)
+    n = 60
+    for i in range(n):
+        await h.import_site(site_yaml(f"storm-{i}", [f"storm-{i}-a"]))
+    made = []
+    for i in range(n):
+        agent = await agents(h.grpc_port, f"storm-{i}")
+        await agent.register([f"storm-{i}-a"])
+        made.append(agent)
+    gateways = (await h.http.get("/gateways")).json()
+    assert sum(g["connected"] for g in gateways) == n
+    for agent in made:
+        agent.drop()  # all vanish at once
+    url = h.headend.settings.database_url
+
+    async def rows() -> list[tuple[bool, str | None]]:
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            cur = await conn.execute(
+                "SELECT connected, disconnect_reason FROM gateway_sessions"
+                " WHERE site_id LIKE 'storm-%'"
+            )
+            return [(bool(c), r) for c, r in await cur.fetchall()]
+
+    async def all_recorded() -> bool:
+        return not len(h.headend.gateways.sessions) and not any(c for c, _ in await rows())
+
+    await eventually(all_recorded, 10, "sessions still marked connected in the database")
+    # What other replicas read (DESIGN.md §7): every row says why it ended.
+    assert await rows() == [(False, "connection_lost")] * n
+    assert "disconnect_record_failed" not in caplog.text

@@ -48,6 +48,19 @@ _TOUCH = text(
     RETURNING g.session_id
     """
 )
+# Disconnects, many at once: a network blip drops thousands of streams in a second, and
+# one transaction each ran the pool dry (records timed out; rows stayed "connected").
+_GONE = text(
+    """
+    UPDATE gateway_sessions g
+    SET connected = false, disconnected_at = v.at, disconnect_reason = v.reason,
+        last_seen = v.last_seen
+    FROM unnest(CAST(:sites AS text[]), CAST(:sessions AS uuid[]), CAST(:at AS timestamptz[]),
+                CAST(:reasons AS text[]), CAST(:seen AS timestamptz[]))
+         AS v(site_id, session_id, at, reason, last_seen)
+    WHERE g.site_id = v.site_id AND g.session_id = v.session_id
+    """
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +98,9 @@ class GatewayService:
         self._replica = replica
         self._clock = clock
         self._background: set[asyncio.Task[None]] = set()
+        # Disconnects not yet written: session id -> (session, reason, when).
+        self._gone: dict[UUID, tuple[Session, str, datetime]] = {}
+        self._gone_writer: asyncio.Task[None] | None = None
         self._seen: dict[UUID, Session] = {}
         self._seen_interval = seen_flush_interval_s
         self._seen_task: asyncio.Task[None] | None = None
@@ -106,7 +122,7 @@ class GatewayService:
         self._seen_task = asyncio.create_task(self._seen_loop(), name="gateways-last-seen")
 
     async def stop(self) -> None:
-        """Stop the last_seen writer, then wait for pending disconnect records."""
+        """Stop the last_seen writer, then write pending disconnect records."""
         if self._seen_task is not None:
             self._seen_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -114,6 +130,8 @@ class GatewayService:
             self._seen_task = None
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        if self._gone:  # a failed round left records: one last try
+            await self.flush_disconnects()
 
     async def admit(self, req: RegisterRequest, remote: str) -> Admission:
         """Check the claims; open and route a session unless the site is refused."""
@@ -204,9 +222,13 @@ class GatewayService:
             duration_s=duration,
         )
         if current:
-            task = asyncio.create_task(self._record_disconnect(session, reason))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._seen.pop(session.session_id, None)  # the disconnect record writes it
+            self._gone[session.session_id] = (session, reason, self._clock())
+            if self._gone_writer is None or self._gone_writer.done():
+                task = asyncio.create_task(self.flush_disconnects(), name="gateways-gone")
+                self._gone_writer = task
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
 
     async def certificate_revoked(self, fingerprint: str) -> bool:
         """True when the certificate with this fingerprint is on the deny-list."""
@@ -259,6 +281,8 @@ class GatewayService:
             await asyncio.sleep(self._seen_interval)
             try:
                 await self.flush_seen()
+                if self._gone and (self._gone_writer is None or self._gone_writer.done()):
+                    await self.flush_disconnects()  # retry what a failed round left
             except Exception as exc:  # the writer must outlive any one bad round
                 log_event(log, "last_seen_failed", level=logging.WARNING, error=exc)
 
@@ -384,22 +408,36 @@ class GatewayService:
         await notify_session(conn, req.site_id, epoch, session_id)
         return epoch
 
-    async def _record_disconnect(self, session: Session, reason: str) -> None:
-        g = m.gateway_sessions
-        try:
-            async with self._engine.begin() as conn:
-                await conn.execute(
-                    update(g)
-                    .where(g.c.site_id == session.site_id, g.c.session_id == session.session_id)
-                    .values(
-                        connected=False,
-                        disconnected_at=self._clock(),
-                        disconnect_reason=reason,
-                        last_seen=session.last_seen,
+    async def flush_disconnects(self) -> None:
+        """Record every disconnect queued by `closed`: one statement per round, rounds
+        until the queue is empty (a storm is a few statements, a lone disconnect is
+        written at once). On failure the records stay queued; the last_seen writer's
+        next round retries them."""
+        while self._gone:
+            batch = list(self._gone.values())
+            try:
+                async with self._engine.begin() as conn:
+                    await conn.execute(
+                        _GONE,
+                        {
+                            "sites": [s.site_id for s, _, _ in batch],
+                            "sessions": [s.session_id for s, _, _ in batch],
+                            "at": [at for _, _, at in batch],
+                            "reasons": [reason for _, reason, _ in batch],
+                            "seen": [s.last_seen for s, _, _ in batch],
+                        },
                     )
+            except Exception as exc:  # a lost record must not take the server down
+                log_event(
+                    log,
+                    "disconnect_record_failed",
+                    level=logging.WARNING,
+                    sessions=len(batch),
+                    error=exc,
                 )
-        except Exception as exc:  # a lost record must not take the server down
-            log_event(log, "disconnect_record_failed", level=logging.WARNING, error=exc)
+                return
+            for s, _, _ in batch:
+                self._gone.pop(s.session_id, None)
 
 
 __all__ = ["Admission", "GatewayService"]
