@@ -749,6 +749,11 @@ def _bucket_quantile(cumulative: dict[float, float], q: float) -> float | None:
     return None
 
 
+def _bucket_p50_p99_ms(cumulative: dict[float, float]) -> tuple[float | None, float | None]:
+    """`_bucket_quantile` at the median and the 99th percentile."""
+    return _bucket_quantile(cumulative, 0.5), _bucket_quantile(cumulative, 0.99)
+
+
 def _self_cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -973,15 +978,11 @@ async def _measure(
         name: {le: n - buckets0[name].get(le, 0.0) for le, n in after.items()}
         for name, after in buckets1.items()
     }
-    report.loop_lag_p50_ms = _bucket_quantile(window["loop_lag"], 0.5)
-    report.loop_lag_p99_ms = _bucket_quantile(window["loop_lag"], 0.99)
-    report.post_in_app_p50_ms = _bucket_quantile(window["post_in_app"], 0.5)
-    report.post_in_app_p99_ms = _bucket_quantile(window["post_in_app"], 0.99)
-    report.gc_young_p50_ms = _bucket_quantile(window["gc_young"], 0.5)
-    report.gc_young_p99_ms = _bucket_quantile(window["gc_young"], 0.99)
+    report.loop_lag_p50_ms, report.loop_lag_p99_ms = _bucket_p50_p99_ms(window["loop_lag"])
+    report.post_in_app_p50_ms, report.post_in_app_p99_ms = _bucket_p50_p99_ms(window["post_in_app"])
+    report.gc_young_p50_ms, report.gc_young_p99_ms = _bucket_p50_p99_ms(window["gc_young"])
     report.gc_young_count = int(window["gc_young"].get(math.inf, 0.0))
-    report.db_checkout_p50_ms = _bucket_quantile(window["db_checkout"], 0.5)
-    report.db_checkout_p99_ms = _bucket_quantile(window["db_checkout"], 0.99)
+    report.db_checkout_p50_ms, report.db_checkout_p99_ms = _bucket_p50_p99_ms(window["db_checkout"])
     if server_ms:
         report.server_applied_p50_ms = statistics.median(server_ms)
         report.server_applied_p99_ms = _pct(server_ms, 0.99)
