@@ -16,7 +16,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
 from vpp_headend.cli import app
-from vpp_headend.rollup import _ROLLUP, LOCK_KEY, Rolled, Skipped, minute_floor, rollup
+from vpp_headend.rollup import (
+    _ROLLUP,
+    LOCK_KEY,
+    Rolled,
+    Skipped,
+    minute_floor,
+    rollup,
+    summarize_new_ranges,
+)
 
 # A closed minute in the recent past (today's and yesterday's partitions exist).
 M = minute_floor(datetime.now(UTC)) - timedelta(minutes=10)
@@ -166,10 +174,11 @@ async def test_the_rollup_reads_its_window_not_the_whole_partition(running: Any)
             ),
             {"day": day},
         )
-    async with engine.connect() as conn:
-        # What autovacuum does as block ranges fill (the index has autosummarize on).
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        await conn.execute(text("VACUUM ANALYZE telemetry"))
+        await conn.execute(text("ANALYZE telemetry"))
+    # The job summarizes the ranges filled since its last run before it rolls (no
+    # autovacuum has run here: without this every range would be read).
+    assert await summarize_new_ranges(engine) > 0
+    assert await summarize_new_ranges(engine) == 0  # nothing new since
     start = day + timedelta(hours=3)  # past the bulk (2.8 h of it): one row in the window
     async with engine.begin() as conn:
         await conn.execute(
@@ -186,6 +195,40 @@ async def test_the_rollup_reads_its_window_not_the_whole_partition(running: Any)
         ).scalar_one()[0]["Plan"]
         await conn.rollback()
     assert _rows_examined(plan) < 20_000  # of 200,001 rows in the partition
+
+
+async def test_summarizing_leaves_a_table_that_vacuum_holds_alone(running: Any) -> None:
+    engine = running.headend.engine
+    async with engine.begin() as conn:  # more than one block range (128 pages) of rows
+        await conn.execute(
+            text(
+                "INSERT INTO telemetry (asset_id, seq, ts, received_at, power_kw, status)"
+                " SELECT 'a-1', i, :m + i * interval '1 ms', now(), 1.0, 1"
+                " FROM generate_series(1, 30000) AS i"
+            ),
+            {"m": _at(0, 0)},
+        )
+    url = running.headend.settings.database_url
+    async with await psycopg.AsyncConnection.connect(url) as vacuum_like:
+        # What a VACUUM holds on the partition; waiting for it would get autovacuum
+        # cancelled (after deadlock_timeout), so the job skips the table this round.
+        await vacuum_like.execute("LOCK TABLE telemetry_default IN SHARE UPDATE EXCLUSIVE MODE")
+        for partition in await _partitions_holding(engine, _at(0, 1)):
+            await vacuum_like.execute(f'LOCK TABLE "{partition}" IN SHARE UPDATE EXCLUSIVE MODE')
+        started = time.perf_counter()
+        async with asyncio.timeout(5):  # a job that waited for the lock would hang here
+            assert await summarize_new_ranges(engine) == 0
+        assert time.perf_counter() - started < 1.0  # deadlock_timeout: 1 s
+    assert await summarize_new_ranges(engine) >= 1  # released: summarized now
+
+
+async def _partitions_holding(engine: AsyncEngine, ts: datetime) -> list[str]:
+    async with engine.connect() as conn:
+        row = await conn.execute(
+            text("SELECT tableoid::regclass::text FROM telemetry WHERE ts = :ts LIMIT 1"),
+            {"ts": ts},
+        )
+        return [str(r[0]) for r in row]
 
 
 async def test_rest_rollup_newest_first_with_limit_and_range(running: Any, site_yaml: Any) -> None:

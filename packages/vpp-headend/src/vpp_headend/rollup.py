@@ -9,12 +9,19 @@ a transaction-level advisory lock lets one do the work while the others skip tha
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from .logs import log_event
+
+log = logging.getLogger(__name__)
 
 #: ``pg_advisory_xact_lock`` key of the rollup job (any constant unique to this database).
 LOCK_KEY = 0x5650505F314D  # "VPP_1M"
@@ -63,6 +70,18 @@ _GENTLE = text(
     " set_config('work_mem', '64MB', true)"
 )
 
+# The BRIN index on telemetry (ts), one per partition (migration 0004). A block range that
+# has no summary yet is read by every query on the index, whatever its times; autovacuum
+# summarizes ranges only when it gets round to the table, and under heavy ingest that is
+# most of the day's data. The job summarizes what filled since its last run (a cheap read
+# of those pages) before it rolls, so each minute's statement reads that minute.
+_TIME_INDEXES = text(
+    "SELECT inhrelid::regclass::text FROM pg_inherits"
+    " WHERE inhparent = to_regclass('ix_telemetry_ts_brin')"
+)
+_SUMMARIZE = text("SELECT brin_summarize_new_values(CAST(:index AS regclass))")
+_LOCK_TIMEOUT = text("SET LOCAL lock_timeout = '50ms'")
+
 
 @dataclass(frozen=True, slots=True)
 class Rolled:
@@ -107,6 +126,7 @@ async def rollup(
     PostgreSQL on the same two cores every dispatch in those seconds waited.
     """
     end = minute_floor(now)
+    await summarize_new_ranges(engine)
     async with engine.begin() as conn:
         if wait:
             await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
@@ -138,6 +158,34 @@ async def rollup(
         return Rolled(start, end, rows)
 
 
+async def summarize_new_ranges(engine: AsyncEngine) -> int:
+    """Summarize the block ranges of ``telemetry`` filled since the last call; how many.
+
+    Each partition's index in its own short transaction that waits at most 50 ms for the
+    table's lock: a VACUUM holding it (it summarizes ranges too) is left alone — waiting
+    longer would get autovacuum cancelled. Needs ownership of the table (the role that ran
+    the migrations); without it the ranges wait for autovacuum, and that is logged.
+    """
+    done = 0
+    async with engine.connect() as conn:
+        indexes = [str(i) for (i,) in (await conn.execute(_TIME_INDEXES)).all()]
+        await conn.commit()
+        for index in indexes:
+            try:
+                await conn.execute(_LOCK_TIMEOUT)
+                done += int((await conn.execute(_SUMMARIZE, {"index": index})).scalar_one())
+                await conn.commit()
+            except DBAPIError as exc:
+                await conn.rollback()
+                if isinstance(exc.orig, psycopg.errors.LockNotAvailable):
+                    continue  # vacuum is on it
+                if not isinstance(exc.orig, psycopg.errors.InsufficientPrivilege):
+                    raise
+                log_event(log, "brin_summarize_refused", level=logging.WARNING, error=exc)
+                break
+    return done
+
+
 async def _start(conn: AsyncConnection, earliest: datetime, overlap: timedelta) -> datetime:
     newest = (await conn.execute(text("SELECT max(bucket) FROM telemetry_1m"))).scalar_one()
     if newest is None:
@@ -164,4 +212,5 @@ __all__ = [
     "delete_rollups_before",
     "minute_floor",
     "rollup",
+    "summarize_new_ranges",
 ]

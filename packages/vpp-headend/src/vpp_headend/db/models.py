@@ -191,12 +191,7 @@ telemetry = Table(
     Column("setpoint_kw", Double, nullable=True),
     Column("setpoint_id", Text, nullable=True),
     Index("ix_telemetry_asset_ts", "asset_id", "ts"),
-    Index(  # 0004: time ranges across all assets (the rollup)
-        "ix_telemetry_ts_brin",
-        "ts",
-        postgresql_using="brin",
-        postgresql_with={"autosummarize": "on"},
-    ),
+    Index("ix_telemetry_ts_brin", "ts", postgresql_using="brin"),  # 0004: the rollup's ranges
     postgresql_partition_by="RANGE (ts)",
 )
 

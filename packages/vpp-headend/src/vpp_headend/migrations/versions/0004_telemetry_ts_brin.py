@@ -5,8 +5,10 @@ The one-minute rollup reads a few minutes of every asset by time; the only index
 scanned the whole day's partition every minute: its cost grew with the partition (at
 10,000 gateways × 10 assets that is up to 2 billion rows a day). Rows arrive in time
 order, so a block-range index is small (tens of kB per million rows) and narrows the
-scan to the window's blocks. ``autosummarize`` has autovacuum summarize each block range
-as it fills (a range not yet summarized is always read).
+scan to the window's blocks. A range not yet summarized is always read: the rollup job
+summarizes new ranges itself before each run (``rollup.summarize_new_ranges``).
+``autosummarize`` is left off: under heavy ingest autovacuum's request queue overflows
+and PostgreSQL logs every dropped request.
 
 Online: a plain CREATE INDEX on the partitioned table would block every COPY for as long
 as it reads the whole history. So the parent's index is made ``ON ONLY`` (no partition
@@ -31,7 +33,7 @@ down_revision: str | None = "0003_rollup"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_WITH = "USING brin (ts) WITH (autosummarize = on)"
+_WITH = "USING brin (ts)"
 
 
 def upgrade() -> None:
