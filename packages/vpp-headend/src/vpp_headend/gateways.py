@@ -224,11 +224,7 @@ class GatewayService:
         if current:
             self._seen.pop(session.session_id, None)  # the disconnect record writes it
             self._gone[session.session_id] = (session, reason, self._clock())
-            if self._gone_writer is None or self._gone_writer.done():
-                task = asyncio.create_task(self.flush_disconnects(), name="gateways-gone")
-                self._gone_writer = task
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+            self._write_disconnects_soon()
 
     async def certificate_revoked(self, fingerprint: str) -> bool:
         """True when the certificate with this fingerprint is on the deny-list."""
@@ -281,8 +277,8 @@ class GatewayService:
             await asyncio.sleep(self._seen_interval)
             try:
                 await self.flush_seen()
-                if self._gone and (self._gone_writer is None or self._gone_writer.done()):
-                    await self.flush_disconnects()  # retry what a failed round left
+                if self._gone:  # retry what a failed round left
+                    self._write_disconnects_soon()
             except Exception as exc:  # the writer must outlive any one bad round
                 log_event(log, "last_seen_failed", level=logging.WARNING, error=exc)
 
@@ -407,6 +403,15 @@ class GatewayService:
         # an older session of this site close it when this commits.
         await notify_session(conn, req.site_id, epoch, session_id)
         return epoch
+
+    def _write_disconnects_soon(self) -> None:
+        """Start the disconnect writer unless it is running (it takes what queues)."""
+        if self._gone_writer is not None and not self._gone_writer.done():
+            return
+        task = asyncio.create_task(self.flush_disconnects(), name="gateways-gone")
+        self._gone_writer = task
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def flush_disconnects(self) -> None:
         """Record every disconnect queued by `closed`: one statement per round, rounds
