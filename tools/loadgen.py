@@ -772,6 +772,13 @@ async def _backend_pids(url: str) -> list[int]:
 # -- measurements in the parent -------------------------------------------------------------
 
 
+async def _until(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or less when ``stop`` is set."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+
+
 async def _lag_monitor(url: str, probes: list[str], since: float, stop: asyncio.Event, poll: float,
                        out: list[float]) -> None:  # fmt: skip
     seen: set[tuple[str, int]] = set()
@@ -789,9 +796,7 @@ async def _lag_monitor(url: str, probes: list[str], since: float, stop: asyncio.
                 if key not in seen:
                     seen.add(key)
                     out.append(now - float(ts))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(poll):
-                    await stop.wait()
+            await _until(stop, poll)
 
 
 async def _db_watch(
@@ -812,9 +817,7 @@ async def _db_watch(
                 (name,),
             )
             out.extend((float(a), b, c, float(d), e) for a, b, c, d, e in await cur.fetchall())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(0.1):
-                    await stop.wait()
+            await _until(stop, 0.1)
 
 
 @dataclass
@@ -884,9 +887,7 @@ async def _dispatcher(
             task.add_done_callback(inflight.discard)
             sent += 1
             next_at += interval
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, next_at - time.monotonic())):
-                    await stop.wait()
+            await _until(stop, max(0.0, next_at - time.monotonic()))
         if inflight:
             await asyncio.gather(*inflight, return_exceptions=True)
     finally:
