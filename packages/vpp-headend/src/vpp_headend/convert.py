@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from typing import Literal, get_args
 from uuid import UUID
 
 from vpp_protocol.sitefile import ID_PATTERN
@@ -165,33 +166,44 @@ def _cached_timestamp(seconds: int, micros: int) -> datetime:
 #: One telemetry history row, in `vpp_headend.db.models.TELEMETRY_COLUMNS` order.
 Row = tuple[str, int, datetime, datetime, float, float | None, int, float | None, str | None]
 
+#: Why `reading_row` refused a reading (the ``reason`` of ``vpp_telemetry_rejected_total``).
+RejectReason = Literal[
+    "seq_out_of_range", "ts_missing", "ts_out_of_range", "power_not_finite", "power_out_of_range"
+]
+REJECT_REASONS: tuple[RejectReason, ...] = get_args(RejectReason)
+
+_SEQ_MAX = 2**63 - 1  # the bigint column; the wire field is uint64
+_INT2_MAX = 32767
 _isfinite = math.isfinite
 
 
-def reading_row(r: pb.Telemetry, asset_id: str, received_at: datetime) -> Row | None:
-    """A reading as a COPY row; None when it is invalid (no time, non-finite power...).
+def reading_row(r: pb.Telemetry, asset_id: str, received_at: datetime) -> Row | RejectReason:
+    """A reading as a COPY row, or why it cannot be stored.
 
-    On the telemetry hot path (once per reading): no per-field helper calls beyond
-    what validation needs. An unset ``ts`` reads as 0 s, outside the sane range.
+    Every value of a returned row fits its column: a mandatory field out of range refuses
+    the reading; an optional one (soc, setpoint, setpoint id) out of range is dropped to
+    None, and a status outside smallint reads as 0 (unspecified). On the telemetry hot
+    path (once per reading): one combined range test, the reason is worked out only for
+    a refused reading. An unset ``ts`` reads as 0 s, outside the sane range.
     """
     seq = r.seq
     ts_msg = r.ts
     seconds, nanos = ts_msg.seconds, ts_msg.nanos
     power = r.power_kw
-    if (
-        seq <= 0
-        or not _TS_MIN <= seconds < _TS_MAX
-        or not 0 <= nanos < 1_000_000_000
-        or not (_isfinite(power) and -MAX_ABS_KW <= power <= MAX_ABS_KW)
+    if not (
+        0 < seq <= _SEQ_MAX
+        and _TS_MIN <= seconds < _TS_MAX
+        and 0 <= nanos < 1_000_000_000
+        and -MAX_ABS_KW <= power <= MAX_ABS_KW  # false for NaN too
     ):
-        return None
+        return _reject_reason(r)
     ts = _cached_timestamp(seconds, nanos // 1000)
     has = r.HasField
     soc = r.soc_pct if has("soc_pct") else None
-    if soc is not None and not (_isfinite(soc) and -1.0 <= soc <= 101.0):
+    if soc is not None and not (-1.0 <= soc <= 101.0):
         soc = None
     sp = r.setpoint_kw if has("setpoint_kw") else None
-    if sp is not None and not _sane_kw(sp):
+    if sp is not None and not -MAX_ABS_KW <= sp <= MAX_ABS_KW:
         sp = None
     sp_id = r.setpoint_id
     status = r.status
@@ -202,10 +214,24 @@ def reading_row(r: pb.Telemetry, asset_id: str, received_at: datetime) -> Row | 
         received_at,
         power,
         soc,
-        status if 0 <= status <= 32767 else 0,
+        status if 0 <= status <= _INT2_MAX else 0,
         sp,
-        sp_id if sp_id and len(sp_id) <= 64 and "\x00" not in sp_id else None,
+        # isprintable: no NUL (text refuses it) and no control or format characters.
+        sp_id if sp_id and len(sp_id) <= MAX_ID_CHARS and sp_id.isprintable() else None,
     )
+
+
+def _reject_reason(r: pb.Telemetry) -> RejectReason:
+    """The first field of a refused reading that is out of range (off the hot path)."""
+    if not 0 < r.seq <= _SEQ_MAX:
+        return "seq_out_of_range"
+    if not r.HasField("ts"):
+        return "ts_missing"
+    if not (_TS_MIN <= r.ts.seconds < _TS_MAX and 0 <= r.ts.nanos < 1_000_000_000):
+        return "ts_out_of_range"
+    if not _isfinite(r.power_kw):
+        return "power_not_finite"
+    return "power_out_of_range"
 
 
 def register_result(reply: RegisterReply) -> pb.HeadendMessage:
@@ -258,7 +284,9 @@ def session_closed(reason: CloseReasonName, detail: str) -> pb.HeadendMessage:
 
 
 __all__ = [
+    "REJECT_REASONS",
     "AgentFrame",
+    "RejectReason",
     "Row",
     "ack_from_pb",
     "body_kind",

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -102,6 +103,10 @@ class AgentService:
         self._limits = limits or Limits()
         self._require_cert = require_peer_certificate
         self._streams: set[asyncio.Task[Any]] = set()
+        # Reasons already logged per session (`_drop`); gone with the session.
+        self._drops_logged: weakref.WeakKeyDictionary[Session, set[str]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         return {
@@ -441,6 +446,9 @@ class AgentService:
     async def _telemetry(
         self, session: Session, readings: Iterable[pb.Telemetry], received_at: datetime
     ) -> None:
+        """Store a frame's readings. A reading no column can hold is the device's fault,
+        not a protocol violation: it is dropped and counted, the rest of the frame is
+        stored and the stream stays open."""
         ingest, metrics, assets = self._ingest, self._metrics, session.assets
         default = session.default_asset_id
         rows: list[convert.Row] = []
@@ -452,8 +460,8 @@ class AgentService:
                 self._drop(session, asset_id, "foreign_asset" if asset_id else "no_asset")
                 continue
             row = convert.reading_row(r, asset_id, received_at)
-            if row is None:
-                self._drop(session, asset_id, "invalid")
+            if isinstance(row, str):
+                self._drop(session, asset_id, "invalid", row, r.seq)
                 continue
             if ingest.accept(asset_id, row[1]):
                 rows.append(row)
@@ -464,15 +472,34 @@ class AgentService:
         finally:
             session.backpressured = False
 
-    def _drop(self, session: Session, asset_id: str, reason: str) -> None:
+    def _drop(
+        self,
+        session: Session,
+        asset_id: str,
+        reason: str,
+        rejected: convert.RejectReason | None = None,
+        seq: int | None = None,
+    ) -> None:
+        """Count a dropped reading; log the first of each reason per session only (a
+        broken device repeats its fault every reading, and would flood the log)."""
         self._metrics.telemetry_dropped.labels(reason).inc()
+        if rejected is not None:
+            self._metrics.telemetry_rejected.labels(rejected).inc()
+        why = rejected or reason
+        logged = self._drops_logged.setdefault(session, set())
+        if why in logged:
+            return
+        logged.add(why)
         log_event(
             log,
             "telemetry_dropped",
             level=logging.WARNING,
             site_id=session.site_id,
             asset_id=asset_id[:64] or None,
-            reason=reason,
+            reason=why,
+            seq=seq,
+            session_id=session.session_id,
+            detail="further drops for this reason on this session are counted, not logged",
         )
 
     async def _ack(self, session: Session, msg: pb.SetpointAck) -> None:

@@ -343,6 +343,8 @@ class Headend:
                     await ping(self._engine)
             except Exception as exc:
                 problems.append(f"database is not reachable: {type(exc).__name__}")
+        if self._ingest is not None:
+            problems += self._ingest.problems()  # a stopped or failing writer, not silence
         return problems
 
     async def _on_dispatch_notified(self, dispatch_id: UUID) -> None:

@@ -7,6 +7,11 @@ pushes back on the gateway: nothing is dropped silently. The writer takes batche
 the queue and writes them with binary COPY on the raw psycopg connection; after each
 commit it advances the per-asset *stored* watermark and the in-memory latest values,
 which a second loop upserts into ``telemetry_latest`` in batches.
+
+Neither task may die with ingest: a batch the database refuses is bisected until only the
+refused rows are left (dropped and counted); a failure that is not about the rows (the
+database away, a broken schema) keeps them and retries. Each task runs under a supervisor
+that restarts it if it stops anyway, and `Ingest.problems` tells /ready meanwhile.
 """
 
 from __future__ import annotations
@@ -16,20 +21,20 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .convert import Row
-from .db.engine import reader
+from .db.engine import DB_UNAVAILABLE, reader
 from .db.models import TELEMETRY_COLUMNS
 from .domain import LatestReading
-from .logs import log_event
+from .logs import kv, log_event
 from .metrics import Metrics
 from .watermarks import DUPLICATE, SeqTracker
 
@@ -67,6 +72,13 @@ _UPSERT_LATEST = f"""
         setpoint_kw = EXCLUDED.setpoint_kw, setpoint_id = EXCLUDED.setpoint_id
     WHERE l.seq < EXCLUDED.seq
     """
+# SQLSTATE classes that blame the rows written: data exception (a NUL in text, a number out
+# of range), integrity (NOT NULL, CHECK), program limit (a value too large). Any other
+# server error refuses every row alike (undefined column, permission, ...): keep the rows.
+_ROW_SQLSTATE_CLASSES = frozenset({"22", "23", "54"})
+_RESTART_FIRST_S = 1.0  # a stopped task waits this long before its restart, doubling...
+_RESTART_MAX_S = 30.0  # ...up to this while it keeps stopping
+_HEALTHY_RUN_S = 60.0  # a task that ran this long before it stopped restarts at once again
 _LATEST_CHUNK = 10_000  # rows per flush transaction: short row locks, bounded work per step
 # Highest stored seq per asset. telemetry_latest can lag history after a crash (it is
 # flushed in batches), so history newer than the latest row is checked too; that range
@@ -194,6 +206,12 @@ class Ingest:
         self._dirty: set[str] = set()
         self._stored_changed = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self._down: dict[str, str] = {}  # task → why it stopped, until it is restarted
+        self._failing: tuple[float, str] | None = None  # writer: since (monotonic), error
+        # Parts of the batch being written, the next one last: a restarted writer goes
+        # on with them instead of losing the batch it held.
+        self._pending: list[list[Row]] = []
         self._conn: AsyncConnection | None = None  # the writer's
         self._rate_window: deque[tuple[float, int]] = deque()
         self._rate_sum = 0
@@ -202,15 +220,20 @@ class Ingest:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the writer and the latest-value flusher."""
+        """Start the writer and the latest-value flusher, each under a supervisor."""
         self._tasks = [
-            asyncio.create_task(self._writer(), name="ingest-writer"),
-            asyncio.create_task(self._latest_loop(), name="ingest-latest"),
+            asyncio.create_task(
+                self._supervise("writer", self._writer), name="ingest-writer-supervisor"
+            ),
+            asyncio.create_task(
+                self._supervise("latest", self._latest_loop), name="ingest-latest-supervisor"
+            ),
         ]
 
     async def stop(self) -> None:
         """Write everything queued, flush latest values, stop the tasks."""
         await self.queue.close()
+        self._stopping.set()
         writer, latest = self._tasks or (None, None)
         if writer is not None:
             await writer
@@ -223,6 +246,56 @@ class Ingest:
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
+
+    def problems(self) -> list[str]:
+        """What keeps ingest from storing readings right now (empty: nothing), for /ready."""
+        out = [f"ingest {task} stopped ({why}); restarting" for task, why in self._down.items()]
+        if self._failing is not None:
+            since, error = self._failing
+            out.append(
+                f"ingest writer cannot write (for {time.monotonic() - since:.0f} s, "
+                f"{self.queue.depth} rows waiting): {error}"
+            )
+        return out
+
+    async def _supervise(self, task: str, body: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``body`` as task ``ingest-<task>`` and restart it, with backoff, each time it
+        stops unexpectedly; return when it returns (`stop`)."""
+        up = self._metrics.ingest_task_up.labels(task)
+        delay = _RESTART_FIRST_S
+        while True:
+            inner = asyncio.create_task(body(), name=f"ingest-{task}")
+            started = time.monotonic()
+            up.set(1)
+            try:
+                await asyncio.wait({inner})
+            except asyncio.CancelledError:
+                inner.cancel()
+                await asyncio.gather(inner, return_exceptions=True)
+                raise
+            finally:
+                up.set(0)
+            failure = None if inner.cancelled() else inner.exception()
+            if failure is None and not inner.cancelled():
+                return
+            why = "cancelled" if failure is None else f"{type(failure).__name__}: {failure}"
+            if time.monotonic() - started >= _HEALTHY_RUN_S:
+                delay = _RESTART_FIRST_S
+            self._down[task] = why
+            log.error(
+                "%s",
+                kv("ingest_task_stopped", task=task, error=why, restart_in_s=delay),
+                exc_info=failure,
+            )
+            if self._stopping.is_set():
+                return  # stopping: a task that fails now would fail the restart too
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()  # a stop restarts at once, to drain
+            delay = min(delay * 2, _RESTART_MAX_S)
+            del self._down[task]
+            self._metrics.ingest_task_restarts.labels(task).inc()
+            log_event(log, "ingest_task_restarted", task=task)
 
     # -- receive side (called by stream handlers) ------------------------------------------
 
@@ -299,43 +372,87 @@ class Ingest:
 
     async def _writer(self) -> None:
         while True:
-            rows = await self.queue.get(self._batch_rows)
-            if rows and len(rows) < self._batch_rows:
-                # Thousands of gateways each send a small frame: wait a moment and write
-                # them in one COPY and one commit instead of one each (a commit costs a
-                # few round trips and an fsync; the lag this adds is ``linger_s``).
-                await asyncio.sleep(self._linger)
-                if self.queue.depth:
-                    rows += await self.queue.get(self._batch_rows - len(rows))
-            self._metrics.ingest_queue_depth.set(self.queue.depth)
-            if not rows:
-                return
-            await self._write_with_retry(rows)
+            if not self._pending:  # a restarted writer first finishes the batch it held
+                rows = await self._next_batch()
+                if not rows:
+                    return
+                self._pending.append(rows)
+            await self._store()
 
-    async def _write_with_retry(self, rows: list[Row]) -> None:
+    async def _next_batch(self) -> list[Row]:
+        rows = await self.queue.get(self._batch_rows)
+        if rows and len(rows) < self._batch_rows:
+            # Thousands of gateways each send a small frame: wait a moment and write
+            # them in one COPY and one commit instead of one each (a commit costs a
+            # few round trips and an fsync; the lag this adds is ``linger_s``).
+            await asyncio.sleep(self._linger)
+            if self.queue.depth:
+                rows += await self.queue.get(self._batch_rows - len(rows))
+        self._metrics.ingest_queue_depth.set(self.queue.depth)
+        return rows
+
+    async def _store(self) -> None:
+        """Write the pending batch. A part the database refuses is halved until the rows
+        it refuses stand alone: those are dropped, every other row is stored."""
+        pending = self._pending
+        refused: list[Row] = []
+        error: Exception | None = None
+        while pending:
+            part = pending[-1]
+            failure = await self._write(part)
+            pending.pop()
+            if failure is None:
+                await self._committed(part)
+            elif len(part) == 1:
+                refused += part
+                error = error or failure
+            else:
+                half = len(part) // 2
+                pending += (part[half:], part[:half])  # the first half is written first
+        if refused:
+            self._refused(refused, error)
+
+    async def _write(self, rows: list[Row]) -> Exception | None:
+        """COPY and commit ``rows``: None when stored, the error when the database (or the
+        COPY formatter) refused them. Any other failure is retried with the rows kept."""
         delay = 0.1
         while True:
+            started = time.perf_counter()
             try:
-                started = time.perf_counter()
                 await self._copy(rows)
-            except (OperationalError, psycopg.OperationalError) as exc:
-                # The database is away: keep the rows (receivers block on the full queue).
+            except Exception as exc:
+                if _about_rows(exc):
+                    return exc
+                # The database is away or refuses every row alike: keep the rows
+                # (receivers block on the full queue) and say so on /ready.
+                if self._failing is None:
+                    self._failing = (time.monotonic(), f"{type(exc).__name__}: {exc}")
                 log_event(log, "ingest_retry", level=logging.WARNING, rows=len(rows), error=exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            except (DBAPIError, psycopg.Error) as exc:
-                # Rows the database refuses would block ingest forever: count and log them.
-                self._metrics.telemetry_dropped.labels("write_error").inc(len(rows))
-                log_event(log, "ingest_failed", level=logging.ERROR, rows=len(rows), error=exc)
-                return
+            self._failing = None
             self._metrics.ingest_write_seconds.observe(time.perf_counter() - started)
-            await self._committed(rows)
-            return
+            return None
+
+    def _refused(self, rows: list[Row], error: Exception | None) -> None:
+        """Rows the database will never take: count them, one log line per batch."""
+        self._metrics.telemetry_dropped.labels("write_error").inc(len(rows))
+        self._metrics.telemetry_rejected.labels("write_error").inc(len(rows))
+        log_event(
+            log,
+            "ingest_rows_rejected",
+            level=logging.ERROR,
+            rows=len(rows),
+            first=repr(rows[0])[:300],
+            error=f"{type(error).__name__}: {error}",
+            detail="the rest of the batch was stored",
+        )
 
     async def _copy(self, rows: list[Row]) -> None:
         # The writer keeps one connection: a pool checkout costs a pre-ping round trip,
-        # once per batch. Any failure drops it (the retry reconnects).
+        # once per batch. A refused row leaves it usable after a rollback (bisection
+        # writes again at once); any other failure drops it (the retry reconnects).
         if self._conn is None:
             self._conn = await self._engine.connect()
         try:
@@ -343,6 +460,10 @@ class Ingest:
             async with pg.cursor() as cur:
                 await copy_rows(cur, COPY_TELEMETRY, rows)
             await pg.commit()
+        except Exception as exc:
+            if not (_about_rows(exc) and await _rolled_back(self._conn)):
+                await self._drop_connection()
+            raise
         except BaseException:
             await self._drop_connection()
             raise
@@ -390,7 +511,7 @@ class Ingest:
             await asyncio.sleep(self._latest_interval)
             try:
                 await self._flush_latest()
-            except (DBAPIError, psycopg.Error) as exc:
+            except Exception as exc:  # the ids stay dirty: retried at the next interval
                 log_event(log, "latest_flush_failed", level=logging.WARNING, error=exc)
 
     async def _flush_latest(self) -> None:
@@ -412,6 +533,27 @@ class Ingest:
         except BaseException:
             self._dirty.update(ids[start:])
             raise
+
+
+def _about_rows(exc: Exception) -> bool:
+    """True when ``exc`` may be the rows' fault (writing them again cannot help)."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    if isinstance(cause, (*DB_UNAVAILABLE, OSError, psycopg.InterfaceError)):
+        return False
+    if isinstance(cause, psycopg.Error) and cause.sqlstate is not None:
+        return cause.sqlstate[:2] in _ROW_SQLSTATE_CLASSES
+    # Raised before the server saw the row: psycopg cannot format a value (OverflowError,
+    # DataError), or anything else a row can cause.
+    return True
+
+
+async def _rolled_back(conn: AsyncConnection) -> bool:
+    """Roll back the raw connection's failed transaction; False when that failed too."""
+    try:
+        await (await _driver(conn)).rollback()
+    except Exception:
+        return False
+    return True
 
 
 async def _driver(conn: AsyncConnection) -> psycopg.AsyncConnection[object]:

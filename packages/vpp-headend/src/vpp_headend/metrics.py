@@ -111,6 +111,27 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.telemetry_rejected = Counter(
+            "vpp_telemetry_rejected",
+            "Readings refused for their content, by reason: at intake (seq_out_of_range, "
+            "ts_missing, ts_out_of_range, power_not_finite, power_out_of_range; these make up "
+            "dropped{reason=invalid}) or by the database (write_error)",
+            ["reason"],
+            registry=r,
+        )
+        self.ingest_task_up = Gauge(
+            "vpp_ingest_task_up",
+            "1 while an ingest task runs (writer: history; latest: latest values), 0 while "
+            "it is down and waiting to be restarted",
+            ["task"],
+            registry=r,
+        )
+        self.ingest_task_restarts = Counter(
+            "vpp_ingest_task_restarts",
+            "Ingest tasks restarted after they stopped unexpectedly, by task",
+            ["task"],
+            registry=r,
+        )
         self.ingest_queue_depth = Gauge(
             "vpp_ingest_queue_rows", "Readings waiting to be written", registry=r
         )
