@@ -296,7 +296,7 @@ async def copy_ceiling(url: str, args: argparse.Namespace) -> dict[str, float]:
         for f in _batches(g, args.assets, args.readings, args.batch):
             for r in pb.AgentMessage.FromString(f).telemetry_batch.readings:
                 row = reading_row(r, r.asset_id, now)
-                assert row is not None
+                assert not isinstance(row, str), row
                 rows.append(row)
     await _truncate(url)
     step = Settings().ingest_batch_rows
