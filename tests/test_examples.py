@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from vpp_protocol.sitefile import load_site_file
 
@@ -26,3 +27,15 @@ def test_examples_cover_a_multi_asset_site_a_group_and_legacy_agents() -> None:
     assert sum(s.legacy for s in sites) >= 2
     ids = [a.asset_id for s in sites for a in s.assets]
     assert len(ids) == len(set(ids)), "asset ids are unique across the whole system"
+
+
+def test_example_gensets_state_their_minimum_stable_load() -> None:
+    # The simulator has no hidden minimum any more: the site file says it (DESIGN.md §3a).
+    gensets = [
+        asset
+        for p in EXAMPLES
+        for asset in yaml.safe_load(p.read_text())["assets"]
+        if asset["kind"] == "genset"
+    ]
+    assert gensets
+    assert all("min_stable_kw" in g for g in gensets), gensets

@@ -8,6 +8,7 @@ import vpp_protocol as v
 
 TS = dt.datetime(2026, 11, 27, 12, 30, 15, 250000, tzinfo=dt.UTC)
 EXPIRES = dt.datetime(2026, 11, 27, 12, 35, 15, tzinfo=dt.UTC)
+ENDS = dt.datetime(2026, 11, 27, 13, 0, 0, tzinfo=dt.UTC)
 
 GOLDEN: dict[str, v.AgentMessage | v.HeadendMessage] = {
     "register": v.AgentMessage(
@@ -94,6 +95,92 @@ GOLDEN: dict[str, v.AgentMessage | v.HeadendMessage] = {
     "session_closed": v.HeadendMessage(
         session_closed=v.SessionClosed(
             reason=v.CloseReason.SUPERSEDED, detail="newer session epoch 8"
+        )
+    ),
+    # Round 2 (issues 15 and 16): live envelopes, time in force, release, delivery.
+    "telemetry_envelope": v.AgentMessage(
+        telemetry_batch=v.TelemetryBatch(
+            readings=[
+                v.Telemetry(
+                    asset_id="site-a-genset-1",
+                    seq=44,
+                    ts=TS,
+                    power_kw=80.0,
+                    status=v.AssetStatus.OK,
+                    setpoint_kw=80.0,
+                    setpoint_id="7f1c2d9e-0000-4000-8000-000000000004",
+                    available_min_kw=0.0,
+                    available_max_kw=200.0,
+                    min_stable_kw=60.0,
+                    setpoint_ends_at=ENDS,
+                ),
+                v.Telemetry(
+                    asset_id="site-a-pv-1",
+                    seq=45,
+                    ts=TS,
+                    power_kw=0.0,
+                    status=v.AssetStatus.STANDBY,
+                    available_min_kw=0.0,
+                    available_max_kw=0.0,
+                ),
+            ]
+        )
+    ),
+    "setpoint_duration": v.HeadendMessage(
+        setpoint=v.Setpoint(
+            setpoint_id="7f1c2d9e-0000-4000-8000-000000000004",
+            asset_id="site-a-genset-1",
+            power_kw=80.0,
+            issued_at=TS,
+            expires_at=EXPIRES,
+            duration_s=900.0,
+        )
+    ),
+    "setpoint_ends_at": v.HeadendMessage(
+        setpoint=v.Setpoint(
+            setpoint_id="7f1c2d9e-0000-4000-8000-000000000005",
+            group_id="vpp-north",
+            power_kw=-150.0,
+            issued_at=TS,
+            expires_at=EXPIRES,
+            ends_at=ENDS,
+        )
+    ),
+    "release": v.HeadendMessage(
+        release=v.Release(
+            setpoint_id="7f1c2d9e-0000-4000-8000-000000000005",
+            reason="cancelled by operator",
+            issued_at=TS,
+        )
+    ),
+    "ack_shortfall": v.AgentMessage(
+        setpoint_ack=v.SetpointAck(
+            setpoint_id="7f1c2d9e-0000-4000-8000-000000000002",
+            state=v.AckState.APPLIED,
+            ts=TS,
+            allocations=[
+                v.Allocation(asset_id="site-a-bess-1", power_kw=-250.0, applied_kw=-250.0),
+                v.Allocation(
+                    asset_id="site-a-bess-2",
+                    power_kw=-50.0,
+                    applied_kw=-20.0,
+                    limit_reason=v.LimitReason.STATE_OF_CHARGE,
+                    limit_detail="soc 94 % near full",
+                ),
+            ],
+            requested_kw=-300.0,
+            shortfall_kw=-30.0,
+            ends_at=ENDS,
+        )
+    ),
+    "ack_released": v.AgentMessage(
+        setpoint_ack=v.SetpointAck(
+            setpoint_id="7f1c2d9e-0000-4000-8000-000000000005",
+            state=v.AckState.RELEASED,
+            reason="cancelled by operator",
+            ts=TS,
+            allocations=[v.Allocation(asset_id="site-a-bess-1", power_kw=0.0)],
+            release_cause=v.ReleaseCause.CANCELLED,
         )
     ),
 }

@@ -35,6 +35,8 @@ asset_descriptors = st.builds(
     min_kw=opt_floats,
     max_kw=opt_floats,
     energy_kwh=opt_floats,
+    min_stable_kw=opt_floats,
+    fallback_kw=opt_floats,
 )
 registers = st.builds(
     v.Register,
@@ -67,6 +69,10 @@ telemetry = st.builds(
     status=_enum(v.AssetStatus),
     setpoint_kw=opt_floats,
     setpoint_id=text,
+    available_min_kw=opt_floats,
+    available_max_kw=opt_floats,
+    min_stable_kw=opt_floats,
+    setpoint_ends_at=opt_ts,
 )
 batches = st.builds(v.TelemetryBatch, readings=st.lists(telemetry, max_size=5))
 
@@ -81,8 +87,21 @@ def setpoints(draw: st.DrawFn) -> v.Setpoint:
         power_kw=draw(floats),
         issued_at=draw(opt_ts),
         expires_at=draw(opt_ts),
+        ends_at=draw(opt_ts),
+        duration_s=draw(opt_floats),
         **kwargs,
     )
+
+
+releases = st.builds(v.Release, setpoint_id=text, reason=text, issued_at=opt_ts)
+allocations = st.builds(
+    v.Allocation,
+    asset_id=ids,
+    power_kw=floats,
+    applied_kw=opt_floats,
+    limit_reason=_enum(v.LimitReason),
+    limit_detail=text,
+)
 
 
 acks = st.builds(
@@ -93,8 +112,14 @@ acks = st.builds(
     reason=text,
     ts=opt_ts,
     applied_kw=opt_floats,
-    allocations=st.lists(st.builds(v.Allocation, asset_id=ids, power_kw=floats), max_size=4),
+    allocations=st.lists(allocations, max_size=4),
     clamped=st.booleans(),
+    requested_kw=opt_floats,
+    shortfall_kw=opt_floats,
+    limit_reason=_enum(v.LimitReason),
+    limit_detail=text,
+    release_cause=_enum(v.ReleaseCause),
+    ends_at=opt_ts,
 )
 heartbeats = st.builds(v.Heartbeat, ts=opt_ts, seq=u64)
 closes = st.builds(v.SessionClosed, reason=_enum(v.CloseReason), detail=text)
@@ -111,4 +136,5 @@ headend_messages = st.one_of(
     setpoints().map(lambda m: v.HeadendMessage(setpoint=m)),
     heartbeats.map(lambda m: v.HeadendMessage(heartbeat=m)),
     closes.map(lambda m: v.HeadendMessage(session_closed=m)),
+    releases.map(lambda m: v.HeadendMessage(release=m)),
 )

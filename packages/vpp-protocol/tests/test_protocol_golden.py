@@ -53,3 +53,55 @@ def test_upb_sees_the_field_values_a_reader_in_any_language_would() -> None:
 
     legacy = pb.AgentMessage.FromString(_vector("legacy_telemetry")).telemetry
     assert legacy.asset_id == ""
+
+
+def test_upb_sees_the_round_2_fields() -> None:
+    batch = pb.AgentMessage.FromString(_vector("telemetry_envelope")).telemetry_batch
+    genset, pv = batch.readings
+    assert (genset.available_min_kw, genset.available_max_kw, genset.min_stable_kw) == (
+        0.0,
+        200.0,
+        60.0,
+    )
+    assert genset.HasField("setpoint_ends_at")
+    # PV at night: an envelope of [0, 0] is sent, and stays distinguishable from "unknown".
+    assert pv.HasField("available_max_kw")
+    assert pv.available_max_kw == 0.0
+    assert not pv.HasField("min_stable_kw")
+    assert not pv.HasField("setpoint_ends_at")
+
+    release = pb.HeadendMessage.FromString(_vector("release"))
+    assert release.WhichOneof("body") == "release"
+    assert release.release.reason == "cancelled by operator"
+
+    duration = pb.HeadendMessage.FromString(_vector("setpoint_duration")).setpoint
+    assert duration.HasField("duration_s")
+    assert not duration.HasField("ends_at")
+
+    ack = pb.AgentMessage.FromString(_vector("ack_shortfall")).setpoint_ack
+    assert (ack.requested_kw, ack.shortfall_kw) == (-300.0, -30.0)
+    short = ack.allocations[1]
+    assert short.applied_kw == -20.0
+    assert short.limit_reason == pb.LIMIT_REASON_STATE_OF_CHARGE
+    released = pb.AgentMessage.FromString(_vector("ack_released")).setpoint_ack
+    assert released.state == pb.ACK_STATE_RELEASED
+    assert released.release_cause == pb.RELEASE_CAUSE_CANCELLED
+
+
+def test_round_1_messages_read_with_the_round_2_fields_unset() -> None:
+    # A round-1 gateway's reading: no envelope means "cannot tell" (None), not [0, 0].
+    reading = v.decode(v.AgentMessage, _vector("telemetry_batch")).telemetry_batch
+    assert reading is not None
+    first = reading.readings[0]
+    assert first.available_min_kw is None
+    assert first.available_max_kw is None
+    assert first.min_stable_kw is None
+    assert first.setpoint_ends_at is None
+    setpoint = v.decode(v.HeadendMessage, _vector("setpoint_site")).setpoint
+    assert setpoint is not None
+    assert (setpoint.ends_at, setpoint.duration_s) == (None, None)
+    ack = v.decode(v.AgentMessage, _vector("ack_allocations")).setpoint_ack
+    assert ack is not None
+    assert ack.requested_kw is None
+    assert ack.release_cause == v.ReleaseCause.UNSPECIFIED
+    assert all(a.applied_kw is None for a in ack.allocations)

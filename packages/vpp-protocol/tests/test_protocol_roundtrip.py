@@ -18,6 +18,7 @@ from protocol_strategies import (
     heartbeats,
     register_results,
     registers,
+    releases,
     setpoints,
     telemetry,
 )
@@ -31,6 +32,7 @@ CASES = [
     (v.Telemetry, telemetry),
     (v.TelemetryBatch, batches),
     (v.Setpoint, setpoints()),
+    (v.Release, releases),
     (v.SetpointAck, acks),
     (v.Heartbeat, heartbeats),
     (v.SessionClosed, closes),

@@ -112,6 +112,50 @@ BAD = [
         "gateway.heartbeat_interval_s: must be a positive number",
     ),
     ("- just a list", "Expected `object`, got `array`"),
+    # Round 2: operating envelope and time in force (DESIGN.md §3a, §3b).
+    (
+        "site_id: s\nassets:\n"
+        "  - {asset_id: g, kind: genset, capacity_kw: 100, min_stable_kw: -5}\n",
+        "f.yaml:3: assets[0].min_stable_kw: -5.0 is negative",
+    ),
+    (
+        "site_id: s\nassets:\n  - {asset_id: a, kind: pv}\n"
+        "  - {asset_id: g, kind: genset, capacity_kw: 100, min_stable_kw: 120}\n",
+        "f.yaml:4: assets[1].min_stable_kw: min_stable_kw (120.0) is greater than max_kw (100.0)",
+    ),
+    (
+        "site_id: s\nassets: [{asset_id: g, kind: genset, capacity_kw: 100, min_stable_kw: .nan}]",
+        "assets[0].min_stable_kw: nan is not a finite number",
+    ),
+    (
+        "site_id: s\nassets: [{asset_id: g, kind: genset, min_stable_kw: lots}]",
+        "assets[0].min_stable_kw: Expected `float`, got `str`",
+    ),
+    (
+        "site_id: s\nassets: [{asset_id: b, kind: bess, capacity_kw: 50, fallback_kw: 60}]",
+        "assets[0].fallback_kw: fallback_kw (60.0) is outside [-50.0, 50.0]",
+    ),
+    (
+        "site_id: s\nassets: [{asset_id: e, kind: ev_charger, capacity_kw: 22, fallback_kw: 5}]",
+        "assets[0].fallback_kw: fallback_kw (5.0) is outside [-22.0, 0.0]",
+    ),
+    (
+        "site_id: s\nassets:\n"
+        "  - {asset_id: g, kind: genset, capacity_kw: 100, min_stable_kw: 40, fallback_kw: 20}\n",
+        "f.yaml:3: assets[0].fallback_kw: fallback_kw (20.0) is between 0 and min_stable_kw (40.0)",
+    ),
+    (
+        "site_id: s\nfailsafe_after_s: -1\nassets: [{asset_id: a, kind: pv}]",
+        "f.yaml:2: failsafe_after_s: must be a number of seconds >= 0 (0 = off)",
+    ),
+    (
+        "site_id: s\nfailsafe_after_s: .inf\nassets: [{asset_id: a, kind: pv}]",
+        "failsafe_after_s: must be a number of seconds >= 0",
+    ),
+    (
+        "site_id: s\nfailsafe_after_s: soon\nassets: [{asset_id: a, kind: pv}]",
+        "failsafe_after_s: Expected `float`, got `str`",
+    ),
 ]
 
 
@@ -129,3 +173,22 @@ def test_load_site_file_reads_from_disk_and_reports_missing_files(tmp_path: Path
     assert load_site_file(path).site_id == "site-a"
     with pytest.raises(SiteFileError, match="cannot read"):
         load_site_file(tmp_path / "missing.yaml")
+
+
+def test_envelope_and_time_in_force_fields_default_and_load() -> None:
+    site = parse_site_file(GOOD)
+    assert site.failsafe_after_s == 900
+    assert all(a.min_stable_kw == 0 and a.fallback_kw is None for a in site.assets)
+    site = parse_site_file(
+        "site_id: s\nfailsafe_after_s: 0\nassets:\n"
+        "  - {asset_id: g, kind: genset, capacity_kw: 200, min_stable_kw: 60, fallback_kw: 0}\n"
+        "  - {asset_id: h, kind: genset, capacity_kw: 200, min_stable_kw: 60, fallback_kw: 80}\n"
+        "  - {asset_id: b, kind: bess, capacity_kw: 50, fallback_kw: -10}\n"
+        "  - {asset_id: x, kind: other, min_stable_kw: 5}\n"  # unbounded: any minimum fits
+    )
+    assert site.failsafe_after_s == 0  # 0 = fail-safe off
+    assets = {a.asset_id: a for a in site.assets}
+    assert (assets["g"].min_stable_kw, assets["g"].fallback_kw) == (60, 0)
+    assert assets["h"].fallback_kw == 80
+    assert assets["b"].fallback_kw == -10
+    assert assets["x"].min_stable_kw == 5

@@ -77,6 +77,8 @@ def descriptor(asset: AssetConfig) -> pb.AssetDescriptor:
         max_kw=_finite(hi),
         energy_kwh=asset.energy_kwh,
         credential=asset.credential or "",
+        min_stable_kw=asset.min_stable_kw or None,
+        fallback_kw=asset.fallback_kw,
     )
 
 
@@ -111,6 +113,10 @@ def telemetry(reading: Reading, *, legacy: bool = False) -> pb.Telemetry:
         status=_STATUS[reading.status],
         setpoint_kw=reading.setpoint_kw,
         setpoint_id=reading.setpoint_id,
+        available_min_kw=reading.available_min_kw,
+        available_max_kw=reading.available_max_kw,
+        min_stable_kw=reading.min_stable_kw,
+        setpoint_ends_at=reading.setpoint_ends_at,
     )
 
 

@@ -39,6 +39,12 @@ class Reading:
     soc_pct: float | None = None
     setpoint_kw: float | None = None
     setpoint_id: str = ""
+    # The live envelope (DESIGN.md §3a); None = not known (meters, unbounded limits).
+    available_min_kw: float | None = None
+    available_max_kw: float | None = None
+    min_stable_kw: float | None = None
+    # End of control of the setpoint in force; None = none in force, or no end.
+    setpoint_ends_at: datetime | None = None
 
 
 TargetKind = Literal["asset", "site", "group", "default"]

@@ -28,6 +28,8 @@ class AssetRuntime:
     setpoint_kw: float | None = None
     setpoint_id: str = ""
     applied_at: datetime | None = None
+    #: End of control of the setpoint in force (DESIGN.md §3b); readings carry it.
+    setpoint_ends_at: datetime | None = None
     last_reading: Reading | None = None
     #: False when the headend rejected this asset: its telemetry stays off the wire.
     accepted: bool = True

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from .clock import Clock
 from .devices import DeviceError, Measurement
+from .envelope import envelope
 from .log import EventLog
 from .model import Reading, Status
 from .runtime import AssetFleet, AssetRuntime
@@ -79,6 +80,7 @@ class TelemetryMux:
         readings: list[Reading] = []
         wire: list[Reading] = []
         for asset, m in zip(assets, measurements, strict=True):
+            env = envelope(asset.config, asset.limits, m)
             r = Reading(
                 asset.asset_id,
                 asset.next_seq(),
@@ -88,6 +90,10 @@ class TelemetryMux:
                 m.soc_pct,
                 asset.setpoint_kw,
                 asset.setpoint_id,
+                env.min_kw,
+                env.max_kw,
+                env.min_stable_kw,
+                asset.setpoint_ends_at,
             )
             asset.note_reading(r, mono)
             readings.append(r)

@@ -23,6 +23,8 @@ SHA256_HEX_PATTERN = re.compile(r"[0-9a-f]{64}")
 AssetKindName = Literal["pv", "bess", "meter", "genset", "ev_charger", "load", "other"]
 #: Kinds whose power is drawn from the grid: their default bounds are [-capacity, 0].
 CONSUMER_KINDS = frozenset({"ev_charger", "load"})
+#: Seconds without a working session before the gateway releases every asset (DESIGN.md §3b).
+DEFAULT_FAILSAFE_AFTER_S = 900.0
 
 
 class SiteFileError(ValueError):
@@ -68,6 +70,11 @@ class AssetConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     min_kw: float | None = None
     max_kw: float | None = None
     energy_kwh: float | None = None
+    # Semi-continuous assets (gensets): off (0) or within [min_stable_kw, max_kw]; 0 = continuous.
+    min_stable_kw: float = 0.0
+    # Where a setpoint's end, a release or the fail-safe leaves the asset; None = the
+    # device's own behaviour (PV uncurtailed, BESS 0, genset off, EV unrestricted).
+    fallback_kw: float | None = None
     simulator: dict[str, Any] = msgspec.field(default_factory=dict)
     # Per-asset identity (docs/security.md). The gateway presents `credential` in
     # Register; the headend's registry import stores `credential_sha256` (or the hash of
@@ -115,6 +122,8 @@ class SiteFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     groups: list[str] = msgspec.field(default_factory=list)
     legacy: bool = False
     gateway: GatewayOptions = msgspec.field(default_factory=GatewayOptions)
+    # With no working session this long, the gateway releases every asset; 0 = never.
+    failsafe_after_s: float = DEFAULT_FAILSAFE_AFTER_S
 
     def asset(self, asset_id: str) -> AssetConfig | None:
         """The asset with this id, or None."""
@@ -128,6 +137,8 @@ def _problems(site: SiteFile) -> list[tuple[str, str]]:
         out.append(("site_id", f"{site.site_id!r} must match [A-Za-z0-9._-]{{1,64}}"))
     if not (math.isfinite(site.telemetry_interval_s) and site.telemetry_interval_s > 0):
         out.append(("telemetry_interval_s", "must be a positive number of seconds"))
+    if not (math.isfinite(site.failsafe_after_s) and site.failsafe_after_s >= 0):
+        out.append(("failsafe_after_s", "must be a number of seconds >= 0 (0 = off)"))
     if not 0 < site.headend.port < 65536:
         out.append(("headend.port", f"{site.headend.port} is not a TCP port (1-65535)"))
     for i, group in enumerate(site.groups):
@@ -165,15 +176,18 @@ def _problems(site: SiteFile) -> list[tuple[str, str]]:
     return out
 
 
+_NON_NEGATIVE = ("capacity_kw", "energy_kwh", "min_stable_kw")
+
+
 def _asset_problems(path: str, asset: AssetConfig) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     if not ID_PATTERN.fullmatch(asset.asset_id):
         out.append((f"{path}.asset_id", f"{asset.asset_id!r} must match [A-Za-z0-9._-]{{1,64}}"))
-    for name in ("capacity_kw", "min_kw", "max_kw", "energy_kwh"):
+    for name in ("capacity_kw", "min_kw", "max_kw", "energy_kwh", "min_stable_kw", "fallback_kw"):
         value = getattr(asset, name)
         if value is not None and not math.isfinite(value):
             out.append((f"{path}.{name}", f"{value} is not a finite number"))
-        elif value is not None and name in ("capacity_kw", "energy_kwh") and value < 0:
+        elif value is not None and name in _NON_NEGATIVE and value < 0:
             out.append((f"{path}.{name}", f"{value} is negative"))
     if asset.credential is not None and not CREDENTIAL_PATTERN.fullmatch(asset.credential):
         out.append((f"{path}.credential", "must be 1-256 printable ASCII characters, no spaces"))
@@ -185,6 +199,29 @@ def _asset_problems(path: str, asset: AssetConfig) -> list[tuple[str, str]]:
         lo, hi = asset.bounds
         if lo > hi:
             out.append((f"{path}.min_kw", f"min_kw ({lo}) is greater than max_kw ({hi})"))
+        else:
+            out += _envelope_problems(path, asset, lo, hi)
+    return out
+
+
+def _envelope_problems(
+    path: str, asset: AssetConfig, lo: float, hi: float
+) -> list[tuple[str, str]]:
+    """min_stable_kw and fallback_kw against the asset's effective bounds [lo, hi]."""
+    out: list[tuple[str, str]] = []
+    ms, fb = asset.min_stable_kw, asset.fallback_kw
+    if ms > hi:
+        out.append((f"{path}.min_stable_kw", f"min_stable_kw ({ms}) is greater than max_kw ({hi})"))
+    if fb is not None and not lo <= fb <= hi:
+        out.append((f"{path}.fallback_kw", f"fallback_kw ({fb}) is outside [{lo}, {hi}]"))
+    elif fb is not None and 0 < fb < ms:
+        out.append(
+            (
+                f"{path}.fallback_kw",
+                f"fallback_kw ({fb}) is between 0 and min_stable_kw ({ms}): the asset runs "
+                f"either off or at {ms} kW or more",
+            )
+        )
     return out
 
 
@@ -246,6 +283,7 @@ def load_site_file(path: str | Path) -> SiteFile:
 
 __all__ = [
     "CREDENTIAL_PATTERN",
+    "DEFAULT_FAILSAFE_AFTER_S",
     "ID_PATTERN",
     "AssetConfig",
     "AssetKindName",

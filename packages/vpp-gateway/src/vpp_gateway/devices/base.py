@@ -46,11 +46,21 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Measurement:
-    """One reading taken from a device."""
+    """One reading taken from a device, with its live operating envelope (DESIGN.md §3a).
+
+    ``available_min_kw`` / ``available_max_kw``: the power range the device can be set to
+    now (PV: up to what the sun gives; a battery: what its state of charge allows; an EV
+    charger with nothing plugged in: 0). ``min_stable_kw``: a semi-continuous device is
+    off (0) or within [min_stable_kw, available_max_kw]. None = the device cannot tell; the
+    gateway then reports the asset's static limits and the site file's ``min_stable_kw``.
+    """
 
     power_kw: float
     status: Status = Status.OK
     soc_pct: float | None = None
+    available_min_kw: float | None = None
+    available_max_kw: float | None = None
+    min_stable_kw: float | None = None
 
 
 @runtime_checkable
@@ -63,14 +73,18 @@ class DeviceAdapter(Protocol):
         ...
 
     async def read(self) -> Measurement:
-        """Take a measurement; raise `DeviceError` when the device cannot be read."""
+        """Take a measurement, with the envelope when the device can tell it.
+
+        Raise `DeviceError` when the device cannot be read.
+        """
         ...
 
     async def apply(self, power_kw: float) -> float:
         """Command ``power_kw`` (already within `limits`); return the power actually set.
 
-        The returned value may differ when the device rounds or has rules of its own (a
-        genset's minimum stable load); raise `DeviceError` when it cannot be applied.
+        The returned value may differ when the device rounds, has rules of its own (a
+        genset's minimum stable load) or cannot do that much now (outside its live
+        envelope); raise `DeviceError` when it cannot be applied.
         """
         ...
 

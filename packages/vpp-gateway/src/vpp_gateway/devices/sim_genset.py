@@ -2,25 +2,41 @@
 
 from __future__ import annotations
 
-from ._sim_common import Measurement, SimDevice, Status, only
+from vpp_protocol.sitefile import AssetConfig
+
+from ..clock import Clock
+from ._sim_common import Measurement, SimDevice, SimParamError, Status
+
+_MOVED = {
+    "min_stable_pct": "the asset's own min_stable_kw (kW, in the site file; default 0)",
+    "min_stable_kw": "the asset's own min_stable_kw (beside kind and capacity_kw, not under "
+    "simulator:)",
+}
 
 
 class SimGenset(SimDevice):
-    """A setpoint ≤ 0 stops it; a setpoint in (0, min stable load) runs it at the minimum.
+    """Off at a setpoint ≤ 0; a setpoint in (0, min stable load) runs it at the minimum.
 
-    The minimum stable load is ``min_stable_kw``, else ``min_stable_pct`` (default 30 %)
-    of capacity.
+    The minimum stable load is the site file's ``min_stable_kw`` (default 0: continuous)
+    and shows in every reading's envelope; the simulator has no minimum of its own.
     """
 
-    kind_params = only({"min_stable_kw", "min_stable_pct"})
+    def __init__(self, asset: AssetConfig, clock: Clock, seed: int) -> None:
+        moved = sorted(set(asset.simulator) & set(_MOVED))
+        if moved:
+            name = moved[0]
+            raise SimParamError(
+                f"asset {asset.asset_id}: simulator.{name} is no longer supported; "
+                f"set {_MOVED[name]}"
+            )
+        super().__init__(asset, clock, seed)
 
     @property
     def min_stable_kw(self) -> float:
-        if "min_stable_kw" in self._params:
-            value = float(self.param("min_stable_kw", 0.0))
-        else:
-            value = float(self.param("min_stable_pct", 30.0)) / 100 * self.capacity_kw
-        return min(max(value, 0.0), self.limits.max_kw)
+        return min(max(self.asset.min_stable_kw, 0.0), self.limits.max_kw)
+
+    def min_stable(self) -> float | None:
+        return self.min_stable_kw or None
 
     def command(self, power_kw: float) -> float:
         if power_kw <= 0:
@@ -32,4 +48,4 @@ class SimGenset(SimDevice):
 
     def measure(self) -> Measurement:
         p = self.setpoint_kw or 0.0
-        return Measurement(power_kw=p, status=Status.OK if p > 0 else Status.STANDBY)
+        return self.reading(p, Status.OK if p > 0 else Status.STANDBY)

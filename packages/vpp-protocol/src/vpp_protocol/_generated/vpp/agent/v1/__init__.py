@@ -15,10 +15,13 @@ __all__ = (
     "CloseReason",
     "HeadendMessage",
     "Heartbeat",
+    "LimitReason",
     "Register",
     "RegisterResult",
     "RejectCode",
     "RejectedAsset",
+    "Release",
+    "ReleaseCause",
     "SessionClosed",
     "Setpoint",
     "SetpointAck",
@@ -78,6 +81,12 @@ class AckState(betterproto2.Enum):
     Arrived after expires_at; not applied.
     """
 
+    RELEASED = 6
+    """
+    Its control ended: the assets it still controlled went back to their
+    fallback. SetpointAck.release_cause says why.
+    """
+
     @classmethod
     def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
         return {
@@ -87,6 +96,7 @@ class AckState(betterproto2.Enum):
             3: "ACK_STATE_FAILED",
             4: "ACK_STATE_REJECTED",
             5: "ACK_STATE_EXPIRED",
+            6: "ACK_STATE_RELEASED",
         }
 
     @classmethod
@@ -98,6 +108,7 @@ class AckState(betterproto2.Enum):
             "ACK_STATE_FAILED": 3,
             "ACK_STATE_REJECTED": 4,
             "ACK_STATE_EXPIRED": 5,
+            "ACK_STATE_RELEASED": 6,
         }
 
 
@@ -273,6 +284,80 @@ class CloseReason(betterproto2.Enum):
         }
 
 
+class LimitReason(betterproto2.Enum):
+    """
+    Why an asset took less than it was asked for (or nothing).
+    """
+
+    UNSPECIFIED = 0
+    """
+    No limit hit: the request was met.
+    """
+
+    AVAILABLE_POWER = 1
+    """
+    The power available now: PV without sun, an EV charger with nothing
+    plugged in (the live envelope).
+    """
+
+    STATE_OF_CHARGE = 2
+    """
+    The battery's state of charge: too empty to discharge, too full to charge.
+    """
+
+    MIN_STABLE_LOAD = 3
+    """
+    A semi-continuous asset cannot run between 0 and min_stable_kw.
+    """
+
+    DEVICE_FAULT = 4
+    """
+    The device refused or failed the command.
+    """
+
+    DEVICE_TIMEOUT = 5
+    """
+    The device did not answer in time.
+    """
+
+    LIMITS = 6
+    """
+    The asset's configured min_kw / max_kw (the request was clamped).
+    """
+
+    DEVICE_REDUCED = 7
+    """
+    The device set a different value than commanded, for a rule of its own
+    (rounding, an internal limit it does not report).
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "LIMIT_REASON_UNSPECIFIED",
+            1: "LIMIT_REASON_AVAILABLE_POWER",
+            2: "LIMIT_REASON_STATE_OF_CHARGE",
+            3: "LIMIT_REASON_MIN_STABLE_LOAD",
+            4: "LIMIT_REASON_DEVICE_FAULT",
+            5: "LIMIT_REASON_DEVICE_TIMEOUT",
+            6: "LIMIT_REASON_LIMITS",
+            7: "LIMIT_REASON_DEVICE_REDUCED",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "LIMIT_REASON_UNSPECIFIED": 0,
+            "LIMIT_REASON_AVAILABLE_POWER": 1,
+            "LIMIT_REASON_STATE_OF_CHARGE": 2,
+            "LIMIT_REASON_MIN_STABLE_LOAD": 3,
+            "LIMIT_REASON_DEVICE_FAULT": 4,
+            "LIMIT_REASON_DEVICE_TIMEOUT": 5,
+            "LIMIT_REASON_LIMITS": 6,
+            "LIMIT_REASON_DEVICE_REDUCED": 7,
+        }
+
+
 class RejectCode(betterproto2.Enum):
     """
     Why a claimed asset was not accepted.
@@ -325,6 +410,47 @@ class RejectCode(betterproto2.Enum):
             "REJECT_CODE_DUPLICATE": 3,
             "REJECT_CODE_INVALID": 4,
             "REJECT_CODE_UNAUTHORIZED": 5,
+        }
+
+
+class ReleaseCause(betterproto2.Enum):
+    """
+    Why the control of a setpoint ended (SetpointAck state RELEASED).
+    """
+
+    UNSPECIFIED = 0
+
+    DURATION_ENDED = 1
+    """
+    Its duration_s or ends_at was reached (gateway clock).
+    """
+
+    CANCELLED = 2
+    """
+    The headend sent a Release (e.g. the operator cancelled the dispatch).
+    """
+
+    FAILSAFE = 3
+    """
+    The gateway had no working session for failsafe_after_s (site file).
+    """
+
+    @classmethod
+    def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
+        return {
+            0: "RELEASE_CAUSE_UNSPECIFIED",
+            1: "RELEASE_CAUSE_DURATION_ENDED",
+            2: "RELEASE_CAUSE_CANCELLED",
+            3: "RELEASE_CAUSE_FAILSAFE",
+        }
+
+    @classmethod
+    def betterproto_renamed_proto_names_to_value(cls) -> dict[str, int]:
+        return {
+            "RELEASE_CAUSE_UNSPECIFIED": 0,
+            "RELEASE_CAUSE_DURATION_ENDED": 1,
+            "RELEASE_CAUSE_CANCELLED": 2,
+            "RELEASE_CAUSE_FAILSAFE": 3,
         }
 
 
@@ -392,6 +518,25 @@ class Allocation(betterproto2.Message):
     Power allocated to it, in kW.
     """
 
+    applied_kw: "float | None" = betterproto2.field(3, betterproto2.TYPE_DOUBLE, optional=True)
+    """
+    Power the device actually set, in kW; unset when it did not confirm
+    (failed, timed out). For RELEASED: its fallback_kw, unset when it went
+    back to its own behaviour.
+    """
+
+    limit_reason: "LimitReason" = betterproto2.field(
+        4, betterproto2.TYPE_ENUM, default_factory=lambda: LimitReason(0)
+    )
+    """
+    Why applied_kw falls short of power_kw; UNSPECIFIED when it does not.
+    """
+
+    limit_detail: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
+    """
+    Human-readable detail of limit_reason, e.g. "soc 4 % at reserve 5 %".
+    """
+
 
 default_message_pool.register_message("vpp.agent.v1", "Allocation", Allocation)
 
@@ -442,6 +587,20 @@ class AssetDescriptor(betterproto2.Message):
     it is missing or wrong. Meant for TLS connections only.
     """
 
+    min_stable_kw: "float | None" = betterproto2.field(8, betterproto2.TYPE_DOUBLE, optional=True)
+    """
+    Minimum stable load in kW (>= 0) of a semi-continuous asset (a genset):
+    it is either off (0) or runs within [min_stable_kw, max_kw]. Unset = 0
+    (continuous). From the site file.
+    """
+
+    fallback_kw: "float | None" = betterproto2.field(9, betterproto2.TYPE_DOUBLE, optional=True)
+    """
+    Power in kW the gateway returns the asset to when a setpoint's control
+    ends (duration over, released, fail-safe). Unset = the device's own
+    behaviour (PV uncurtailed, BESS 0, genset off, EV unrestricted).
+    """
+
 
 default_message_pool.register_message("vpp.agent.v1", "AssetDescriptor", AssetDescriptor)
 
@@ -481,6 +640,13 @@ class HeadendMessage(betterproto2.Message):
     )
     """
     The headend is closing this stream, and why.
+    """
+
+    release: "Release | None" = betterproto2.field(
+        5, betterproto2.TYPE_MESSAGE, optional=True, group="body"
+    )
+    """
+    End the control of a setpoint sent earlier (e.g. a cancelled dispatch).
     """
 
 
@@ -631,6 +797,40 @@ default_message_pool.register_message("vpp.agent.v1", "RejectedAsset", RejectedA
 
 
 @dataclass(eq=False, repr=False)
+class Release(betterproto2.Message):
+    """
+    The headend ends the control of a setpoint it sent (e.g. the operator
+    cancelled its dispatch). The gateway releases to their fallback exactly the
+    assets that setpoint still controls (not those a newer setpoint took over)
+    and answers a SetpointAck RELEASED with cause CANCELLED. The setpoint id
+    says what to release, so a legacy single-asset agent takes the same
+    message. Idempotent: a setpoint no longer in force (ended, superseded,
+    already released, never applied) is acknowledged RELEASED with no
+    allocations and a reason saying so.
+    """
+
+    setpoint_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    Id of the setpoint whose control ends (UUID text).
+    """
+
+    reason: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Human-readable reason, for logs and the ack, e.g. "cancelled by operator".
+    """
+
+    issued_at: "datetime.datetime | None" = betterproto2.field(
+        3, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+    )
+    """
+    When the headend issued the release (UTC).
+    """
+
+
+default_message_pool.register_message("vpp.agent.v1", "Release", Release)
+
+
+@dataclass(eq=False, repr=False)
 class SessionClosed(betterproto2.Message):
     """
     Last message of a stream closed by the headend.
@@ -703,7 +903,25 @@ class Setpoint(betterproto2.Message):
         7, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
     )
     """
-    After this instant (UTC) the setpoint must not be applied.
+    After this instant (UTC) the setpoint must not be applied. Bounds
+    delivery only; ends_at / duration_s bound control.
+    """
+
+    ends_at: "datetime.datetime | None" = betterproto2.field(
+        8, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+    )
+    """
+    Absolute end of control (UTC): at this instant the gateway releases the
+    assets to their fallback. Unset (with duration_s unset) = in force until
+    superseded, released or the fail-safe. The headend sets at most one of
+    ends_at and duration_s; when both are set the earlier end applies.
+    """
+
+    duration_s: "float | None" = betterproto2.field(9, betterproto2.TYPE_DOUBLE, optional=True)
+    """
+    Time in force in seconds (> 0), counted from the moment the gateway
+    applies it, on the gateway's clock; then it releases the assets to their
+    fallback. Unset = no duration (see ends_at).
     """
 
 
@@ -764,6 +982,46 @@ class SetpointAck(betterproto2.Message):
     True when the request was clamped to the asset's limits.
     """
 
+    requested_kw: "float | None" = betterproto2.field(9, betterproto2.TYPE_DOUBLE, optional=True)
+    """
+    Power the gateway was asked for this site or asset, in kW (the
+    setpoint's power_kw), for APPLIED and FAILED.
+    """
+
+    shortfall_kw: "float | None" = betterproto2.field(10, betterproto2.TYPE_DOUBLE, optional=True)
+    """
+    requested_kw minus the total power applied, in kW (signed like power);
+    0 when the request was met. For APPLIED and FAILED.
+    """
+
+    limit_reason: "LimitReason" = betterproto2.field(
+        11, betterproto2.TYPE_ENUM, default_factory=lambda: LimitReason(0)
+    )
+    """
+    Why an asset or legacy setpoint fell short; for a site or group setpoint
+    see each allocation's limit_reason.
+    """
+
+    limit_detail: "str" = betterproto2.field(12, betterproto2.TYPE_STRING)
+    """
+    Human-readable detail of limit_reason.
+    """
+
+    release_cause: "ReleaseCause" = betterproto2.field(
+        13, betterproto2.TYPE_ENUM, default_factory=lambda: ReleaseCause(0)
+    )
+    """
+    For RELEASED: why the control ended.
+    """
+
+    ends_at: "datetime.datetime | None" = betterproto2.field(
+        14, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+    )
+    """
+    For APPLIED: when its control ends by the gateway's clock (ends_at, or
+    applied time plus duration_s); unset when it has no end.
+    """
+
 
 default_message_pool.register_message("vpp.agent.v1", "SetpointAck", SetpointAck)
 
@@ -818,6 +1076,40 @@ class Telemetry(betterproto2.Message):
     setpoint_id: "str" = betterproto2.field(8, betterproto2.TYPE_STRING)
     """
     Id of the last applied setpoint (UUID text); empty when none.
+    """
+
+    available_min_kw: "float | None" = betterproto2.field(
+        9, betterproto2.TYPE_DOUBLE, optional=True
+    )
+    """
+    Live operating envelope: the lowest power in kW (signed) the asset can be
+    set to now, e.g. a full battery cannot charge (>= 0). Unset when the
+    device cannot tell: the asset's registered min_kw applies.
+    """
+
+    available_max_kw: "float | None" = betterproto2.field(
+        10, betterproto2.TYPE_DOUBLE, optional=True
+    )
+    """
+    Live operating envelope: the highest power in kW (signed) the asset can
+    be set to now, e.g. PV: what the sun gives now; an empty battery or an EV
+    charger with nothing plugged in: 0. Unset when the device cannot tell:
+    the registered max_kw applies.
+    """
+
+    min_stable_kw: "float | None" = betterproto2.field(11, betterproto2.TYPE_DOUBLE, optional=True)
+    """
+    Semi-continuous assets (gensets): the asset is either off (0) or within
+    [min_stable_kw, available_max_kw], in kW (>= 0). Unset or 0 = continuous.
+    """
+
+    setpoint_ends_at: "datetime.datetime | None" = betterproto2.field(
+        12, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+    )
+    """
+    End of control of the setpoint in force (its ends_at, or the time it was
+    applied plus its duration_s, by the gateway's clock). Unset when no
+    setpoint is in force or it has no end.
     """
 
 

@@ -46,6 +46,25 @@ class AckState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACK_STATE_FAILED: _ClassVar[AckState]
     ACK_STATE_REJECTED: _ClassVar[AckState]
     ACK_STATE_EXPIRED: _ClassVar[AckState]
+    ACK_STATE_RELEASED: _ClassVar[AckState]
+
+class ReleaseCause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RELEASE_CAUSE_UNSPECIFIED: _ClassVar[ReleaseCause]
+    RELEASE_CAUSE_DURATION_ENDED: _ClassVar[ReleaseCause]
+    RELEASE_CAUSE_CANCELLED: _ClassVar[ReleaseCause]
+    RELEASE_CAUSE_FAILSAFE: _ClassVar[ReleaseCause]
+
+class LimitReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LIMIT_REASON_UNSPECIFIED: _ClassVar[LimitReason]
+    LIMIT_REASON_AVAILABLE_POWER: _ClassVar[LimitReason]
+    LIMIT_REASON_STATE_OF_CHARGE: _ClassVar[LimitReason]
+    LIMIT_REASON_MIN_STABLE_LOAD: _ClassVar[LimitReason]
+    LIMIT_REASON_DEVICE_FAULT: _ClassVar[LimitReason]
+    LIMIT_REASON_DEVICE_TIMEOUT: _ClassVar[LimitReason]
+    LIMIT_REASON_LIMITS: _ClassVar[LimitReason]
+    LIMIT_REASON_DEVICE_REDUCED: _ClassVar[LimitReason]
 
 class CloseReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -80,6 +99,19 @@ ACK_STATE_APPLIED: AckState
 ACK_STATE_FAILED: AckState
 ACK_STATE_REJECTED: AckState
 ACK_STATE_EXPIRED: AckState
+ACK_STATE_RELEASED: AckState
+RELEASE_CAUSE_UNSPECIFIED: ReleaseCause
+RELEASE_CAUSE_DURATION_ENDED: ReleaseCause
+RELEASE_CAUSE_CANCELLED: ReleaseCause
+RELEASE_CAUSE_FAILSAFE: ReleaseCause
+LIMIT_REASON_UNSPECIFIED: LimitReason
+LIMIT_REASON_AVAILABLE_POWER: LimitReason
+LIMIT_REASON_STATE_OF_CHARGE: LimitReason
+LIMIT_REASON_MIN_STABLE_LOAD: LimitReason
+LIMIT_REASON_DEVICE_FAULT: LimitReason
+LIMIT_REASON_DEVICE_TIMEOUT: LimitReason
+LIMIT_REASON_LIMITS: LimitReason
+LIMIT_REASON_DEVICE_REDUCED: LimitReason
 CLOSE_REASON_UNSPECIFIED: CloseReason
 CLOSE_REASON_SUPERSEDED: CloseReason
 CLOSE_REASON_SERVER_SHUTDOWN: CloseReason
@@ -88,7 +120,7 @@ CLOSE_REASON_UNAUTHORIZED: CloseReason
 CLOSE_REASON_PROTOCOL_ERROR: CloseReason
 
 class AssetDescriptor(_message.Message):
-    __slots__ = ("asset_id", "kind", "capacity_kw", "min_kw", "max_kw", "energy_kwh", "credential")
+    __slots__ = ("asset_id", "kind", "capacity_kw", "min_kw", "max_kw", "energy_kwh", "credential", "min_stable_kw", "fallback_kw")
     ASSET_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_KW_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +128,8 @@ class AssetDescriptor(_message.Message):
     MAX_KW_FIELD_NUMBER: _ClassVar[int]
     ENERGY_KWH_FIELD_NUMBER: _ClassVar[int]
     CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
+    MIN_STABLE_KW_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_KW_FIELD_NUMBER: _ClassVar[int]
     asset_id: str
     kind: AssetKind
     capacity_kw: float
@@ -103,7 +137,9 @@ class AssetDescriptor(_message.Message):
     max_kw: float
     energy_kwh: float
     credential: str
-    def __init__(self, asset_id: _Optional[str] = ..., kind: _Optional[_Union[AssetKind, str]] = ..., capacity_kw: _Optional[float] = ..., min_kw: _Optional[float] = ..., max_kw: _Optional[float] = ..., energy_kwh: _Optional[float] = ..., credential: _Optional[str] = ...) -> None: ...
+    min_stable_kw: float
+    fallback_kw: float
+    def __init__(self, asset_id: _Optional[str] = ..., kind: _Optional[_Union[AssetKind, str]] = ..., capacity_kw: _Optional[float] = ..., min_kw: _Optional[float] = ..., max_kw: _Optional[float] = ..., energy_kwh: _Optional[float] = ..., credential: _Optional[str] = ..., min_stable_kw: _Optional[float] = ..., fallback_kw: _Optional[float] = ...) -> None: ...
 
 class Register(_message.Message):
     __slots__ = ("site_id", "assets", "agent_version", "protocol_version", "asset_id")
@@ -157,7 +193,7 @@ class RegisterResult(_message.Message):
     def __init__(self, accepted_asset_ids: _Optional[_Iterable[str]] = ..., rejected: _Optional[_Iterable[_Union[RejectedAsset, _Mapping]]] = ..., session_id: _Optional[str] = ..., epoch: _Optional[int] = ..., telemetry_watermarks: _Optional[_Mapping[str, int]] = ..., protocol_version: _Optional[int] = ..., default_asset_id: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ...) -> None: ...
 
 class Telemetry(_message.Message):
-    __slots__ = ("asset_id", "seq", "ts", "power_kw", "soc_pct", "status", "setpoint_kw", "setpoint_id")
+    __slots__ = ("asset_id", "seq", "ts", "power_kw", "soc_pct", "status", "setpoint_kw", "setpoint_id", "available_min_kw", "available_max_kw", "min_stable_kw", "setpoint_ends_at")
     ASSET_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TS_FIELD_NUMBER: _ClassVar[int]
@@ -166,6 +202,10 @@ class Telemetry(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     SETPOINT_KW_FIELD_NUMBER: _ClassVar[int]
     SETPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_MIN_KW_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_MAX_KW_FIELD_NUMBER: _ClassVar[int]
+    MIN_STABLE_KW_FIELD_NUMBER: _ClassVar[int]
+    SETPOINT_ENDS_AT_FIELD_NUMBER: _ClassVar[int]
     asset_id: str
     seq: int
     ts: _timestamp_pb2.Timestamp
@@ -174,7 +214,11 @@ class Telemetry(_message.Message):
     status: AssetStatus
     setpoint_kw: float
     setpoint_id: str
-    def __init__(self, asset_id: _Optional[str] = ..., seq: _Optional[int] = ..., ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., power_kw: _Optional[float] = ..., soc_pct: _Optional[float] = ..., status: _Optional[_Union[AssetStatus, str]] = ..., setpoint_kw: _Optional[float] = ..., setpoint_id: _Optional[str] = ...) -> None: ...
+    available_min_kw: float
+    available_max_kw: float
+    min_stable_kw: float
+    setpoint_ends_at: _timestamp_pb2.Timestamp
+    def __init__(self, asset_id: _Optional[str] = ..., seq: _Optional[int] = ..., ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., power_kw: _Optional[float] = ..., soc_pct: _Optional[float] = ..., status: _Optional[_Union[AssetStatus, str]] = ..., setpoint_kw: _Optional[float] = ..., setpoint_id: _Optional[str] = ..., available_min_kw: _Optional[float] = ..., available_max_kw: _Optional[float] = ..., min_stable_kw: _Optional[float] = ..., setpoint_ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class TelemetryBatch(_message.Message):
     __slots__ = ("readings",)
@@ -183,7 +227,7 @@ class TelemetryBatch(_message.Message):
     def __init__(self, readings: _Optional[_Iterable[_Union[Telemetry, _Mapping]]] = ...) -> None: ...
 
 class Setpoint(_message.Message):
-    __slots__ = ("setpoint_id", "asset_id", "site_id", "group_id", "power_kw", "issued_at", "expires_at")
+    __slots__ = ("setpoint_id", "asset_id", "site_id", "group_id", "power_kw", "issued_at", "expires_at", "ends_at", "duration_s")
     SETPOINT_ID_FIELD_NUMBER: _ClassVar[int]
     ASSET_ID_FIELD_NUMBER: _ClassVar[int]
     SITE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -191,6 +235,8 @@ class Setpoint(_message.Message):
     POWER_KW_FIELD_NUMBER: _ClassVar[int]
     ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDS_AT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
     setpoint_id: str
     asset_id: str
     site_id: str
@@ -198,18 +244,36 @@ class Setpoint(_message.Message):
     power_kw: float
     issued_at: _timestamp_pb2.Timestamp
     expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, setpoint_id: _Optional[str] = ..., asset_id: _Optional[str] = ..., site_id: _Optional[str] = ..., group_id: _Optional[str] = ..., power_kw: _Optional[float] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    ends_at: _timestamp_pb2.Timestamp
+    duration_s: float
+    def __init__(self, setpoint_id: _Optional[str] = ..., asset_id: _Optional[str] = ..., site_id: _Optional[str] = ..., group_id: _Optional[str] = ..., power_kw: _Optional[float] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_s: _Optional[float] = ...) -> None: ...
+
+class Release(_message.Message):
+    __slots__ = ("setpoint_id", "reason", "issued_at")
+    SETPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
+    setpoint_id: str
+    reason: str
+    issued_at: _timestamp_pb2.Timestamp
+    def __init__(self, setpoint_id: _Optional[str] = ..., reason: _Optional[str] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Allocation(_message.Message):
-    __slots__ = ("asset_id", "power_kw")
+    __slots__ = ("asset_id", "power_kw", "applied_kw", "limit_reason", "limit_detail")
     ASSET_ID_FIELD_NUMBER: _ClassVar[int]
     POWER_KW_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_KW_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_REASON_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_DETAIL_FIELD_NUMBER: _ClassVar[int]
     asset_id: str
     power_kw: float
-    def __init__(self, asset_id: _Optional[str] = ..., power_kw: _Optional[float] = ...) -> None: ...
+    applied_kw: float
+    limit_reason: LimitReason
+    limit_detail: str
+    def __init__(self, asset_id: _Optional[str] = ..., power_kw: _Optional[float] = ..., applied_kw: _Optional[float] = ..., limit_reason: _Optional[_Union[LimitReason, str]] = ..., limit_detail: _Optional[str] = ...) -> None: ...
 
 class SetpointAck(_message.Message):
-    __slots__ = ("setpoint_id", "asset_id", "state", "reason", "ts", "applied_kw", "allocations", "clamped")
+    __slots__ = ("setpoint_id", "asset_id", "state", "reason", "ts", "applied_kw", "allocations", "clamped", "requested_kw", "shortfall_kw", "limit_reason", "limit_detail", "release_cause", "ends_at")
     SETPOINT_ID_FIELD_NUMBER: _ClassVar[int]
     ASSET_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -218,6 +282,12 @@ class SetpointAck(_message.Message):
     APPLIED_KW_FIELD_NUMBER: _ClassVar[int]
     ALLOCATIONS_FIELD_NUMBER: _ClassVar[int]
     CLAMPED_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_KW_FIELD_NUMBER: _ClassVar[int]
+    SHORTFALL_KW_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_REASON_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_DETAIL_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_CAUSE_FIELD_NUMBER: _ClassVar[int]
+    ENDS_AT_FIELD_NUMBER: _ClassVar[int]
     setpoint_id: str
     asset_id: str
     state: AckState
@@ -226,7 +296,13 @@ class SetpointAck(_message.Message):
     applied_kw: float
     allocations: _containers.RepeatedCompositeFieldContainer[Allocation]
     clamped: bool
-    def __init__(self, setpoint_id: _Optional[str] = ..., asset_id: _Optional[str] = ..., state: _Optional[_Union[AckState, str]] = ..., reason: _Optional[str] = ..., ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., applied_kw: _Optional[float] = ..., allocations: _Optional[_Iterable[_Union[Allocation, _Mapping]]] = ..., clamped: _Optional[bool] = ...) -> None: ...
+    requested_kw: float
+    shortfall_kw: float
+    limit_reason: LimitReason
+    limit_detail: str
+    release_cause: ReleaseCause
+    ends_at: _timestamp_pb2.Timestamp
+    def __init__(self, setpoint_id: _Optional[str] = ..., asset_id: _Optional[str] = ..., state: _Optional[_Union[AckState, str]] = ..., reason: _Optional[str] = ..., ts: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., applied_kw: _Optional[float] = ..., allocations: _Optional[_Iterable[_Union[Allocation, _Mapping]]] = ..., clamped: _Optional[bool] = ..., requested_kw: _Optional[float] = ..., shortfall_kw: _Optional[float] = ..., limit_reason: _Optional[_Union[LimitReason, str]] = ..., limit_detail: _Optional[str] = ..., release_cause: _Optional[_Union[ReleaseCause, str]] = ..., ends_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("ts", "seq")
@@ -259,13 +335,15 @@ class AgentMessage(_message.Message):
     def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., telemetry: _Optional[_Union[Telemetry, _Mapping]] = ..., telemetry_batch: _Optional[_Union[TelemetryBatch, _Mapping]] = ..., setpoint_ack: _Optional[_Union[SetpointAck, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
 
 class HeadendMessage(_message.Message):
-    __slots__ = ("register_result", "setpoint", "heartbeat", "session_closed")
+    __slots__ = ("register_result", "setpoint", "heartbeat", "session_closed", "release")
     REGISTER_RESULT_FIELD_NUMBER: _ClassVar[int]
     SETPOINT_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     SESSION_CLOSED_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
     register_result: RegisterResult
     setpoint: Setpoint
     heartbeat: Heartbeat
     session_closed: SessionClosed
-    def __init__(self, register_result: _Optional[_Union[RegisterResult, _Mapping]] = ..., setpoint: _Optional[_Union[Setpoint, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., session_closed: _Optional[_Union[SessionClosed, _Mapping]] = ...) -> None: ...
+    release: Release
+    def __init__(self, register_result: _Optional[_Union[RegisterResult, _Mapping]] = ..., setpoint: _Optional[_Union[Setpoint, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., session_closed: _Optional[_Union[SessionClosed, _Mapping]] = ..., release: _Optional[_Union[Release, _Mapping]] = ...) -> None: ...
