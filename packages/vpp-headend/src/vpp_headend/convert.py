@@ -8,6 +8,7 @@ betterproto2 dataclass took ~75 µs (10,000 gateways send ~670 heartbeats a seco
 from __future__ import annotations
 
 import math
+import unicodedata
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Literal, get_args
@@ -111,17 +112,31 @@ def register_from_pb(msg: pb.Register, max_assets: int = 1_000) -> RegisterReque
 
 
 def ack_from_pb(msg: pb.SetpointAck, default_asset_id: str) -> Ack:
-    """SetpointAck → `Ack`; a bad id or an unknown state is a protocol violation."""
+    """SetpointAck → `Ack`; a bad id or an unknown state is a protocol violation.
+
+    Asset ids with control characters (NUL included) are refused: an id is matched, not
+    shown. The free-text ``reason`` is kept readable instead: `_clean_text` strips the
+    NUL padding devices leave (Modbus string registers) and escapes other control and
+    format characters, so the stored text says what was there (PostgreSQL text takes no
+    NUL; a raw one failed the ack's whole transaction).
+    """
     try:
         setpoint_id = UUID(msg.setpoint_id)
     except ValueError:
         raise ProtocolViolationError(
             f"SetpointAck.setpoint_id {msg.setpoint_id[:80]!r} is not a UUID"
         ) from None
-    if len(msg.asset_id) > MAX_ID_CHARS or any(
-        len(a.asset_id) > MAX_ID_CHARS for a in msg.allocations
-    ):
-        raise ProtocolViolationError(f"SetpointAck names an asset id over {MAX_ID_CHARS} chars")
+    ids = [("asset_id", msg.asset_id)]
+    ids += [("allocations.asset_id", a.asset_id) for a in msg.allocations]
+    for name, value in ids:
+        if len(value) > MAX_ID_CHARS:
+            raise ProtocolViolationError(
+                f"SetpointAck.{name} {value[:80]!r}... is over {MAX_ID_CHARS} chars"
+            )
+        if not value.isprintable():  # NUL, control and format characters
+            raise ProtocolViolationError(
+                f"SetpointAck.{name} {value!r} contains control characters"
+            )
     state = _ACK_STATES.get(msg.state)
     if state is None:
         raise ProtocolViolationError(f"SetpointAck.state {msg.state} is not a known ack state")
@@ -132,7 +147,7 @@ def ack_from_pb(msg: pb.SetpointAck, default_asset_id: str) -> Ack:
         setpoint_id=setpoint_id,
         asset_id=msg.asset_id or default_asset_id,
         state=state,
-        reason=msg.reason[:MAX_REASON_CHARS],
+        reason=_clean_text(msg.reason, MAX_REASON_CHARS),
         ts=timestamp(msg.ts.seconds, msg.ts.nanos) if msg.HasField("ts") else None,
         applied_kw=applied,
         allocations=tuple(
@@ -142,6 +157,31 @@ def ack_from_pb(msg: pb.SetpointAck, default_asset_id: str) -> Ack:
         ),
         clamped=msg.clamped,
     )
+
+
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# Cc: C0/C1 controls (NUL...), Cf: format (bidi overrides, zero width), Zl/Zp: line breaks.
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def _clean_text(text: str, limit: int) -> str:
+    """Free text from the wire as it may be stored and shown: at most ``limit`` chars,
+    trailing NUL padding stripped, other control/format characters escaped (``\\x00``,
+    ``\\n``, ``\\u202e``) so that what was sent stays visible."""
+    text = text[:limit].rstrip("\x00")
+    if text.isprintable():
+        return text
+    out: list[str] = []
+    size = 0
+    for ch in text:
+        if unicodedata.category(ch) in _ESCAPED_CATEGORIES:
+            code = ord(ch)
+            ch = _SHORT_ESCAPES.get(ch) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        size += len(ch)
+        if size > limit:  # never cut an escape in half
+            break
+        out.append(ch)
+    return "".join(out)
 
 
 def _sane_kw(value: float) -> bool:

@@ -5,8 +5,10 @@ setpoint id is the dispatch id) and per-asset *targets* with allocations and ack
 states. Deliveries move forward only (`vpp_headend.lifecycle`); the dispatch's own state
 is derived from them. Every transition is stored with its time in ``dispatch_events``.
 
-Delivery is at-least-once: a delivery marked ``sent`` whose session ended before the
-gateway acknowledged it is sent again on the next connect of that site.
+Delivery is at-least-once: a delivery ``sent`` or ``received`` whose session ended
+before the gateway's final ack is sent again on the next connect of that site (the
+gateway's journal answers a repeat without applying it twice); the sweeper ends what
+never gets its final ack (docs/runbook.md §6).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from vpp_split import AssetShare, split
 
 from . import convert
+from .ack_retry import AckRetry
 from .db import dispatch_repo as repo
 from .db.engine import reader
 from .domain import (
@@ -94,6 +97,8 @@ class DispatchService:
         self._clock = clock
         self._new_id = new_id
         self._sweeper: asyncio.Task[None] | None = None
+        #: Acks the database could not take yet; `AckRetry.handle` is how a stream acks.
+        self.acks = AckRetry(self.on_ack)
         # Dispatches created here are routed here right after commit: their own NOTIFY,
         # when it comes back to this replica, has nothing left to do.
         self._created_here: OrderedDict[UUID, None] = OrderedDict()
@@ -101,16 +106,18 @@ class DispatchService:
     # -- lifecycle of the service --------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the expiry sweeper."""
+        """Start the expiry sweeper and the ack retry worker."""
+        await self.acks.start()
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="dispatch-sweeper")
 
     async def stop(self) -> None:
-        """Stop the expiry sweeper."""
+        """Stop the expiry sweeper and the ack retry worker."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+        await self.acks.stop()
 
     # -- create --------------------------------------------------------------------------
 
@@ -442,10 +449,14 @@ class DispatchService:
         return 1
 
     async def deliver_pending(self, session: Session) -> int:
-        """On connect: send the newest in-flight delivery per target, in issue order.
+        """On connect: send the newest open delivery per target, in issue order.
 
-        Older pending ones for the same target are superseded; a ``sent`` one from an
-        earlier session (never acknowledged) is sent again. Returns setpoints sent.
+        Older pending ones for the same target are superseded. One in flight from an
+        earlier session — ``sent`` (never acknowledged) or ``received`` (no final ack) — is
+        sent again, until the sweeper's deadline (``expires_at`` + ack grace) even if it
+        expired meanwhile: the gateway answers a setpoint it already handled with the final
+        ack from its journal, never applying it twice, and a late one it never had with
+        EXPIRED. A ``pending`` one is never delivered late. Returns setpoints sent.
         """
         now = self._clock()
         async with self._read.connect() as conn:
@@ -453,8 +464,9 @@ class DispatchService:
         newest: dict[tuple[str, str], repo.OpenDelivery] = {}
         older: list[repo.OpenDelivery] = []
         for od in open_:  # oldest first
-            if od.expires_at <= now:
-                continue  # the sweeper expires it; never delivered late
+            deadline = od.expires_at if od.state == "pending" else od.expires_at + self._ack_grace
+            if deadline <= now:
+                continue  # the sweeper ends it
             if od.target_kind == "asset" and od.target_id not in session.assets:
                 continue
             key = (od.target_kind, od.target_id)
@@ -478,7 +490,7 @@ class DispatchService:
                     )
         for od in sorted(newest.values(), key=lambda o: (o.issued_at, str(o.dispatch_id))):
             if (
-                od.state == "sent"
+                od.state != "pending"
                 and od.sent_at is not None
                 and od.sent_at >= session.connected_since
             ):
@@ -487,7 +499,7 @@ class DispatchService:
                 locked = await repo.lock_dispatch(conn, od.dispatch_id)
                 current = {x["site_id"]: x for x in await repo.deliveries(conn, od.dispatch_id)}
                 dlv = current.get(od.site_id)
-                if locked is None or dlv is None or dlv["state"] not in ("pending", "sent"):
+                if locked is None or dlv is None or dlv["state"] not in repo.OPEN_STATES:
                     continue
                 if not await repo.session_is_current(conn, session.site_id, session.session_id):
                     break  # another replica took the site over; it delivers
@@ -676,7 +688,7 @@ class DispatchService:
                 return False
             events: list[dict[str, Any]] = []
             writes = repo.Writes()
-            changed |= self._ack_targets(locked, session.site_id, ack, now, events, writes)
+            changed |= self._ack_targets(locked, session, ack, now, events, writes)
             moved = self._advance(
                 locked,
                 session.site_id,
@@ -703,7 +715,7 @@ class DispatchService:
     def _ack_targets(
         self,
         locked: repo.Locked,
-        site_id: str,
+        session: Session,
         ack: Ack,
         now: datetime,
         events: list[dict[str, Any]],
@@ -712,7 +724,8 @@ class DispatchService:
         """Per-asset bookkeeping: allocations and ack states (forward only); the upserts
         go to ``writes``, the transitions' events to ``events``."""
         dispatch, existing = locked.row, locked.targets
-        served = self._session_assets(site_id)
+        # The assets of the session that sent the ack (a retried ack may outlive it).
+        site_id, served = session.site_id, session.assets
         # A site reports only on assets its session serves: an allocation naming another
         # site's asset is refused and logged, never stored under that asset.
         foreign = sorted({a.asset_id for a in ack.allocations if a.asset_id not in served})
@@ -774,19 +787,18 @@ class DispatchService:
             writes.add(repo.targets_upsert(rows))
         return changed
 
-    def _session_assets(self, site_id: str) -> frozenset[str]:
-        session = self._sessions.for_site(site_id)
-        return session.assets if session is not None else frozenset()
-
     # -- expiry --------------------------------------------------------------------------
 
     async def sweep(self) -> int:
-        """Expire deliveries pending past ``expires_at`` (never delivered late) and sent
-        ones with no ack ``ack_grace_s`` after it. Returns deliveries expired."""
+        """End deliveries that can no longer end on their own: ``pending`` past
+        ``expires_at`` → expired (never delivered late); ``sent`` with no ack
+        ``ack_grace_s`` after it → expired; ``received`` with no final ack by then →
+        failed (the gateway had it; whether it acted is unknown). Returns deliveries
+        ended."""
         now = self._clock()
         async with self._read.connect() as conn:
             ids = await repo.expirable(conn, now, now - self._ack_grace)
-        expired = 0
+        ended = 0
         for dispatch_id in ids:
             after = _AfterCommit()
             async with self._engine.begin() as conn:
@@ -794,18 +806,25 @@ class DispatchService:
                 if row is None:
                     continue
                 for dlv in await repo.deliveries(conn, dispatch_id):
-                    late_pending = dlv["state"] == "pending" and row["expires_at"] <= now
-                    late_sent = (
-                        dlv["state"] == "sent" and row["expires_at"] <= now - self._ack_grace
-                    )
-                    if late_pending or late_sent:
-                        why = "expired before delivery" if late_pending else "no ack before expiry"
-                        if await self._move(
-                            conn, dispatch_id, dlv["site_id"], "expired", now, after, reason=why
-                        ):
-                            expired += 1
+                    end = self._overdue(dlv["state"], row["expires_at"], now)
+                    if end is not None and await self._move(
+                        conn, dispatch_id, dlv["site_id"], end[0], now, after, reason=end[1]
+                    ):
+                        ended += 1
             after.run()
-        return expired
+        return ended
+
+    def _overdue(self, state: str, expires_at: datetime, now: datetime) -> tuple[str, str] | None:
+        """(final state, reason) for a delivery in ``state`` that is overdue at ``now``."""
+        if state == "pending" and expires_at <= now:
+            return "expired", "expired before delivery"
+        if expires_at > now - self._ack_grace:
+            return None
+        if state == "sent":
+            return "expired", "no ack before expiry"
+        if state == "received":
+            return "failed", "no final ack"
+        return None
 
     async def _sweep_loop(self) -> None:
         while True:

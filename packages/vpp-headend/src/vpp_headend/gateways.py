@@ -26,7 +26,7 @@ from vpp_protocol import PROTOCOL_VERSION
 
 from .db import models as m
 from .db import security_repo
-from .db.engine import reader
+from .db.engine import DB_UNAVAILABLE, reader
 from .domain import ClaimOutcome, GatewayView, RegisterReply, RegisterRequest
 from .ingest import Ingest
 from .logs import log_event
@@ -61,6 +61,10 @@ _GONE = text(
     WHERE g.site_id = v.site_id AND g.session_id = v.session_id
     """
 )
+
+
+# What a last_seen round may meet in an outage (a pool timeout too): kept for the next.
+_DB_ERRORS: tuple[type[Exception], ...] = (DBAPIError, psycopg.Error, *DB_UNAVAILABLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +265,7 @@ class GatewayService:
                     },
                 )
                 owned = {row[0] for row in result}
-        except (DBAPIError, psycopg.Error) as exc:
+        except _DB_ERRORS as exc:
             log_event(
                 log, "last_seen_failed", level=logging.WARNING, sessions=len(batch), error=exc
             )

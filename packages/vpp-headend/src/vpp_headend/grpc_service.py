@@ -518,10 +518,24 @@ class AgentService:
                 detail=exc.detail,
             )
             return
+        # While the database is slow, the gateway's frames wait behind this ack: that is
+        # not the gateway's silence (the sender would close the stream for it).
+        session.backpressured = True
         try:
-            await self._dispatch.on_ack(session, ack)
+            # A database that cannot take the ack now (down, a killed connection) is not
+            # the gateway's fault: the ack waits in `AckRetry` and the stream goes on.
+            await self._dispatch.acks.handle(session, ack)
         except HeadendError as exc:
             log_event(log, "ack_failed", level=logging.WARNING, detail=exc.detail)
+        except Exception:
+            # A bug, or a value the database refused: this ack is lost (and logged with
+            # its traceback), the stream and the site's telemetry are not.
+            self._metrics.acks_ignored.labels("error").inc()
+            log.exception(
+                "event=ack_dropped site_id=%s setpoint_id=%s", session.site_id, ack.setpoint_id
+            )
+        finally:
+            session.backpressured = False
 
 
 def _peer(stream: AgentStream) -> PeerIdentity | None:

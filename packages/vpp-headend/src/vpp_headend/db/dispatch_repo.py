@@ -26,6 +26,10 @@ from . import models as m
 d, dl, t, ev = m.dispatches, m.dispatch_deliveries, m.dispatch_targets, m.dispatch_events
 
 
+#: Delivery states that still wait for something: delivery (pending) or an ack.
+OPEN_STATES = ("pending", "sent", "received")
+
+
 @dataclass(frozen=True, slots=True)
 class OpenDelivery:
     """A delivery still in flight, with what is needed to (re)send it."""
@@ -347,7 +351,7 @@ async def set_dispatch(conn: AsyncConnection, dispatch_id: UUID, **values: Any) 
 
 
 async def open_deliveries_for_site(conn: AsyncConnection, site_id: str) -> list[OpenDelivery]:
-    """Pending and sent deliveries of a site, oldest issued first."""
+    """Open deliveries of a site (pending, sent, received), oldest issued first."""
     rows = await conn.execute(
         select(
             dl.c.dispatch_id,
@@ -361,7 +365,7 @@ async def open_deliveries_for_site(conn: AsyncConnection, site_id: str) -> list[
             d.c.expires_at,
         )
         .select_from(dl.join(d, d.c.dispatch_id == dl.c.dispatch_id))
-        .where(dl.c.site_id == site_id, dl.c.state.in_(("pending", "sent")))
+        .where(dl.c.site_id == site_id, dl.c.state.in_(OPEN_STATES))
         .order_by(d.c.issued_at, d.c.dispatch_id)
     )
     return [OpenDelivery(**r._mapping) for r in rows]
@@ -458,16 +462,17 @@ async def pending_deliveries(
 
 
 async def expirable(conn: AsyncConnection, now: datetime, sent_cutoff: datetime) -> list[UUID]:
-    """Dispatches with a delivery pending past expiry, or sent and unacked past the grace."""
+    """Dispatches with a delivery pending past expiry, or sent or received (no final ack)
+    with ``expires_at`` at or before ``sent_cutoff`` (now − the ack grace)."""
     rows = await conn.execute(
         select(dl.c.dispatch_id)
         .distinct()
         .select_from(dl.join(d, d.c.dispatch_id == dl.c.dispatch_id))
         .where(
-            dl.c.state.in_(("pending", "sent")),
+            dl.c.state.in_(OPEN_STATES),
             or_(
                 and_(dl.c.state == "pending", d.c.expires_at <= now),
-                and_(dl.c.state == "sent", d.c.expires_at <= sent_cutoff),
+                and_(dl.c.state.in_(("sent", "received")), d.c.expires_at <= sent_cutoff),
             ),
         )
         .limit(1000)
