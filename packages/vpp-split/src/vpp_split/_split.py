@@ -5,7 +5,7 @@ result):
 
 Grid.  With ``s = step`` taken as the decimal it prints as (see :mod:`vpp_split._grid`),
 ``value(k)`` is the float nearest to ``k * s``.  The request becomes ``T = round(total_kw / s)``
-whole steps (half to even).  An asset's effective bounds ``[min_kw, max_kw]`` (defaults
+whole steps (half to even).  An asset's static bounds ``[min_kw, max_kw]`` (defaults
 ``[0, capacity_kw]``, or unbounded without a capacity) become integer steps
 ``lo = smallest k with value(k) >= min_kw`` and ``hi = largest k with value(k) <= max_kw`` --
 ``ceil(min_kw / s)`` and ``floor(max_kw / s)`` evaluated so that binary round-off can never
@@ -13,9 +13,21 @@ push an output float past its bound.  ``lo > hi`` (no grid point within the boun
 error.  Every output is ``value(k)`` for an integer ``k``; ``requested_kw = value(T)``,
 ``allocated_kw = value(sum k)``, ``shortfall_kw = value(T - sum k)``.
 
-Feasibility.  If ``T < sum(lo)`` every asset is at ``lo``; if ``T > sum(hi)`` every asset is at
-``hi`` (each at its bound in the direction of the request) and ``shortfall_kw`` is non-zero.
-Otherwise the allocations sum to exactly ``T`` steps.
+Envelope.  ``available_min_kw`` / ``available_max_kw`` narrow ``[lo, hi]`` to the static range
+clamped into the available one (:mod:`vpp_split._bounds`); without them nothing changes.
+
+Semi-continuous assets (``min_stable_kw``).  Each is off (0) or at least ``min_stable_kw``
+from zero; :mod:`vpp_split._commit` decides which run and the total ``t*`` they make
+reachable: ``T`` itself when any on/off combination reaches it, else the reachable total
+nearest to ``T``.  From then on a committed asset has the bounds of its on-range and an off
+one ``[0, 0]``, and the policies below split ``t*`` over those bounds.  Without semi-continuous
+assets ``t* = clamp(T, sum(lo), sum(hi))``.
+
+Feasibility.  If ``t* <= sum(lo)`` every asset is at ``lo``; if ``t* >= sum(hi)`` every asset
+is at ``hi``; so an unreachable request pins every asset at its bound in the direction of the
+request and ``shortfall_kw = value(T - t*)`` is non-zero.  Otherwise the allocations sum to
+exactly ``t*`` steps (``= T`` when feasible).  ``limited_by`` and its reasons:
+:mod:`vpp_split._limits`.
 
 ``"proportional"`` / ``"equal"``.  Ideal ``x_i = clamp(lam * w_i, lo_i, hi_i)`` with the real
 ``lam`` (either sign) for which ``sum x_i = T`` (water-filling; see
@@ -45,12 +57,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable
-from operator import attrgetter, gt
+from collections.abc import Iterable
+from operator import attrgetter
 from types import MappingProxyType
 
+from ._bounds import grid_bounds
 from ._grid import Grid, OutOfRangeError
+from ._limits import limited_by
 from ._priority import fill_priority
+from ._semi import Stable, committed_bounds
 from ._types import POLICIES, AssetShare, Policy, SplitResult
 from ._waterfill import waterfill
 
@@ -58,8 +73,6 @@ _by_id = attrgetter("asset_id")
 _priority = attrgetter("priority")
 _capacity = attrgetter("capacity_kw")
 _online = attrgetter("online")
-_min_kw = attrgetter("min_kw")
-_max_kw = attrgetter("max_kw")
 
 
 def split(
@@ -72,8 +85,9 @@ def split(
     """Split *total_kw* over the online *assets*; see the module docstring for the exact rules.
 
     Raises ``ValueError`` for an unknown policy, a bad ``step``, a non-finite ``total_kw``, a
-    duplicate ``asset_id``, a bound or total more than ``2**40`` steps from zero, or an online
-    asset whose bounds contain no grid point.  An unreachable request does not raise: see
+    duplicate ``asset_id``, a bound or total more than ``2**40`` steps from zero, an online
+    asset whose bounds contain no grid point, or a semi-continuous asset that can be neither
+    off nor at its minimum stable load.  An unreachable request does not raise: see
     ``SplitResult.shortfall_kw``.
     """
     if policy not in POLICIES:
@@ -88,32 +102,49 @@ def split(
     assets = tuple(assets)
     _check_unique(assets)
     online = sorted(filter(_online, assets), key=_by_id)
-    low, high = _grid_bounds(grid, online, target)
+    stable = Stable.of(grid, online)
+    bounds = grid_bounds(grid, online, target, sum(stable.steps))
+    low, high, goal, exact = bounds.low, bounds.high, target, True
+    if stable.indices:
+        low, high, commitment = committed_bounds(grid, online, stable, low, high, target)
+        goal, exact = commitment.total, not commitment.trimmed
 
     used: Policy = policy
     if policy == "proportional" and not all(map(_capacity, online)):
         used = "equal"  # proportional needs a positive capacity on every online asset
 
-    if target <= sum(low):
+    if goal <= sum(low):
         ks = low  # at or below every minimum: all at the lower bound (exact at ==)
-    elif target >= sum(high):
+    elif goal >= sum(high):
         ks = high
     elif used == "priority":
-        ks = fill_priority(low, high, _priority_order(online), target)
+        ks = fill_priority(low, high, _priority_order(online), goal)
     else:
         weights = [1.0] * len(online) if used == "equal" else list(map(_capacity, online))
-        ks = waterfill(low, high, weights, target)
+        ks = waterfill(low, high, weights, goal)
 
     allocated = sum(ks)
+    gap = target - allocated
+    direction = _sign(gap) or _sign(target)
+    ids = list(map(_by_id, online))
     return SplitResult(
-        allocations=MappingProxyType(dict(zip(map(_by_id, online), grid.values(ks), strict=True))),
+        allocations=MappingProxyType(dict(zip(ids, grid.values(ks), strict=True))),
         requested_kw=grid.value(target),
         allocated_kw=grid.value(allocated),
-        shortfall_kw=grid.value(target - allocated),
+        shortfall_kw=grid.value(gap),
         policy=used,
         requested_policy=policy,
         step=grid.step,
+        limited_by=MappingProxyType(
+            limited_by(online, ks, bounds, (low, high), stable.indices, direction)
+        ),
+        committed=MappingProxyType({ids[i]: ks[i] != 0 for i in stable.indices}),
+        commitment_exact=exact,
     )
+
+
+def _sign(x: int) -> int:
+    return (x > 0) - (x < 0)
 
 
 def _priority_order(online: list[AssetShare]) -> list[int]:
@@ -126,64 +157,3 @@ def _check_unique(assets: tuple[AssetShare, ...]) -> None:
     if len(set(ids)) != len(ids):
         duplicate = next(i for i, count in Counter(ids).items() if count > 1)
         raise ValueError(f"asset {duplicate!r}: duplicate asset_id")
-
-
-def _grid_bounds(grid: Grid, online: list[AssetShare], target: int) -> tuple[list[int], list[int]]:
-    """Every online asset's effective bounds, snapped inward to whole steps.
-
-    An unbounded side becomes a sentinel farther from zero than ``|target|`` plus every
-    finite bound: no allocation can reach it (the unbounded assets never need to absorb more
-    than that), so the solvers work on plain integers and still treat the side as open.
-    """
-    caps = list(map(_capacity, online))
-    # Same defaults as AssetShare.bounds_kw, inlined: this runs once per asset per call.
-    min_kw = [
-        (-_INF if c is None else 0.0) if m is None else m
-        for c, m in zip(caps, map(_min_kw, online), strict=True)
-    ]
-    max_kw = [
-        (_INF if c is None else c) if m is None else m
-        for c, m in zip(caps, map(_max_kw, online), strict=True)
-    ]
-    open_low = -_INF in min_kw
-    open_high = _INF in max_kw
-    low = _snap(
-        grid.ceil_steps,
-        [0.0 if x == -_INF else x for x in min_kw] if open_low else min_kw,
-        online,
-        "min_kw",
-    )
-    high = _snap(
-        grid.floor_steps,
-        [0.0 if x == _INF else x for x in max_kw] if open_high else max_kw,
-        online,
-        "max_kw",
-    )
-    if open_low or open_high:
-        # A power of two: it converts to float exactly, so its breakpoint keys stay correctly
-        # rounded like every other one.
-        far = 1 << (abs(target) + sum(map(abs, low)) + sum(map(abs, high)) + 1).bit_length()
-        low = [-far if x == -_INF else k for k, x in zip(low, min_kw, strict=True)]
-        high = [far if x == _INF else k for k, x in zip(high, max_kw, strict=True)]
-    if any(map(gt, low, high)):
-        i = next(i for i, (lo, hi) in enumerate(zip(low, high, strict=True)) if lo > hi)
-        raise ValueError(
-            f"asset {online[i].asset_id!r}: no multiple of step {grid.step!r} lies within"
-            f" [min_kw {min_kw[i]!r}, max_kw {max_kw[i]!r}]"
-        )
-    return low, high
-
-
-def _snap(
-    convert: Callable[[list[float]], list[int]],
-    values: list[float],
-    online: list[AssetShare],
-    field: str,
-) -> list[int]:
-    try:
-        return convert(values)
-    except OutOfRangeError as exc:
-        raise ValueError(f"asset {online[exc.index].asset_id!r}: {field} {exc}") from None
-
-
-_INF = math.inf
