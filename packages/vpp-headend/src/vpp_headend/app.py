@@ -13,6 +13,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import Message, Scope
 
 from ._version import __version__
+from .api.body import require_json
 from .api.dispatch import DispatchController
 from .api.ops import OpsController
 from .api.problems import EXCEPTION_HANDLERS
@@ -56,7 +57,7 @@ def create_app(
         dependencies={"headend": Provide(provide_headend, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
-        guards=[auth_guard],
+        guards=[auth_guard, require_json],
         middleware=[request_timing(runtime.metrics.http_requests)],
         before_send=[security_headers],
         openapi_config=OpenAPIConfig(

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, get_args
+from typing import Annotated, get_args
 from uuid import UUID
 
-from litestar import Controller, Request, Response, get, post
-from litestar.params import FromPath, HeaderParameter, QueryParameter
+from litestar import Controller, Response, get, post
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from ..domain import DispatchState
 from ..errors import NotFoundError, ValidationFailedError
 from .deps import HeadendDep
+from .dto import JsonBody
+from .params import AssetIdQuery, SiteIdQuery
 from .problems import problem_responses
 from .schemas import (
     DispatchBody,
     DispatchOut,
     DispatchSummaryOut,
     dispatch_out,
+    dispatch_request,
     dispatch_summary_out,
-    parse_dispatch,
 )
 
 STATES = get_args(DispatchState)
@@ -40,20 +42,23 @@ class DispatchController(Controller):
             "returns the original dispatch on a retry. 422 names the offending field; 404 "
             "for an unknown target."
         ),
-        request_body_schema=DispatchBody,
+        dto=JsonBody[DispatchBody],
+        return_dto=None,
         opt={"role": "operator"},
-        responses=problem_responses(400, 401, 403, 404, 409, 422),
+        responses=problem_responses(400, 401, 403, 404, 409, 415, 422),
     )
     async def create(
         self,
         headend: HeadendDep,
-        request: Request[Any, Any, Any],
+        data: JSONBody[DispatchBody | None] = None,
         idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
     ) -> Response[DispatchOut]:
         """Validate, create and route; 202 with the dispatch."""
+        if data is None:
+            raise ValidationFailedError("body must be a JSON object", field="body")
         s = headend.settings
-        req = parse_dispatch(
-            await request.body(),
+        req = dispatch_request(
+            data,
             idempotency_key=idempotency_key,
             now=datetime.now(UTC),
             default_ttl_s=s.default_ttl_s,
@@ -80,8 +85,8 @@ class DispatchController(Controller):
     async def search(
         self,
         headend: HeadendDep,
-        asset_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
-        site_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        asset_id: AssetIdQuery = None,
+        site_id: SiteIdQuery = None,
         state_filter: Annotated[
             str | None,
             QueryParameter(name="state", description=f"one of {', '.join(STATES)}"),

@@ -8,12 +8,14 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response
+from litestar.enums import ParamType
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 
 from ..db.engine import DB_UNAVAILABLE
 from ..errors import HeadendError, internal_problem
+from .params import in_words
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +39,21 @@ def headend_error(_: Request[Any, Any, Any], exc: HeadendError) -> Response[dict
 def validation_error(
     _: Request[Any, Any, Any], exc: ValidationException
 ) -> Response[dict[str, Any]]:
-    """Litestar's parameter validation (query and path values) as a 422 naming the field."""
+    """Litestar's parameter validation as a 422 naming the field, or a 404 when the
+    field is in the path: such a path names nothing that can exist (`params`)."""
     field: str | None = None
     detail = exc.detail
+    status, title = 422, "Unprocessable Entity"
     extra = exc.extra
     if isinstance(extra, list) and extra and isinstance(extra[0], dict):
         field = extra[0].get("key")
-        message = extra[0].get("message")
+        message = in_words(str(extra[0].get("message") or ""))
         if message:
             detail = f"{field}: {message}" if field else str(message)
-    body: dict[str, Any] = {"status": 422, "title": "Unprocessable Entity", "detail": detail}
+        if extra[0].get("source") == ParamType.PATH:
+            status, title = 404, "Not Found"
+            detail = f"no such {field}: {message}"
+    body: dict[str, Any] = {"status": status, "title": title, "detail": detail}
     if field:
         body["field"] = field
     return _response(body)
@@ -110,6 +117,7 @@ _WHY = {
     403: "The token's role may not do this (dispatch needs operator)",
     404: "Unknown id",
     409: "Idempotency-Key reused with a different request",
+    415: "A body not sent as Content-Type: application/json (UTF-8)",
     422: "Invalid parameter or body; `field` names the offender",
     503: "Not ready: database unreachable or gRPC not listening",
 }

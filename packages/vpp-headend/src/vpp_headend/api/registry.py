@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from litestar import Controller, get
-from litestar.params import FromPath, QueryParameter
 
 from .deps import HeadendDep
+from .params import AssetIdPath, SiteIdPath, SiteIdQuery
 from .problems import problem_responses
 from .schemas import AssetOut, SiteOut, asset_out, site_out
 
@@ -23,7 +21,7 @@ class RegistryController(Controller):
         return [site_out(s) for s in await headend.registry.list_sites()]
 
     @get("/sites/{site_id:str}", responses=problem_responses(400, 401, 404))
-    async def get_site(self, headend: HeadendDep, site_id: FromPath[str]) -> SiteOut:
+    async def get_site(self, headend: HeadendDep, site_id: SiteIdPath) -> SiteOut:
         """One site with its assets."""
         return site_out(await headend.registry.get_site(site_id), detail=True)
 
@@ -31,12 +29,12 @@ class RegistryController(Controller):
     async def list_assets(
         self,
         headend: HeadendDep,
-        site_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        site_id: SiteIdQuery = None,
     ) -> list[AssetOut]:
         """Registered assets, optionally of one site."""
         return [asset_out(a) for a in await headend.registry.list_assets(site_id)]
 
     @get("/assets/{asset_id:str}", responses=problem_responses(400, 401, 404))
-    async def get_asset(self, headend: HeadendDep, asset_id: FromPath[str]) -> AssetOut:
+    async def get_asset(self, headend: HeadendDep, asset_id: AssetIdPath) -> AssetOut:
         """One asset."""
         return asset_out(await headend.registry.get_asset(asset_id))

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -22,22 +21,60 @@ from ..domain import (
     TargetKind,
     status_name,
 )
-from ..errors import BadRequestError, ValidationFailedError
+from ..errors import ValidationFailedError
 from ..limits import MAX_ABS_KW
+from .body import decode_json
+from .params import ID_REGEX, in_words
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+Id = Annotated[str, msgspec.Meta(pattern=ID_REGEX)]
 _TARGETS: tuple[TargetKind, ...] = ("asset", "site", "group")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+S = TypeVar("S", bound=msgspec.Struct)
 
 
 class DispatchBody(msgspec.Struct, forbid_unknown_fields=True):
     """POST /dispatch: exactly one of asset_id / site_id / group_id; ttl_s or expires_at."""
 
     power_kw: float
-    asset_id: str | None = None
-    site_id: str | None = None
-    group_id: str | None = None
+    asset_id: Id | None = None
+    site_id: Id | None = None
+    group_id: Id | None = None
     ttl_s: float | None = None
     expires_at: AwareDatetime | None = None
+
+
+def utc(value: datetime, field: str) -> datetime:
+    """``value`` in UTC; 422 naming ``field`` when it has no timezone or falls outside
+    years 1 to 9999 once in UTC (``9999-12-31T23:59:59-00:01``). Every such instant is
+    also within PostgreSQL's ``timestamptz`` range (4713 BC to 294276 AD)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationFailedError(
+            f"{field} needs a timezone (e.g. 2026-11-27T10:00:00Z)", field=field
+        )
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValidationFailedError(
+            f"{field} is out of range: it must fall within years 1 to 9999 in UTC", field=field
+        ) from None
+
+
+def to_struct(data: object, struct: type[S]) -> S:
+    """A decoded JSON body as ``struct`` (strict types; 422 naming the field), with each
+    top-level datetime field in UTC (`utc`), so a new one such as ``ends_at`` is covered."""
+    if not isinstance(data, dict):
+        raise ValidationFailedError("body must be a JSON object", field="body")
+    try:
+        body = msgspec.convert(data, struct, strict=True)
+    except msgspec.ValidationError as exc:
+        raise _validation(exc) from None
+    in_utc = {
+        name: utc(value, name)
+        for name in struct.__struct_fields__
+        if isinstance(value := getattr(body, name), datetime)
+    }
+    return msgspec.structs.replace(body, **in_utc) if in_utc else body
 
 
 def parse_dispatch(
@@ -48,19 +85,25 @@ def parse_dispatch(
     default_ttl_s: float,
     max_ttl_s: float,
 ) -> DispatchRequest:
-    """Validate a POST /dispatch body; errors name the offending field."""
-    try:
-        # Python's json accepts NaN and Infinity, so they reach the finite check below
-        # and are reported against their field instead of as a syntax error.
-        data = json.loads(raw) if raw.strip() else None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequestError(f"body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValidationFailedError("body must be a JSON object", field="body")
-    try:
-        body = msgspec.convert(data, DispatchBody, strict=True)
-    except msgspec.ValidationError as exc:
-        raise _validation(exc) from None
+    """Validate a raw POST /dispatch body (`dispatch_request` on the decoded one)."""
+    return dispatch_request(
+        to_struct(decode_json(raw), DispatchBody),
+        idempotency_key=idempotency_key,
+        now=now,
+        default_ttl_s=default_ttl_s,
+        max_ttl_s=max_ttl_s,
+    )
+
+
+def dispatch_request(
+    body: DispatchBody,
+    *,
+    idempotency_key: str | None,
+    now: datetime,
+    default_ttl_s: float,
+    max_ttl_s: float,
+) -> DispatchRequest:
+    """The rules msgspec cannot express; errors name the offending field."""
     given = [k for k in _TARGETS if getattr(body, f"{k}_id") is not None]
     if len(given) != 1:
         what = "none" if not given else " and ".join(f"{k}_id" for k in given)
@@ -70,10 +113,6 @@ def parse_dispatch(
         )
     kind = given[0]
     target_id: str = getattr(body, f"{kind}_id")
-    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", target_id):
-        raise ValidationFailedError(
-            f"{kind}_id must match [A-Za-z0-9._-]{{1,64}}", field=f"{kind}_id"
-        )
     if isinstance(body.power_kw, bool) or not math.isfinite(body.power_kw):
         raise ValidationFailedError("power_kw must be a finite number", field="power_kw")
     if abs(body.power_kw) > MAX_ABS_KW:
@@ -81,7 +120,7 @@ def parse_dispatch(
     if body.ttl_s is not None and body.expires_at is not None:
         raise ValidationFailedError("give ttl_s or expires_at, not both", field="expires_at")
     if body.expires_at is not None:
-        expires_at = body.expires_at.astimezone(UTC)
+        expires_at = body.expires_at
         if expires_at <= now:
             raise ValidationFailedError("expires_at must be in the future", field="expires_at")
         if (expires_at - now).total_seconds() > max_ttl_s:
@@ -95,10 +134,7 @@ def parse_dispatch(
         if ttl > max_ttl_s:
             raise ValidationFailedError(f"ttl_s must be at most {max_ttl_s:g}", field="ttl_s")
         expires_at = now + timedelta(seconds=ttl)
-    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
-        raise ValidationFailedError(
-            "Idempotency-Key must be 1 to 200 characters", field="Idempotency-Key"
-        )
+    _check_idempotency_key(idempotency_key)
     return DispatchRequest(
         target_kind=kind,
         target_id=target_id,
@@ -106,6 +142,19 @@ def parse_dispatch(
         expires_at=expires_at,
         idempotency_key=idempotency_key,
     )
+
+
+def _check_idempotency_key(key: str | None) -> None:
+    if key is None:
+        return
+    if not 1 <= len(key) <= 200:
+        raise ValidationFailedError(
+            "Idempotency-Key must be 1 to 200 characters", field="Idempotency-Key"
+        )
+    if _CONTROL.search(key):
+        raise ValidationFailedError(
+            "Idempotency-Key must not contain control characters", field="Idempotency-Key"
+        )
 
 
 def _validation(exc: msgspec.ValidationError) -> ValidationFailedError:
@@ -119,7 +168,7 @@ def _validation(exc: msgspec.ValidationError) -> ValidationFailedError:
         missing = re.search(r"missing required field `([^`]*)`", msg)
         field = missing.group(1) if missing else None
     text = msg[: match.start()] if match else msg
-    return ValidationFailedError(text, field=field)
+    return ValidationFailedError(in_words(text), field=field)
 
 
 # -- responses ---------------------------------------------------------------------------

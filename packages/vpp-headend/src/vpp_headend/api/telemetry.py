@@ -6,11 +6,12 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from litestar import Controller, get
-from litestar.params import FromPath, QueryParameter
+from litestar.params import QueryParameter
 
 from ..db.telemetry_repo import history, rollups
 from ..errors import NotFoundError, ValidationFailedError
 from .deps import HeadendDep
+from .params import AssetIdPath
 from .problems import problem_responses
 from .schemas import (
     HistoryOut,
@@ -19,6 +20,7 @@ from .schemas import (
     minute_out,
     reading_out,
     telemetry_out,
+    utc,
 )
 
 MAX_HISTORY = 10_000
@@ -31,7 +33,7 @@ class TelemetryController(Controller):
     tags = ["telemetry"]  # noqa: RUF012
 
     @get("/{asset_id:str}", responses=problem_responses(400, 401, 404))
-    async def latest(self, headend: HeadendDep, asset_id: FromPath[str]) -> TelemetryOut:
+    async def latest(self, headend: HeadendDep, asset_id: AssetIdPath) -> TelemetryOut:
         """The newest stored reading with its lag (now − ts); 404 if none yet."""
         asset = await headend.registry.get_asset(asset_id)
         reading = await headend.ingest.latest(asset_id)
@@ -43,7 +45,7 @@ class TelemetryController(Controller):
     async def history(
         self,
         headend: HeadendDep,
-        asset_id: FromPath[str],
+        asset_id: AssetIdPath,
         start: Annotated[datetime | None, QueryParameter()] = None,
         end: Annotated[datetime | None, QueryParameter()] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_HISTORY)] = 100,
@@ -66,7 +68,7 @@ class TelemetryController(Controller):
     async def rollup(
         self,
         headend: HeadendDep,
-        asset_id: FromPath[str],
+        asset_id: AssetIdPath,
         start: Annotated[datetime | None, QueryParameter()] = None,
         end: Annotated[datetime | None, QueryParameter()] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_HISTORY)] = 100,
@@ -91,18 +93,10 @@ class TelemetryController(Controller):
 def _window(
     start: datetime | None, end: datetime | None
 ) -> tuple[datetime | None, datetime | None]:
-    """The query window as aware datetimes; 422 naming ``start`` when it is not before ``end``."""
-    start, end = _aware(start, "start"), _aware(end, "end")
+    """The query window in UTC (`schemas.utc`: aware and in range, else 422 naming the
+    bound); 422 naming ``start`` when it is not before ``end``."""
+    start = None if start is None else utc(start, "start")
+    end = None if end is None else utc(end, "end")
     if start is not None and end is not None and start >= end:
         raise ValidationFailedError("start must be before end", field="start")
     return start, end
-
-
-def _aware(value: datetime | None, field: str) -> datetime | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValidationFailedError(
-            f"{field} needs a timezone (e.g. 2026-11-27T10:00:00Z)", field=field
-        )
-    return value.astimezone(UTC)
