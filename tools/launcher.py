@@ -192,6 +192,8 @@ def fleet_assets(site_id: str, n: int) -> list[dict[str, object]]:
         }
         if kind != "meter":
             asset["capacity_kw"] = cap + i
+        if kind == "genset":  # off, or at least 60 kW: the split commits it only when needed
+            asset["min_stable_kw"] = 60.0
         sim: dict[str, object] = {}
         if kind == "pv":
             sim = {"solar_noon_utc_h": noon_h, "day_length_h": 24}

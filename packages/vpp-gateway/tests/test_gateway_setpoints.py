@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 import vpp_protocol as pb
 from vpp_gateway.testing import FakeHeadend
 
@@ -58,10 +60,28 @@ async def test_out_of_limits_is_clamped_and_says_so(
     assert "max_kw 50" in ack.reason
 
 
+def _site_with_pv(daylight: bool) -> str:
+    # Solar noon now (PV at its flat top) or 12 h away (dark), whatever the wall clock.
+    now = datetime.now(UTC)
+    noon = round((now.hour + now.minute / 60 + (0 if daylight else 12)) % 24, 3)
+    sim = f"{{solar_noon_utc_h: {noon}, day_length_h: {24 if daylight else 2}}}"
+    return f"""
+site_id: site-t
+groups: [vpp-north]
+assets:
+  - {{asset_id: t-pv-1, kind: pv, capacity_kw: 100, simulator: {sim}}}
+  - {{asset_id: t-bess-1, kind: bess, capacity_kw: 50, energy_kwh: 100}}
+  - {{asset_id: t-bess-2, kind: bess, capacity_kw: 150, energy_kwh: 300}}
+  - {{asset_id: t-meter-1, kind: meter}}
+  - {{asset_id: t-load-1, kind: load, capacity_kw: 20}}
+"""
+
+
+@pytest.mark.parametrize("daylight", [True, False], ids=["day", "night"])
 async def test_site_setpoint_split_sums_to_request(
-    headend: FakeHeadend, make_settings, running
+    headend: FakeHeadend, make_settings, running, daylight: bool
 ) -> None:
-    async with running(make_settings(port=headend.port)) as agent:
+    async with running(make_settings(_site_with_pv(daylight), port=headend.port)) as agent:
         await headend.wait_for(lambda: len(headend.readings) >= 5)
         sid = await headend.push_setpoint(120.0, site_id="site-t")
         ack = await _acked(headend, sid)
@@ -72,7 +92,16 @@ async def test_site_setpoint_split_sums_to_request(
         assert a.state == pb.AckState.APPLIED, a.reason
         assert a.asset_id == ""
         assert math.isclose(sum(x.power_kw for x in a.allocations), total, abs_tol=1e-6)
+        assert math.isclose(sum(x.applied_kw or 0 for x in a.allocations), total, abs_tol=1e-6)
+        assert (a.requested_kw, a.shortfall_kw) == (total, 0.0)
         assert "t-meter-1" not in {x.asset_id for x in a.allocations}
+    pv = next(x for x in ack.allocations if x.asset_id == "t-pv-1")
+    if daylight:
+        assert pv.power_kw > 0
+    else:
+        assert pv.power_kw == 0.0
+        assert pv.limit_reason == pb.LimitReason.AVAILABLE_POWER
+        assert pv.limit_detail == "no sun: available 0 kW"
     assert {x.asset_id: x.power_kw for x in gack.allocations} == {
         k: v for k, v in applied.items() if k in {x.asset_id for x in gack.allocations}
     }
@@ -137,7 +166,9 @@ async def test_redelivered_setpoint_acked_again_applied_once(
     assert "setpoint_duplicate" in caplog.text
 
 
-async def test_device_failure_acks_failed(headend: FakeHeadend, make_settings, running) -> None:
+async def test_device_failure_fails_its_setpoint_and_moves_its_site_share(
+    headend: FakeHeadend, make_settings, running
+) -> None:
     site = """
 site_id: site-f
 assets:
@@ -151,6 +182,16 @@ assets:
         a1, a2 = await _acked(headend, one), await _acked(headend, site_sp)
     assert a1.state == pb.AckState.FAILED
     assert "refused" in a1.reason
-    assert a2.state == pb.AckState.FAILED
+    assert (a1.limit_reason, a1.requested_kw, a1.shortfall_kw) == (
+        pb.LimitReason.DEVICE_FAULT,
+        5.0,
+        5.0,
+    )
+    # the site setpoint: the refused share goes to the other battery, the total is met
+    assert a2.state == pb.AckState.APPLIED
     assert "f-bess-1" in a2.reason
-    assert [x.asset_id for x in a2.allocations] == ["f-bess-2"]
+    by_id = {x.asset_id: x for x in a2.allocations}
+    assert by_id["f-bess-1"].applied_kw is None
+    assert by_id["f-bess-1"].limit_reason == pb.LimitReason.DEVICE_FAULT
+    assert (by_id["f-bess-2"].power_kw, by_id["f-bess-2"].applied_kw) == (4.0, 4.0)
+    assert (a2.applied_kw, a2.shortfall_kw) == (4.0, 0.0)

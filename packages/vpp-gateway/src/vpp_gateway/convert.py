@@ -19,9 +19,12 @@ from ._version import __version__
 from .model import (
     Ack,
     AckState,
+    Allocation,
     CloseNotice,
     HeadendEvent,
     HeartbeatIn,
+    Limited,
+    LimitReason,
     Reading,
     RegisterOutcome,
     RejectedAsset,
@@ -53,6 +56,15 @@ _ACK = {
     AckState.FAILED: pb.AckState.FAILED,
     AckState.REJECTED: pb.AckState.REJECTED,
     AckState.EXPIRED: pb.AckState.EXPIRED,
+}
+_LIMIT = {
+    LimitReason.AVAILABLE_POWER: pb.LimitReason.AVAILABLE_POWER,
+    LimitReason.STATE_OF_CHARGE: pb.LimitReason.STATE_OF_CHARGE,
+    LimitReason.MIN_STABLE_LOAD: pb.LimitReason.MIN_STABLE_LOAD,
+    LimitReason.DEVICE_FAULT: pb.LimitReason.DEVICE_FAULT,
+    LimitReason.DEVICE_TIMEOUT: pb.LimitReason.DEVICE_TIMEOUT,
+    LimitReason.LIMITS: pb.LimitReason.LIMITS,
+    LimitReason.DEVICE_REDUCED: pb.LimitReason.DEVICE_REDUCED,
 }
 _CLOSE = {
     pb.CloseReason.SUPERSEDED: "superseded",
@@ -130,7 +142,25 @@ def telemetry_messages(readings: Sequence[Reading], *, legacy: bool) -> list[pb.
     return [pb.AgentMessage(telemetry_batch=batch)]
 
 
+def _limit(limit: Limited | None) -> tuple[pb.LimitReason, str]:
+    if limit is None:
+        return pb.LimitReason.UNSPECIFIED, ""
+    return _LIMIT[limit.reason], limit.detail
+
+
+def _allocation(a: Allocation) -> pb.Allocation:
+    reason, detail = _limit(a.limit)
+    return pb.Allocation(
+        asset_id=a.asset_id,
+        power_kw=a.power_kw,
+        applied_kw=a.applied_kw,
+        limit_reason=reason,
+        limit_detail=detail,
+    )
+
+
 def ack_message(ack: Ack) -> pb.AgentMessage:
+    reason, detail = _limit(ack.limit)
     return pb.AgentMessage(
         setpoint_ack=pb.SetpointAck(
             setpoint_id=ack.setpoint_id,
@@ -139,10 +169,12 @@ def ack_message(ack: Ack) -> pb.AgentMessage:
             reason=ack.reason,
             ts=ack.ts,
             applied_kw=ack.applied_kw,
-            allocations=[
-                pb.Allocation(asset_id=a.asset_id, power_kw=a.power_kw) for a in ack.allocations
-            ],
+            allocations=[_allocation(a) for a in ack.allocations],
             clamped=ack.clamped,
+            requested_kw=ack.requested_kw,
+            shortfall_kw=ack.shortfall_kw,
+            limit_reason=reason,
+            limit_detail=detail,
         )
     )
 

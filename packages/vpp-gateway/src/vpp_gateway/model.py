@@ -27,6 +27,26 @@ class AckState(enum.StrEnum):
     EXPIRED = "expired"
 
 
+class LimitReason(enum.StrEnum):
+    """Why an asset (or a single-asset setpoint) took less than asked (mirrors the wire enum)."""
+
+    AVAILABLE_POWER = "available_power"
+    STATE_OF_CHARGE = "state_of_charge"
+    MIN_STABLE_LOAD = "min_stable_load"
+    DEVICE_FAULT = "device_fault"
+    DEVICE_TIMEOUT = "device_timeout"
+    LIMITS = "limits"
+    DEVICE_REDUCED = "device_reduced"
+
+
+@dataclass(frozen=True, slots=True)
+class Limited:
+    """A limit an asset hit, with a detail for people (``"soc 4 %: can discharge 0 kW"``)."""
+
+    reason: LimitReason
+    detail: str
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
     """One telemetry reading of one asset, as it goes on the wire and into the spool."""
@@ -64,10 +84,17 @@ class SetpointCommand:
 
 @dataclass(frozen=True, slots=True)
 class Allocation:
-    """One asset's share of a site or group setpoint."""
+    """One asset's share of a site or group setpoint.
+
+    ``power_kw``: what the gateway last commanded the asset for this setpoint (its split
+    share plus what it took over from others); ``applied_kw``: what the device set (None
+    when it never confirmed); ``limit``: why it did not take more, if it hit a limit.
+    """
 
     asset_id: str
     power_kw: float
+    applied_kw: float | None = None
+    limit: Limited | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +109,11 @@ class Ack:
     applied_kw: float | None = None
     allocations: tuple[Allocation, ...] = ()
     clamped: bool = False
+    # For APPLIED and FAILED: the setpoint's power_kw and requested - total applied.
+    requested_kw: float | None = None
+    shortfall_kw: float | None = None
+    #: Why a single-asset setpoint fell short (site/group: per allocation).
+    limit: Limited | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from vpp_protocol.sitefile import AssetConfig
 
 from .clock import Clock
 from .devices import DeviceAdapter, DeviceFactory, Limits
+from .envelope import NONE, Envelope
 from .model import Reading, Status
 
 #: Window over which the per-asset telemetry rate is measured.
@@ -49,6 +50,26 @@ class AssetRuntime:
         """Reachable and not in fault, judged by the last reading."""
         r = self.last_reading
         return r is not None and r.status not in (Status.OFFLINE, Status.FAULT)
+
+    @property
+    def envelope(self) -> Envelope:
+        """The live envelope of the last reading; nothing known before the first one."""
+        r = self.last_reading
+        if r is None:
+            return NONE
+        return Envelope(r.available_min_kw, r.available_max_kw, r.min_stable_kw)
+
+    @property
+    def min_stable_kw(self) -> float | None:
+        """Minimum stable load the last reading reported, else the site file's; None: continuous."""
+        stable = self.envelope.min_stable_kw or self.config.min_stable_kw
+        return stable if stable > 0 else None
+
+    def note_applied(self, power_kw: float, setpoint_id: str, at: datetime) -> None:
+        """The device confirmed ``power_kw`` for ``setpoint_id``; readings carry it from now."""
+        self.setpoint_kw = power_kw
+        self.setpoint_id = setpoint_id
+        self.applied_at = at
 
     def next_seq(self) -> int:
         self.seq += 1

@@ -2,24 +2,25 @@
 
 Order of checks for one setpoint: already in the journal → the journaled ack again
 (never applied twice); past ``expires_at`` → EXPIRED; unknown or foreign target, a
-meter, a non-finite power → REJECTED; otherwise applied (clamped to the asset's limits,
-the ack says so) → APPLIED, or FAILED when a device refuses or times out.
+meter, a non-finite power → REJECTED; otherwise applied → APPLIED, or FAILED when no
+device confirmed anything (it refused or timed out). An asset setpoint is clamped to the
+asset's limits; a site or group total goes through the closed loop of `delivery` (split
+on live envelopes, concurrent apply, redistribution). Either way the ack carries
+``requested_kw``, what was applied, ``shortfall_kw`` and why an asset fell short.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
-
-from vpp_split import AssetShare, SplitResult, split
+from typing import Any
 
 from .clock import Clock
-from .devices import DeviceError
+from .delivery import Deliverer, Delivery, Outcome, command, shortfall
+from .limits import DEVICE_REASONS, device_limit, num
 from .log import EventLog
-from .model import Ack, AckState, Allocation, SetpointCommand
+from .model import Ack, AckState, Limited, LimitReason, SetpointCommand
 from .runtime import AssetFleet, AssetRuntime
 from .settings import GatewaySettings
 from .state import StateStore
@@ -28,47 +29,13 @@ from .state import StateStore
 JOURNAL_GRACE_S = 600.0
 
 
-@dataclass(frozen=True, slots=True)
-class Applied:
-    """Outcome of one asset's part of a setpoint."""
-
-    asset_id: str
-    state: AckState
-    applied_kw: float | None = None
-    clamped: bool = False
-    reason: str = ""
-
-
-def _num(x: float) -> str:
-    return f"{x:.3f}".rstrip("0").rstrip(".")
-
-
 def clamp_note(requested: float, lo: float, hi: float) -> tuple[float, bool, str]:
     """(power within [lo, hi], whether it moved, a note for the ack)."""
     if requested > hi:
-        return hi, True, f"clamped to max_kw {_num(hi)}"
+        return hi, True, f"clamped to max_kw {num(hi)}"
     if requested < lo:
-        return lo, True, f"clamped to min_kw {_num(lo)}"
+        return lo, True, f"clamped to min_kw {num(lo)}"
     return requested, False, ""
-
-
-def shares(fleet: AssetFleet) -> list[AssetShare]:
-    """What `vpp_split` needs of each dispatchable asset; offline or rejected ones take no share."""
-    out = []
-    for a in fleet:
-        if not a.dispatchable:
-            continue
-        lo, hi = a.limits.min_kw, a.limits.max_kw
-        out.append(
-            AssetShare(
-                a.asset_id,
-                capacity_kw=a.config.capacity_kw,
-                min_kw=lo if math.isfinite(lo) else None,
-                max_kw=hi if math.isfinite(hi) else None,
-                online=a.online and a.accepted,
-            )
-        )
-    return out
 
 
 class SetpointHandler:
@@ -126,6 +93,8 @@ class SetpointHandler:
             requested_kw=cmd.power_kw,
             state=final.state.value,
             applied_kw=final.applied_kw,
+            shortfall_kw=final.shortfall_kw or None,
+            limited=final.limit.reason.value if final.limit else None,
             clamped=final.clamped or None,
             reason=final.reason or None,
         )
@@ -175,94 +144,124 @@ class SetpointHandler:
             )
         return await self._split(cmd)
 
-    async def _apply(self, asset: AssetRuntime, requested: float, setpoint_id: str) -> Applied:
-        if not asset.dispatchable:
-            return Applied(
-                asset.asset_id,
-                AckState.REJECTED,
-                reason=f"{asset.config.kind} {asset.asset_id} takes no setpoints",
-            )
-        target, clamped, note = clamp_note(requested, asset.limits.min_kw, asset.limits.max_kw)
-        if math.isinf(target):
-            return Applied(
-                asset.asset_id,
-                AckState.REJECTED,
-                reason=f"{_num(requested)} kW cannot be clamped to unbounded limits",
-            )
-        try:
-            applied = await asyncio.wait_for(
-                asset.device.apply(target), self._settings.device_timeout
-            )
-        except DeviceError as exc:
-            return Applied(asset.asset_id, AckState.FAILED, reason=f"device error: {exc}")
-        except TimeoutError:
-            return Applied(
-                asset.asset_id,
-                AckState.FAILED,
-                reason=f"device did not answer in {self._settings.device_timeout:g} s",
-            )
-        if abs(applied - target) > 1e-9:
-            clamped = True
-            note = f"device set {_num(applied)} kW instead of {_num(target)} kW"
-        asset.setpoint_kw = applied
-        asset.setpoint_id = setpoint_id
-        asset.applied_at = self._clock.now()
-        return Applied(asset.asset_id, AckState.APPLIED, applied, clamped, note)
+    async def _send(self, asset: AssetRuntime, power_kw: float, setpoint_id: str) -> Outcome:
+        """Command one device; what it confirms is in force from now (readings carry it)."""
+        outcome = await command(asset, power_kw, self._settings.device_timeout)
+        if outcome.applied_kw is not None:
+            asset.note_applied(outcome.applied_kw, setpoint_id, self._clock.now())
+        return outcome
 
     async def _single(self, cmd: SetpointCommand, asset: AssetRuntime) -> Ack:
-        r = await self._apply(asset, cmd.power_kw, cmd.setpoint_id)
-        return Ack(
-            cmd.setpoint_id,
-            r.state,
-            self._clock.now(),
-            self._ack_asset_id(cmd),
-            reason=r.reason,
-            applied_kw=r.applied_kw,
-            clamped=r.clamped,
+        """One asset: clamp to its static limits, command, report what it set and why."""
+
+        def ack(state: AckState, reason: str, **fields: Any) -> Ack:
+            return Ack(
+                cmd.setpoint_id,
+                state,
+                self._clock.now(),
+                self._ack_asset_id(cmd),
+                reason=reason,
+                **fields,
+            )
+
+        if not asset.dispatchable:
+            return ack(
+                AckState.REJECTED, f"{asset.config.kind} {asset.asset_id} takes no setpoints"
+            )
+        target, clamped, note = clamp_note(cmd.power_kw, asset.limits.min_kw, asset.limits.max_kw)
+        if math.isinf(target):
+            return ack(
+                AckState.REJECTED,
+                f"{num(cmd.power_kw)} kW cannot be clamped to unbounded limits",
+            )
+        outcome = await self._send(asset, target, cmd.setpoint_id)
+        if outcome.applied_kw is None:
+            failed = outcome.limit
+            return ack(
+                AckState.FAILED,
+                failed.detail if failed else "device did not confirm",
+                requested_kw=cmd.power_kw,
+                shortfall_kw=shortfall(cmd.power_kw, 0.0),
+                limit=failed,
+            )
+        applied = outcome.applied_kw
+        device = device_limit(asset, target, applied)
+        limit = device or (Limited(LimitReason.LIMITS, note) if clamped else None)
+        return ack(
+            AckState.APPLIED,
+            "; ".join(n for n in (note, device.detail if device else "") if n),
+            applied_kw=applied,
+            clamped=clamped or device is not None,
+            requested_kw=cmd.power_kw,
+            shortfall_kw=shortfall(cmd.power_kw, applied),
+            limit=limit,
         )
 
     async def _split(self, cmd: SetpointCommand) -> Ack:
-        asset_shares = shares(self._fleet)
-        if not any(s.online for s in asset_shares):
-            return Ack(
-                cmd.setpoint_id,
-                AckState.REJECTED,
-                self._clock.now(),
-                reason="no online dispatchable asset to split the setpoint across",
+        """A site or group total: the closed loop of `delivery` over the online assets."""
+        target = f"{cmd.target_kind}:{cmd.target_id}"
+
+        def ack(state: AckState, reason: str, **fields: Any) -> Ack:
+            return Ack(cmd.setpoint_id, state, self._clock.now(), reason=reason, **fields)
+
+        fleet = [a for a in self._fleet if a.dispatchable]
+        if not any(a.online and a.accepted for a in fleet):
+            return ack(
+                AckState.REJECTED, "no online dispatchable asset to split the setpoint across"
             )
-        result: SplitResult = split(cmd.power_kw, asset_shares)
-        self._log.info(
-            "split",
-            setpoint_id=cmd.setpoint_id,
-            target=f"{cmd.target_kind}:{cmd.target_id}",
-            requested_kw=result.requested_kw,
-            allocated_kw=result.allocated_kw,
-            shortfall_kw=result.shortfall_kw,
-            policy=result.policy,
-            allocations=",".join(f"{k}={_num(v)}" for k, v in result.allocations.items()),
+        deliverer = Deliverer(
+            lambda asset, kw: self._send(asset, kw, cmd.setpoint_id),
+            self._log,
+            {"setpoint_id": cmd.setpoint_id, "target": target},
         )
-        outcomes = [
-            await self._apply(self._fleet[a], kw, cmd.setpoint_id)
-            for a, kw in result.allocations.items()
-        ]
-        applied = [o for o in outcomes if o.state is AckState.APPLIED and o.applied_kw is not None]
-        failed = [o for o in outcomes if o.state is not AckState.APPLIED]
-        allocations = tuple(Allocation(o.asset_id, o.applied_kw or 0.0) for o in applied)
-        notes = [f"{o.asset_id}: {o.reason}" for o in failed]
-        clamped = abs(result.shortfall_kw) > 1e-9 or any(o.clamped for o in applied)
-        if abs(result.shortfall_kw) > 1e-9:
-            notes.insert(
-                0,
-                f"shortfall {_num(result.shortfall_kw)} kW: request outside what the "
-                f"online assets can do",
-            )
-        notes += [f"{o.asset_id}: {o.reason}" for o in applied if o.clamped]
-        return Ack(
-            cmd.setpoint_id,
-            AckState.FAILED if failed else AckState.APPLIED,
-            self._clock.now(),
-            reason="; ".join(notes),
-            applied_kw=sum(a.power_kw for a in allocations),
-            allocations=allocations,
-            clamped=clamped,
+        try:
+            d = await deliverer.run(cmd.power_kw, fleet)
+        except ValueError as exc:  # the assets as configured admit no split (see vpp_split)
+            return ack(AckState.REJECTED, f"cannot split the setpoint: {exc}")
+        state = AckState.APPLIED if d.confirmed else AckState.FAILED
+        self._log.info("delivery", **_delivery_fields(d), state=state.value)
+        return ack(
+            state,
+            _delivery_reason(d),
+            applied_kw=d.applied_kw,
+            allocations=d.allocations,
+            clamped=bool(d.shortfall_kw),
+            requested_kw=cmd.power_kw,
+            shortfall_kw=d.shortfall_kw,
         )
+
+
+def _delivery_fields(d: Delivery) -> dict[str, object]:
+    """The ``event=delivery`` log line: requested, allocated, applied, shortfall, per asset."""
+    return {
+        **d.context,
+        "requested_kw": d.requested_kw,
+        "allocated_kw": d.first.allocated_kw,
+        "applied_kw": d.applied_kw,
+        "shortfall_kw": d.shortfall_kw,
+        "passes": d.passes,
+        "applied": ",".join(
+            f"{a.asset_id}={num(a.applied_kw) if a.applied_kw is not None else '-'}"
+            for a in d.allocations
+        ),
+        "limited": ",".join(
+            f"{a.asset_id}={a.limit.reason.value}" for a in d.allocations if a.limit
+        )
+        or None,
+    }
+
+
+def _delivery_reason(d: Delivery) -> str:
+    """The ack's text: the shortfall, what each device did wrong, whether shares moved."""
+    notes = [
+        f"{a.asset_id}: {a.limit.detail}"
+        for a in d.allocations
+        if a.limit is not None and a.limit.reason in DEVICE_REASONS
+    ]
+    if d.shortfall_kw:
+        notes.insert(
+            0, f"shortfall {num(d.shortfall_kw)} kW: more than the online assets can do now"
+        )
+    if d.passes:
+        notes.append(f"redistributed in {d.passes} pass{'es' if d.passes > 1 else ''}")
+    return "; ".join(notes)
