@@ -1,14 +1,41 @@
-"""Structured logging: one event per line as ``key=value`` pairs, easy to grep and to parse."""
+"""Structured logging: one event per line as ``key=value`` pairs, easy to grep and to parse.
+
+Log lines cannot be forged by what a device or the headend sends: every control
+character (C0 with NUL, CR, LF and TAB; DEL; C1 with U+0085; format characters such as
+bidi overrides; U+2028/U+2029) is written as an escape (``\\n``, ``\\x00``, ``\\u2028``).
+`kv` escapes the values it formats, and `KVFormatter` escapes the whole message again,
+for lines that did not come through `kv`. A record is always one line: an exception's
+traceback is the quoted, escaped value of ``exc=`` on that line (``\\n`` between its
+lines).
+"""
 
 from __future__ import annotations
 
 import logging
 import math
 import sys
+import unicodedata
 from datetime import datetime
 from typing import IO
 
 LOGGER_NAME = "vpp_gateway"
+
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# Cc: C0, DEL and C1 controls; Cf: format (bidi overrides); Zl/Zp: U+2028/U+2029.
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as an escape; backslashes as they are."""
+    if text.isprintable():  # the common case, checked in C
+        return text
+    out: list[str] = []
+    for ch in text:
+        if unicodedata.category(ch) in _ESCAPED_CATEGORIES:
+            code = ord(ch)
+            ch = _SHORT_ESCAPES.get(ch) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        out.append(ch)
+    return "".join(out)
 
 
 def _fmt(value: object) -> str:
@@ -22,8 +49,8 @@ def _fmt(value: object) -> str:
     if isinstance(value, datetime):
         return value.isoformat(timespec="milliseconds")
     text = str(value)
-    if not text or any(c in text for c in ' ="\n\t'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if not text or any(c in text for c in ' ="\\') or not text.isprintable():
+        return '"' + escape_controls(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
     return text
 
 
@@ -63,9 +90,12 @@ class KVFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         ts = datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds")
-        line = f"ts={ts} level={record.levelname.lower()} {record.getMessage()}"
+        message = escape_controls(record.getMessage())
+        line = f"ts={ts} level={record.levelname.lower()} {message}"
         if record.exc_info:
             line += " exc=" + _fmt(self.formatException(record.exc_info))
+        if record.stack_info:
+            line += " stack=" + _fmt(self.formatStack(record.stack_info))
         return line
 
 

@@ -33,6 +33,7 @@ from .errors import UnavailableError
 from .gateways import GatewayService
 from .gcwatch import GcWatch
 from .grpc_service import AgentService
+from .grpc_timeout import TimeoutCheckingServer
 from .ingest import Ingest
 from .limits import Limits
 from .logs import log_event
@@ -213,7 +214,8 @@ class Headend:
         handlers: list[IServable] = [self._service, Health()]
         handlers = ServerReflection.extend(handlers)
         ssl_context = await self._ssl_context()
-        self._server = Server(handlers, config=self._grpc_config())
+        # A malformed or spent grpc-timeout gets a status, not a traceback (grpc_timeout.py).
+        self._server = TimeoutCheckingServer(handlers, config=self._grpc_config())
         sock = socket.create_server((s.host, s.grpc_port), reuse_port=False)
         self.grpc_port = sock.getsockname()[1]
         # A deep accept queue: after a headend restart every gateway reconnects within

@@ -27,6 +27,8 @@ from .logs import log_event
 
 log = logging.getLogger(__name__)
 
+_ID_RULE = "[A-Za-z0-9._-]{1,64}"
+
 
 @dataclass(frozen=True, slots=True)
 class ImportResult:
@@ -147,7 +149,10 @@ def _verdict(
     if not site_known:
         return Rejection(aid, "unauthorized", f"site {site_id!r} is not registered")
     if not ID_PATTERN.fullmatch(aid):
-        return Rejection(aid[:64], "invalid", "asset_id must match [A-Za-z0-9._-]{1,64}")
+        what = "contains control characters" if not aid.isprintable() else "is malformed"
+        return Rejection(aid[:64], "invalid", f"asset_id {what}: it must match {_ID_RULE}")
+    if not claim.credential.isprintable():  # NUL, control and format characters
+        return Rejection(aid, "invalid", "credential contains control characters")
     if aid in seen:
         return Rejection(aid, "duplicate", "asset_id claimed twice in one Register")
     problem = claim.problem()
@@ -193,7 +198,9 @@ async def authorize_in(
         )
         site_known = True
         log_event(log, "site_enrolled", site_id=req.site_id)
-    ids = [c.asset_id for c in claims]
+    # Only well-formed ids reach the query: a NUL in a text parameter fails the whole
+    # statement (and the Register with it); the others are rejected as invalid below.
+    ids = [c.asset_id for c in claims if ID_PATTERN.fullmatch(c.asset_id)]
     owners: dict[str, str] = {}
     required: dict[str, str] = {}
     for row in await conn.execute(
