@@ -134,8 +134,11 @@ async def test_every_intake_reason_is_counted_and_logged_once(
     assert await _metric(running, "vpp_telemetry_dropped_total", reason="invalid") == 10
 
 
+_NO_ENVELOPE = (None, None, None, None)
+
+
 def _row(seq: int, *, setpoint_id: str | None = None) -> Row:
-    return ("a-1", seq, _ts(seq), _ts(seq), float(seq), 50.0, 1, None, setpoint_id)
+    return ("a-1", seq, _ts(seq), _ts(seq), float(seq), 50.0, 1, None, setpoint_id, *_NO_ENVELOPE)
 
 
 async def test_rows_the_database_refuses_are_isolated_from_their_batch(
@@ -146,8 +149,8 @@ async def test_rows_the_database_refuses_are_isolated_from_their_batch(
     await running.import_site(site_yaml("site-a", ["a-1"]))
     rows = [_row(n) for n in range(1, 31)]
     rows[4] = _row(5, setpoint_id="bad\x00id")  # PostgreSQL: invalid byte sequence 0x00
-    rows[11] = ("a-1", 12, _ts(12), _ts(12), None, None, 1, None, None)  # NOT NULL power_kw
-    rows[22] = ("a-1", 2**63, _ts(23), _ts(23), 1.0, None, 1, None, None)  # bigint overflow
+    rows[11] = ("a-1", 12, _ts(12), _ts(12), None, None, 1, None, None, *_NO_ENVELOPE)  # NOT NULL
+    rows[22] = ("a-1", 2**63, _ts(23), _ts(23), 1.0, None, 1, None, None, *_NO_ENVELOPE)  # bigint
     await running.headend.ingest.put(rows)
     good = [n for n in range(1, 31) if n not in (5, 12, 23)]
 
@@ -229,7 +232,10 @@ async def test_a_stopped_ingest_task_shows_on_ready_and_is_restarted(
     await eventually(flowing, 5.0, "history or latest values stopped after the restart")
 
 
-_VALUES = "seq, ts, power_kw, soc_pct, status, setpoint_kw, setpoint_id"
+_VALUES = (
+    "seq, ts, power_kw, soc_pct, status, setpoint_kw, setpoint_id,"
+    " available_min_kw, available_max_kw, min_stable_kw, setpoint_ends_at"
+)
 
 
 def _hostile_readings(n: int, seed: int) -> list[pb.Telemetry]:
@@ -256,6 +262,12 @@ def _hostile_readings(n: int, seed: int) -> list[pb.Telemetry]:
             r.soc_pct = rng.choice([*floats, 50.0, 101.0, -1.0, 101.5])
         if rng.random() < 0.7:
             r.setpoint_kw = rng.choice(floats)
+        for name in ("available_min_kw", "available_max_kw", "min_stable_kw"):
+            if rng.random() < 0.5:
+                setattr(r, name, rng.choice(floats))
+        if rng.random() < 0.5:
+            r.setpoint_ends_at.seconds = rng.choice(seconds)
+            r.setpoint_ends_at.nanos = rng.choice(nanos)
         out.append(r)
     return out
 

@@ -201,6 +201,7 @@ async def test_a_group_dispatch_acked_by_every_site_at_once_ends_applied(
         setpoints = {s: await a.setpoint() for s, a in agents_by_site.items()}
         for state in (vp.AckState.RECEIVED, vp.AckState.APPLIED):
             for s, a in agents_by_site.items():  # all queued before any is processed
-                a.ack(setpoints[s].setpoint_id, state, allocations={f"{s}-a": 10.0})
+                sp = setpoints[s]  # each site takes its whole share
+                a.ack(sp.setpoint_id, state, allocations={f"{s}-a": sp.power_kw})
         done = await running.wait_state(body["dispatch_id"], "applied")
         assert {d["state"] for d in done["deliveries"]} == {"applied"}

@@ -118,7 +118,9 @@ async def test_ack_allocations_naming_a_foreign_asset_are_not_stored(
         vp.AckState.APPLIED,
         allocations={"a-1": 10.0, "a-2": 5.0, "b-1": 5.0},
     )
-    body = await running.wait_state(d["dispatch_id"], "applied")
+    # Only its own assets count: they took 15 of the 20 kW (the foreign 5 kW do not).
+    body = await running.wait_state(d["dispatch_id"], "partially_applied")
+    assert (body["allocated_kw"], body["shortfall_kw"]) == (15.0, 5.0)
     assert {t["asset_id"] for t in body["allocations"]} == {"a-1", "a-2"}
     stored = "SELECT count(*) FROM dispatch_targets WHERE asset_id='b-1'"
     assert await _count(running, stored) == 0

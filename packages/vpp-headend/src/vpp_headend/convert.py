@@ -8,7 +8,6 @@ betterproto2 dataclass took ~75 µs (10,000 gateways send ~670 heartbeats a seco
 from __future__ import annotations
 
 import math
-import unicodedata
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Literal, get_args
@@ -23,12 +22,14 @@ from .domain import (
     Allocation,
     AssetClaim,
     CloseReasonName,
+    LimitReasonName,
     RegisterReply,
     RegisterRequest,
     SetpointCommand,
 )
 from .errors import ProtocolViolationError
 from .limits import MAX_ABS_KW, MAX_AGENT_VERSION_CHARS, MAX_ID_CHARS, MAX_REASON_CHARS
+from .logs import escape_controls
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Readings outside these years are refused: they would be typos or unset clocks.
@@ -50,6 +51,16 @@ _ACK_STATES: dict[int, AckStateName] = {
     pb.ACK_STATE_FAILED: "failed",
     pb.ACK_STATE_REJECTED: "rejected",
     pb.ACK_STATE_EXPIRED: "expired",
+}
+# LIMIT_REASON_UNSPECIFIED (0) and values this headend does not know read as "no reason".
+_LIMIT_REASONS: dict[int, LimitReasonName] = {
+    pb.LIMIT_REASON_AVAILABLE_POWER: "available_power",
+    pb.LIMIT_REASON_STATE_OF_CHARGE: "state_of_charge",
+    pb.LIMIT_REASON_MIN_STABLE_LOAD: "min_stable_load",
+    pb.LIMIT_REASON_DEVICE_FAULT: "device_fault",
+    pb.LIMIT_REASON_DEVICE_TIMEOUT: "device_timeout",
+    pb.LIMIT_REASON_LIMITS: "limits",
+    pb.LIMIT_REASON_DEVICE_REDUCED: "device_reduced",
 }
 _REJECT_CODES = {
     "unknown_asset": pb.REJECT_CODE_UNKNOWN_ASSET,
@@ -81,9 +92,17 @@ def _opt(msg: pb.AssetDescriptor, name: str) -> float | None:
 
 
 def register_from_pb(msg: pb.Register, max_assets: int = 1_000) -> RegisterRequest:
-    """Register → `RegisterRequest`; a malformed site id or too many assets is a violation."""
+    """Register → `RegisterRequest`; a malformed site id or too many assets is a violation.
+
+    The site id (NUL included) is refused here: the stream gets INVALID_ARGUMENT. Asset
+    claims pass through as sent; the registry rejects a bad one alone (code ``invalid``,
+    `registry.authorize_in`) so that the valid assets of the same Register are served.
+    """
     if not ID_PATTERN.fullmatch(msg.site_id):
-        raise ProtocolViolationError(f"Register.site_id {msg.site_id[:80]!r} is not a valid id")
+        raise ProtocolViolationError(
+            f"Register.site_id {msg.site_id[:80]!r} is not a valid id "
+            "(1 to 64 of A-Z a-z 0-9 . _ -, no control characters)"
+        )
     if len(msg.assets) > max_assets:
         raise ProtocolViolationError(
             f"Register claims {len(msg.assets)} assets; the limit is {max_assets} per Register"
@@ -105,7 +124,8 @@ def register_from_pb(msg: pb.Register, max_assets: int = 1_000) -> RegisterReque
     return RegisterRequest(
         site_id=msg.site_id,
         claims=claims,
-        agent_version=msg.agent_version[:MAX_AGENT_VERSION_CHARS],
+        # Shown in GET /gateways and logs, stored in gateway_sessions (text takes no NUL).
+        agent_version=_clean_text(msg.agent_version, MAX_AGENT_VERSION_CHARS),
         protocol_version=msg.protocol_version,
         legacy_asset_id="" if claims else msg.asset_id,
     )
@@ -140,43 +160,53 @@ def ack_from_pb(msg: pb.SetpointAck, default_asset_id: str) -> Ack:
     state = _ACK_STATES.get(msg.state)
     if state is None:
         raise ProtocolViolationError(f"SetpointAck.state {msg.state} is not a known ack state")
-    applied = msg.applied_kw if msg.HasField("applied_kw") else None
-    if applied is not None and not _sane_kw(applied):
-        applied = None
     return Ack(
         setpoint_id=setpoint_id,
         asset_id=msg.asset_id or default_asset_id,
         state=state,
         reason=_clean_text(msg.reason, MAX_REASON_CHARS),
         ts=timestamp(msg.ts.seconds, msg.ts.nanos) if msg.HasField("ts") else None,
-        applied_kw=applied,
+        applied_kw=_opt_kw(msg, "applied_kw"),
         allocations=tuple(
-            Allocation(a.asset_id, a.power_kw)
+            Allocation(
+                a.asset_id,
+                a.power_kw,
+                applied_kw=_opt_kw(a, "applied_kw"),
+                limit_reason=_LIMIT_REASONS.get(a.limit_reason),
+                limit_detail=_clean_text(a.limit_detail, MAX_REASON_CHARS),
+            )
             for a in msg.allocations
             if a.asset_id and _sane_kw(a.power_kw)
         ),
         clamped=msg.clamped,
+        requested_kw=_opt_kw(msg, "requested_kw"),
+        shortfall_kw=_opt_kw(msg, "shortfall_kw"),
+        limit_reason=_LIMIT_REASONS.get(msg.limit_reason),
+        limit_detail=_clean_text(msg.limit_detail, MAX_REASON_CHARS),
     )
 
 
-_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-# Cc: C0/C1 controls (NUL...), Cf: format (bidi overrides, zero width), Zl/Zp: line breaks.
-_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+def _opt_kw(msg: pb.SetpointAck | pb.Allocation, name: str) -> float | None:
+    """An optional power field of an ack: None when unset, not finite or beyond
+    ±`MAX_ABS_KW` (a value no column should hold is dropped, the ack is kept)."""
+    if not msg.HasField(name):
+        return None
+    value = float(getattr(msg, name))
+    return value if _sane_kw(value) else None
 
 
 def _clean_text(text: str, limit: int) -> str:
     """Free text from the wire as it may be stored and shown: at most ``limit`` chars,
-    trailing NUL padding stripped, other control/format characters escaped (``\\x00``,
-    ``\\n``, ``\\u202e``) so that what was sent stays visible."""
+    trailing NUL padding stripped, other control/format characters escaped as in the
+    logs (`logs.escape_controls`: ``\\x00``, ``\\n``, ``\\u202e``) so that what was sent
+    stays visible."""
     text = text[:limit].rstrip("\x00")
     if text.isprintable():
         return text
     out: list[str] = []
     size = 0
     for ch in text:
-        if unicodedata.category(ch) in _ESCAPED_CATEGORIES:
-            code = ord(ch)
-            ch = _SHORT_ESCAPES.get(ch) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        ch = escape_controls(ch)
         size += len(ch)
         if size > limit:  # never cut an escape in half
             break
@@ -204,7 +234,21 @@ def _cached_timestamp(seconds: int, micros: int) -> datetime:
 
 
 #: One telemetry history row, in `vpp_headend.db.models.TELEMETRY_COLUMNS` order.
-Row = tuple[str, int, datetime, datetime, float, float | None, int, float | None, str | None]
+Row = tuple[
+    str,  # asset_id
+    int,  # seq
+    datetime,  # ts
+    datetime,  # received_at
+    float,  # power_kw
+    float | None,  # soc_pct
+    int,  # status
+    float | None,  # setpoint_kw
+    str | None,  # setpoint_id
+    float | None,  # available_min_kw
+    float | None,  # available_max_kw
+    float | None,  # min_stable_kw
+    datetime | None,  # setpoint_ends_at
+]
 
 #: Why `reading_row` refused a reading (the ``reason`` of ``vpp_telemetry_rejected_total``).
 RejectReason = Literal[
@@ -221,10 +265,14 @@ def reading_row(r: pb.Telemetry, asset_id: str, received_at: datetime) -> Row | 
     """A reading as a COPY row, or why it cannot be stored.
 
     Every value of a returned row fits its column: a mandatory field out of range refuses
-    the reading; an optional one (soc, setpoint, setpoint id) out of range is dropped to
-    None, and a status outside smallint reads as 0 (unspecified). On the telemetry hot
-    path (once per reading): one combined range test, the reason is worked out only for
-    a refused reading. An unset ``ts`` reads as 0 s, outside the sane range.
+    the reading; an optional one (soc, setpoint, setpoint id, envelope) out of range is
+    dropped to None, and a status outside smallint reads as 0 (unspecified). Envelope
+    (DESIGN.md §3a): a bound that is not finite or beyond ±`MAX_ABS_KW` is dropped, a
+    negative ``min_stable_kw`` too (the wire says >= 0), and ``available_min_kw >
+    available_max_kw`` drops both (neither side can be trusted); ``setpoint_ends_at``
+    outside 2000..2200 is dropped. On the telemetry hot path (once per reading): one
+    combined range test, the reason is worked out only for a refused reading. An unset
+    ``ts`` (or ``setpoint_ends_at``) reads as 0 s, outside the sane range.
     """
     seq = r.seq
     ts_msg = r.ts
@@ -245,6 +293,22 @@ def reading_row(r: pb.Telemetry, asset_id: str, received_at: datetime) -> Row | 
     sp = r.setpoint_kw if has("setpoint_kw") else None
     if sp is not None and not -MAX_ABS_KW <= sp <= MAX_ABS_KW:
         sp = None
+    lo = r.available_min_kw if has("available_min_kw") else None
+    hi = r.available_max_kw if has("available_max_kw") else None
+    # One chained test for the usual case (both sent and sane); the rest off the hot path.
+    if (lo is not None or hi is not None) and (
+        lo is None or hi is None or not -MAX_ABS_KW <= lo <= hi <= MAX_ABS_KW
+    ):
+        lo, hi = _available(lo, hi)
+    stable = r.min_stable_kw if has("min_stable_kw") else None
+    if stable is not None and not 0.0 <= stable <= MAX_ABS_KW:
+        stable = None
+    ends = None
+    if has("setpoint_ends_at"):
+        ends_msg = r.setpoint_ends_at
+        e_seconds, e_nanos = ends_msg.seconds, ends_msg.nanos
+        if _TS_MIN <= e_seconds < _TS_MAX and 0 <= e_nanos < 1_000_000_000:
+            ends = _cached_timestamp(e_seconds, e_nanos // 1000)
     sp_id = r.setpoint_id
     status = r.status
     return (
@@ -258,7 +322,23 @@ def reading_row(r: pb.Telemetry, asset_id: str, received_at: datetime) -> Row | 
         sp,
         # isprintable: no NUL (text refuses it) and no control or format characters.
         sp_id if sp_id and len(sp_id) <= MAX_ID_CHARS and sp_id.isprintable() else None,
+        lo,
+        hi,
+        stable,
+        ends,
     )
+
+
+def _available(lo: float | None, hi: float | None) -> tuple[float | None, float | None]:
+    """The live envelope's bounds as stored: each one not sane is dropped, and both when
+    min > max (which side is wrong cannot be told)."""
+    if lo is not None and not _sane_kw(lo):
+        lo = None
+    if hi is not None and not _sane_kw(hi):
+        hi = None
+    if lo is not None and hi is not None and lo > hi:
+        return None, None
+    return lo, hi
 
 
 def _reject_reason(r: pb.Telemetry) -> RejectReason:

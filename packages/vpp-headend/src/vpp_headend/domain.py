@@ -17,27 +17,51 @@ from .limits import MAX_ABS_KW, MAX_CREDENTIAL_CHARS
 
 TargetKind = Literal["asset", "site", "group"]
 DispatchState = Literal[
-    "pending", "sent", "received", "applied", "failed", "rejected", "expired", "superseded"
+    "pending",
+    "sent",
+    "received",
+    "applied",
+    "partially_applied",
+    "failed",
+    "rejected",
+    "expired",
+    "superseded",
 ]
 AckStateName = Literal["received", "applied", "failed", "rejected", "expired"]
 CloseReasonName = Literal[
     "superseded", "server_shutdown", "heartbeat_timeout", "unauthorized", "protocol_error"
 ]
 RejectCodeName = Literal["unknown_asset", "foreign_asset", "duplicate", "invalid", "unauthorized"]
+#: Why an asset took less than asked (the wire's LimitReason, lower case; None = no limit hit).
+LimitReasonName = Literal[
+    "available_power",
+    "state_of_charge",
+    "min_stable_load",
+    "device_fault",
+    "device_timeout",
+    "limits",
+    "device_reduced",
+]
 
 TERMINAL_STATES: frozenset[str] = frozenset(
-    {"applied", "failed", "rejected", "expired", "superseded"}
+    {"applied", "partially_applied", "failed", "rejected", "expired", "superseded", "skipped"}
 )
+#: The devices took the setpoint: all of it (applied) or less than asked (partially_applied).
+SETTLED_STATES: frozenset[str] = frozenset({"applied", "partially_applied"})
 #: Progress order of dispatch states; a transition only ever moves forward.
 STATE_RANK: dict[str, int] = {
     "pending": 0,
     "sent": 1,
     "received": 2,
     "applied": 3,
+    "partially_applied": 3,
     "failed": 3,
     "rejected": 3,
     "expired": 3,
     "superseded": 3,
+    # A delivery only: a group member offline at creation takes no share
+    # (docs/decisions.md, "Dispatch delivery").
+    "skipped": 3,
 }
 
 ASSET_KINDS = ("pv", "bess", "meter", "genset", "ev_charger", "load", "other")
@@ -185,7 +209,10 @@ class Allocation:
     """One asset's share of a site or group setpoint, as the gateway reports it."""
 
     asset_id: str
-    power_kw: float
+    power_kw: float  # allocated to it
+    applied_kw: float | None = None  # what the device set; None when it did not confirm
+    limit_reason: LimitReasonName | None = None  # why applied_kw falls short of power_kw
+    limit_detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +227,10 @@ class Ack:
     applied_kw: float | None = None
     allocations: tuple[Allocation, ...] = ()
     clamped: bool = False
+    requested_kw: float | None = None  # what the gateway was asked (its share), if it says
+    shortfall_kw: float | None = None  # requested minus applied, as the gateway counts it
+    limit_reason: LimitReasonName | None = None  # of an asset or legacy setpoint
+    limit_detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +268,8 @@ class DeliveryPlan:
     site_id: str
     power_kw: float
     online: bool
+    #: A group member that was offline while others were online: its share went to them.
+    skipped: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +293,9 @@ class DeliveryView:
     sent_at: datetime | None
     updated_at: datetime
     reason: str | None
+    allocated_kw: float | None = None  # what the site's devices took (sum over its assets)
+    shortfall_kw: float | None = None  # power_kw minus allocated_kw; 0 when met
+    applied_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +310,9 @@ class TargetView:
     clamped: bool
     reason: str | None
     updated_at: datetime
+    limit_reason: str | None = None
+    limit_detail: str | None = None
+    delivered_kw: float | None = None  # mean measured power after it was applied
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,11 +331,21 @@ class DispatchView:
     deliveries: tuple[DeliveryView, ...] = ()
     targets: tuple[TargetView, ...] = ()
     events: tuple[DispatchEvent, ...] = ()
+    allocated_kw: float | None = None  # what the devices took, once final
+    shortfall_kw: float | None = None  # power_kw minus allocated_kw; 0 when met
+    delivered_kw: float | None = None  # measured from telemetry after it was applied
+    applied_at: datetime | None = None
+    measured_at: datetime | None = None
+
+    @property
+    def requested_kw(self) -> float:
+        """What the operator asked for (the dispatch's power_kw)."""
+        return self.power_kw
 
 
 @dataclass(frozen=True, slots=True)
 class LatestReading:
-    """The newest stored reading of an asset."""
+    """A stored reading of an asset (fields in ``TELEMETRY_COLUMNS`` order)."""
 
     asset_id: str
     seq: int
@@ -307,6 +356,26 @@ class LatestReading:
     status: int
     setpoint_kw: float | None
     setpoint_id: str | None
+    available_min_kw: float | None = None
+    available_max_kw: float | None = None
+    min_stable_kw: float | None = None
+    setpoint_ends_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """An asset's live operating envelope as its newest reading reported it (§3a).
+
+    ``available_min_kw`` / ``available_max_kw``: what the device can be set to now (None:
+    the device did not say; its registered limit applies on that side). ``min_stable_kw``:
+    a semi-continuous asset is off (0) or within [min_stable_kw, available_max_kw] (None
+    or 0: continuous). ``ts``: when the reading was taken (gateway clock).
+    """
+
+    available_min_kw: float | None
+    available_max_kw: float | None
+    min_stable_kw: float | None
+    ts: datetime
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,12 +23,14 @@ from grpclib.reflection.service import ServerReflection
 from grpclib.server import Server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from . import convert
 from .db import security_repo
 from .db.engine import make_engine, ping, reader
 from .db.migrate import current_revision, head_revision
 from .db.partitions import ensure_partitions
 from .db.url import redacted
-from .dispatch import DispatchService
+from .dispatch import DispatchService, DispatchTiming
+from .domain import SetpointCommand
 from .errors import UnavailableError
 from .gateways import GatewayService
 from .gcwatch import GcWatch
@@ -42,7 +44,7 @@ from .metrics import Metrics
 from .notify import Listener
 from .registry import Registry
 from .rollup import Rolled, rollup
-from .sessions import SessionRegistry
+from .sessions import Session, SessionRegistry
 from .settings import Settings
 from .tls import server_context
 
@@ -178,8 +180,15 @@ class Headend:
             self._registry,
             self.sessions,
             self.metrics,
-            ack_grace_s=s.ack_grace_s,
-            sweep_interval_s=s.sweep_interval_s,
+            push=_push_setpoint,
+            envelopes=self._ingest.envelopes,
+            timing=DispatchTiming(
+                ack_grace_s=s.ack_grace_s,
+                sweep_interval_s=s.sweep_interval_s,
+                envelope_max_age_s=s.envelope_max_age_s,
+                delivery_window_s=s.delivery_window_s,
+                delivery_settle_s=s.delivery_settle_s,
+            ),
             clock=self._clock,
         )
         await self._ingest.start()
@@ -383,6 +392,11 @@ class Headend:
                     log_event(log, "rollup", level=logging.DEBUG, rows=done.rows)
             except Exception as exc:  # retried at the next run; the headend carries on
                 log_event(log, "rollup_failed", level=logging.WARNING, error=exc)
+
+
+def _push_setpoint(session: Session, cmd: SetpointCommand) -> bool:
+    """A dispatch's setpoint onto a session's stream, as a wire message (convert.py)."""
+    return session.send(convert.setpoint_message(cmd))
 
 
 def _running(value: _T | None) -> _T:

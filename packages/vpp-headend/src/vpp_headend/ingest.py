@@ -22,7 +22,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -32,26 +32,22 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .convert import Row
 from .db.engine import DB_UNAVAILABLE, reader
-from .db.models import TELEMETRY_COLUMNS
-from .domain import LatestReading
+from .db.models import TELEMETRY_COLUMNS, TELEMETRY_COPY_TYPES
+from .domain import Envelope, LatestReading
 from .logs import kv, log_event
 from .metrics import Metrics
 from .watermarks import DUPLICATE, SeqTracker
 
 log = logging.getLogger(__name__)
 
-COPY_TELEMETRY = f"COPY telemetry ({', '.join(TELEMETRY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-_COPY_TYPES = [
-    "text",
-    "int8",
-    "timestamptz",
-    "timestamptz",
-    "float8",
-    "float8",
-    "int2",
-    "float8",
-    "text",
-]
+_COLUMNS = ", ".join(TELEMETRY_COLUMNS)
+COPY_TELEMETRY = f"COPY telemetry ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+_COPY_TYPES = list(TELEMETRY_COPY_TYPES)
+# Where a Row (and a latest slot) holds the reading's time and its envelope.
+_TS = TELEMETRY_COLUMNS.index("ts")
+_ENVELOPE = slice(
+    TELEMETRY_COLUMNS.index("available_min_kw"), TELEMETRY_COLUMNS.index("min_stable_kw") + 1
+)
 # Latest values go through a session-local staging table: binary COPY in, one upsert
 # out. Binding nine arrays instead (unnest) spent most of the flush in psycopg's
 # per-element array dumper, in the event loop: about a second every flush at 50,000
@@ -60,16 +56,12 @@ _LATEST_STAGE = (
     "CREATE TEMP TABLE IF NOT EXISTS telemetry_latest_stage "
     "(LIKE telemetry_latest) ON COMMIT DELETE ROWS"
 )
-_COPY_LATEST = (
-    f"COPY telemetry_latest_stage ({', '.join(TELEMETRY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-)
+_COPY_LATEST = f"COPY telemetry_latest_stage ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 _UPSERT_LATEST = f"""
-    INSERT INTO telemetry_latest AS l ({", ".join(TELEMETRY_COLUMNS)})
-    SELECT {", ".join(TELEMETRY_COLUMNS)} FROM telemetry_latest_stage
+    INSERT INTO telemetry_latest AS l ({_COLUMNS})
+    SELECT {_COLUMNS} FROM telemetry_latest_stage
     ON CONFLICT (asset_id) DO UPDATE SET
-        seq = EXCLUDED.seq, ts = EXCLUDED.ts, received_at = EXCLUDED.received_at,
-        power_kw = EXCLUDED.power_kw, soc_pct = EXCLUDED.soc_pct, status = EXCLUDED.status,
-        setpoint_kw = EXCLUDED.setpoint_kw, setpoint_id = EXCLUDED.setpoint_id
+        {", ".join(f"{c} = EXCLUDED.{c}" for c in TELEMETRY_COLUMNS[1:])}
     WHERE l.seq < EXCLUDED.seq
     """
 # SQLSTATE classes that blame the rows written: data exception (a NUL in text, a number out
@@ -97,16 +89,26 @@ _WATERMARKS = text(
 # the gateway, or the row was committed a moment before the writer updated memory):
 # telemetry_latest is flushed in batches, so the newest history row is read too (one
 # index probe per partition on (asset_id, ts)).
-_READING = "asset_id, seq, ts, received_at, power_kw, soc_pct, status, setpoint_kw, setpoint_id"
 _LATEST = text(
     f"""
-    SELECT {_READING} FROM (
-        SELECT {_READING} FROM telemetry_latest WHERE asset_id = :a
+    SELECT {_COLUMNS} FROM (
+        SELECT {_COLUMNS} FROM telemetry_latest WHERE asset_id = :a
         UNION ALL
-        (SELECT {_READING} FROM telemetry WHERE asset_id = :a ORDER BY ts DESC, seq DESC LIMIT 1)
+        (SELECT {_COLUMNS} FROM telemetry WHERE asset_id = :a ORDER BY ts DESC, seq DESC LIMIT 1)
     ) newest
     ORDER BY seq DESC
     LIMIT 1
+    """
+)
+# Fresh envelopes of assets this process holds no fresh reading of (DESIGN.md §3a): one
+# primary-key probe per asset on telemetry_latest, no history read (see `envelopes`).
+_ENVELOPES = text(
+    """
+    SELECT asset_id, available_min_kw, available_max_kw, min_stable_kw, ts
+    FROM telemetry_latest
+    WHERE asset_id = ANY(CAST(:ids AS text[])) AND ts >= :since
+      AND (available_min_kw IS NOT NULL OR available_max_kw IS NOT NULL
+           OR min_stable_kw IS NOT NULL)
     """
 )
 
@@ -355,7 +357,7 @@ class Ingest:
 
     def latest_in_memory(self) -> Iterable[tuple[str, datetime]]:
         """(asset_id, ts) of the newest stored reading of every asset seen by this process."""
-        return [(a, row[2]) for a, row in list(self._latest.items())]
+        return [(a, row[_TS]) for a, row in list(self._latest.items())]
 
     async def latest(self, asset_id: str) -> LatestReading | None:
         """The newest stored reading of an asset (memory first, then the database)."""
@@ -367,6 +369,51 @@ class Ingest:
                 return None
             return LatestReading(*found)
         return LatestReading(*row)
+
+    def envelope(self, asset_id: str) -> Envelope | None:
+        """The envelope of the newest stored reading this process holds of an asset; None
+        when it holds none or that reading reported no envelope (an older gateway). Not
+        checked for age: `envelopes` is the planner's call."""
+        row = self._latest.get(asset_id)
+        if row is None:
+            return None
+        lo, hi, stable = row[_ENVELOPE]
+        if lo is None and hi is None and stable is None:
+            return None
+        return Envelope(lo, hi, stable, row[_TS])
+
+    async def envelopes(self, asset_ids: Iterable[str], max_age_s: float) -> dict[str, Envelope]:
+        """Fresh envelopes of ``asset_ids``, by asset; an asset left out has none fresh, and
+        the caller falls back to its registry limits.
+
+        Fresh: the reading that reported it was taken (its ``ts``, by the gateway's clock)
+        at most ``max_age_s`` before now (the injected clock). An asset's newest reading in
+        this process's memory decides when it is fresh, envelope or not (a fresh reading
+        without one is an older gateway: absent). An asset whose memory reading is stale
+        or missing (its gateway is on another replica, or moved) is read from
+        ``telemetry_latest`` in one query; that table is written every
+        ``latest_flush_interval_s``, so another replica's envelope is up to that much
+        older than in its own memory. A gateway clock behind by more than ``max_age_s``
+        makes its envelopes stale, i.e. registry limits: the safe side.
+        """
+        now = self._clock()
+        since = now - timedelta(seconds=max_age_s)
+        out: dict[str, Envelope] = {}
+        ask: list[str] = []
+        for asset_id in dict.fromkeys(asset_ids):
+            row = self._latest.get(asset_id)
+            if row is None or row[_TS] < since:
+                ask.append(asset_id)
+                continue
+            lo, hi, stable = row[_ENVELOPE]
+            if lo is not None or hi is not None or stable is not None:
+                out[asset_id] = Envelope(lo, hi, stable, row[_TS])
+        if ask:
+            async with self._read.connect() as conn:
+                found = (await conn.execute(_ENVELOPES, {"ids": ask, "since": since})).all()
+            for asset_id, lo, hi, stable, ts in found:
+                out[asset_id] = Envelope(lo, hi, stable, ts)
+        return out
 
     # -- writer ----------------------------------------------------------------------------
 

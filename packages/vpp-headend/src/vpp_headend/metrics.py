@@ -153,6 +153,21 @@ class Metrics:
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
+        # Signed, so it has negative buckets: the client then exposes no _sum (a sum of
+        # signed errors would cancel out anyway); the ratio below has one.
+        self.tracking_error = Histogram(
+            "vpp_dispatch_tracking_error_kw",
+            "Delivered minus requested power of applied dispatches, in kW (delivered: "
+            "measured from telemetry after applying; docs/runbook.md section 5)",
+            registry=r,
+            buckets=(-1000, -100, -10, -1, -0.5, 0, 0.5, 1, 10, 100, 1000),
+        )
+        self.tracking_error_ratio = Histogram(
+            "vpp_dispatch_tracking_error_ratio",
+            "|delivered - requested| / max(|requested|, 1 kW) of applied dispatches",
+            registry=r,
+            buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2),
+        )
         self.http_requests = Histogram(
             "vpp_http_request_duration_seconds",
             "REST requests: time in the app (auth, handler, database), by route template",

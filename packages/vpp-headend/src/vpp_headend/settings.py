@@ -40,6 +40,13 @@ class Settings:
     max_ttl_s: float = 7 * 86400.0
     ack_grace_s: float = 30.0  # a `sent` dispatch with no ack expires this long after expires_at
     sweep_interval_s: float = 1.0
+    # Dispatch delivery (docs/decisions.md, "Delivered power"): a group is split by live
+    # envelopes reported at most this long ago, else by registry limits.
+    envelope_max_age_s: float = 15.0
+    # delivered_kw: mean measured power in this window after a dispatch applied (two
+    # 4 s ticks), computed once delivery_settle_s more has passed (late readings).
+    delivery_window_s: float = 8.0
+    delivery_settle_s: float = 2.0
     ingest_queue_rows: int = 50_000  # backpressure: receivers wait when this many rows are queued
     ingest_batch_rows: int = 5_000
     # telemetry_latest is a durable copy: REST reads the in-memory latest first. Upserting

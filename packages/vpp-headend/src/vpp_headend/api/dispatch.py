@@ -72,7 +72,9 @@ class DispatchController(Controller):
 
     @get("/dispatch/{dispatch_id:str}", responses=problem_responses(400, 401, 404))
     async def get_one(self, headend: HeadendDep, dispatch_id: FromPath[str]) -> DispatchOut:
-        """State, each transition with its time, per-site deliveries and per-asset acks."""
+        """State, each transition with its time, per-site deliveries and per-asset acks;
+        what was requested, allocated (taken by the devices), short, and delivered
+        (measured from telemetry after it was applied), per dispatch and per asset."""
         try:
             uid = UUID(dispatch_id)
         except ValueError:

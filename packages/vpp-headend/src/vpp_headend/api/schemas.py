@@ -209,6 +209,11 @@ class TelemetryOut(msgspec.Struct):
     setpoint_kw: float | None
     setpoint_id: str | None
     lag_s: float
+    # The live envelope (DESIGN.md §3a); null when the gateway did not report it.
+    available_min_kw: float | None
+    available_max_kw: float | None
+    min_stable_kw: float | None
+    setpoint_ends_at: datetime | None
 
 
 class ReadingOut(msgspec.Struct):
@@ -220,6 +225,10 @@ class ReadingOut(msgspec.Struct):
     status: str
     setpoint_kw: float | None
     setpoint_id: str | None
+    available_min_kw: float | None
+    available_max_kw: float | None
+    min_stable_kw: float | None
+    setpoint_ends_at: datetime | None
 
 
 class HistoryOut(msgspec.Struct):
@@ -258,22 +267,28 @@ class TargetRef(msgspec.Struct):
 
 class DeliveryOut(msgspec.Struct):
     site_id: str
-    power_kw: float
+    power_kw: float  # this site's share (requested of it)
     state: str
     sent_at: datetime | None
     updated_at: datetime
     reason: str | None
+    allocated_kw: float | None = None  # what its devices took
+    shortfall_kw: float | None = None  # power_kw minus allocated_kw; 0 when met
+    applied_at: datetime | None = None
 
 
 class AllocationOut(msgspec.Struct):
     asset_id: str
     site_id: str
-    allocation_kw: float | None
+    allocation_kw: float | None  # allocated to it by the split
     state: str
-    applied_kw: float | None
+    applied_kw: float | None  # what the device set
     clamped: bool
     reason: str | None
     updated_at: datetime
+    limit_reason: str | None = None  # why applied_kw falls short of allocation_kw
+    limit_detail: str | None = None
+    delivered_kw: float | None = None  # mean measured power after it was applied
 
 
 class EventOut(msgspec.Struct):
@@ -297,6 +312,15 @@ class DispatchOut(msgspec.Struct):
     transitions: list[EventOut]
     events: list[EventOut]
     split: str | None = None
+    # What was delivered (DESIGN.md §3a): requested = power_kw; allocated: what the
+    # devices took; shortfall: requested - allocated (0 when met); delivered: measured
+    # from telemetry in the window after it was applied (null until measured).
+    requested_kw: float | None = None
+    allocated_kw: float | None = None
+    shortfall_kw: float | None = None
+    delivered_kw: float | None = None
+    applied_at: datetime | None = None
+    measured_at: datetime | None = None
 
 
 class DispatchSummaryOut(msgspec.Struct):
@@ -354,6 +378,10 @@ def telemetry_out(r: LatestReading, site_id: str, now: datetime) -> TelemetryOut
         setpoint_kw=r.setpoint_kw,
         setpoint_id=r.setpoint_id,
         lag_s=round(max(0.0, (now - r.ts).total_seconds()), 3),
+        available_min_kw=r.available_min_kw,
+        available_max_kw=r.available_max_kw,
+        min_stable_kw=r.min_stable_kw,
+        setpoint_ends_at=r.setpoint_ends_at,
     )
 
 
@@ -378,12 +406,26 @@ def reading_out(r: LatestReading) -> ReadingOut:
         status=status_name(r.status),
         setpoint_kw=r.setpoint_kw,
         setpoint_id=r.setpoint_id,
+        available_min_kw=r.available_min_kw,
+        available_max_kw=r.available_max_kw,
+        min_stable_kw=r.min_stable_kw,
+        setpoint_ends_at=r.setpoint_ends_at,
     )
 
 
 def _deliveries(v: DispatchView) -> list[DeliveryOut]:
     return [
-        DeliveryOut(x.site_id, x.power_kw, x.state, x.sent_at, x.updated_at, x.reason)
+        DeliveryOut(
+            x.site_id,
+            x.power_kw,
+            x.state,
+            x.sent_at,
+            x.updated_at,
+            x.reason,
+            x.allocated_kw,
+            x.shortfall_kw,
+            x.applied_at,
+        )
         for x in v.deliveries
     ]
 
@@ -409,12 +451,21 @@ def dispatch_out(v: DispatchView) -> DispatchOut:
                 t.clamped,
                 t.reason,
                 t.updated_at,
+                t.limit_reason,
+                t.limit_detail,
+                t.delivered_kw,
             )
             for t in v.targets
         ],
         transitions=[e for e in events if e.scope == "dispatch"],
         events=events,
         split=v.detail,
+        requested_kw=v.requested_kw,
+        allocated_kw=v.allocated_kw,
+        shortfall_kw=v.shortfall_kw,
+        delivered_kw=v.delivered_kw,
+        applied_at=v.applied_at,
+        measured_at=v.measured_at,
     )
 
 

@@ -1,8 +1,8 @@
 """The database schema as SQLAlchemy Core tables (DESIGN.md §6).
 
-The tables mirror migration ``0001_initial``; queries are built from them. Telemetry
-history is range-partitioned by day (`vpp_headend.db.partitions` keeps partitions
-ahead); the hot path writes it with binary COPY, not through these objects.
+The tables mirror the migrations (``0001_initial`` and later); queries are built from
+them. Telemetry history is range-partitioned by day (`vpp_headend.db.partitions` keeps
+partitions ahead); the hot path writes it with binary COPY, not through these objects.
 """
 
 from __future__ import annotations
@@ -112,9 +112,20 @@ dispatches = Table(
     _ts("expires_at", nullable=False),
     _ts("updated_at", nullable=False),
     Column("detail", Text, nullable=True),
+    # 0006: what the devices took and what telemetry showed they delivered
+    Column("allocated_kw", Double, nullable=True),
+    Column("shortfall_kw", Double, nullable=True),
+    Column("delivered_kw", Double, nullable=True),
+    _ts("applied_at"),
+    _ts("measured_at"),
     Index("ix_dispatches_target", "target_kind", "target_id", "issued_at"),
     Index("ix_dispatches_state_issued", "state", "issued_at"),
     Index("ix_dispatches_issued", "issued_at"),
+    Index(
+        "ix_dispatches_unmeasured",
+        "applied_at",
+        postgresql_where=text("applied_at IS NOT NULL AND measured_at IS NULL"),
+    ),
 )
 
 # One row per site a dispatch is delivered to: the unit of delivery (one Setpoint per
@@ -135,6 +146,9 @@ dispatch_deliveries = Table(
     _ts("sent_at"),
     _ts("updated_at", nullable=False),
     Column("reason", Text, nullable=True),
+    Column("allocated_kw", Double, nullable=True),  # 0006
+    Column("shortfall_kw", Double, nullable=True),  # 0006
+    _ts("applied_at"),  # 0006
     PrimaryKeyConstraint("dispatch_id", "site_id"),
     Index("ix_dispatch_deliveries_site_state", "site_id", "state"),
 )
@@ -156,6 +170,9 @@ dispatch_targets = Table(
     Column("clamped", Boolean, nullable=False, server_default=text("false")),
     Column("reason", Text, nullable=True),
     _ts("updated_at", nullable=False),
+    Column("limit_reason", Text, nullable=True),  # 0006
+    Column("limit_detail", Text, nullable=True),  # 0006
+    Column("delivered_kw", Double, nullable=True),  # 0006
     PrimaryKeyConstraint("dispatch_id", "asset_id"),
     Index("ix_dispatch_targets_asset", "asset_id"),
 )
@@ -178,6 +195,17 @@ dispatch_events = Table(
     Index("ix_dispatch_events_dispatch", "dispatch_id", "event_id"),
 )
 
+
+def _envelope_columns() -> list[Column[object]]:
+    """The live operating envelope a reading reports (DESIGN.md §3a); null when not sent."""
+    return [
+        Column("available_min_kw", Double, nullable=True),
+        Column("available_max_kw", Double, nullable=True),
+        Column("min_stable_kw", Double, nullable=True),
+        _ts("setpoint_ends_at"),
+    ]
+
+
 telemetry = Table(
     "telemetry",
     metadata,
@@ -190,6 +218,7 @@ telemetry = Table(
     Column("status", SmallInteger, nullable=False),
     Column("setpoint_kw", Double, nullable=True),
     Column("setpoint_id", Text, nullable=True),
+    *_envelope_columns(),  # 0005_telemetry_envelope
     Index("ix_telemetry_asset_ts", "asset_id", "ts"),
     Index("ix_telemetry_ts_brin", "ts", postgresql_using="brin"),  # 0004: the rollup's ranges
     postgresql_partition_by="RANGE (ts)",
@@ -206,6 +235,26 @@ TELEMETRY_COLUMNS = (
     "status",
     "setpoint_kw",
     "setpoint_id",
+    "available_min_kw",
+    "available_max_kw",
+    "min_stable_kw",
+    "setpoint_ends_at",
+)
+#: Binary COPY type of each of `TELEMETRY_COLUMNS`, in the same order.
+TELEMETRY_COPY_TYPES = (
+    "text",
+    "int8",
+    "timestamptz",
+    "timestamptz",
+    "float8",
+    "float8",
+    "int2",
+    "float8",
+    "text",
+    "float8",
+    "float8",
+    "float8",
+    "timestamptz",
 )
 
 telemetry_latest = Table(
@@ -220,6 +269,7 @@ telemetry_latest = Table(
     Column("status", SmallInteger, nullable=False),
     Column("setpoint_kw", Double, nullable=True),
     Column("setpoint_id", Text, nullable=True),
+    *_envelope_columns(),  # 0005_telemetry_envelope
     postgresql_with={"fillfactor": "70"},
 )
 
@@ -261,6 +311,7 @@ revoked_certificates = Table(
 
 __all__ = [
     "TELEMETRY_COLUMNS",
+    "TELEMETRY_COPY_TYPES",
     "api_tokens",
     "assets",
     "dispatch_deliveries",

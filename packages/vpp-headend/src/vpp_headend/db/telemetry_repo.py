@@ -40,17 +40,7 @@ async def history(
 ) -> list[LatestReading]:
     """Stored readings of an asset with start <= ts < end, newest first, at most ``limit``."""
     query = (
-        select(
-            t.c.asset_id,
-            t.c.seq,
-            t.c.ts,
-            t.c.received_at,
-            t.c.power_kw,
-            t.c.soc_pct,
-            t.c.status,
-            t.c.setpoint_kw,
-            t.c.setpoint_id,
-        )
+        select(*(t.c[name] for name in m.TELEMETRY_COLUMNS))
         .where(t.c.asset_id == asset_id)
         .order_by(t.c.ts.desc(), t.c.seq.desc())
         .limit(limit)

@@ -1,0 +1,82 @@
+"""The sweeper: ends deliveries that can no longer end on their own (docs/runbook.md §6).
+
+``pending`` past ``expires_at`` → expired (never delivered late); ``sent`` with no ack
+``ack_grace_s`` after it → expired; ``received`` with no final ack by then → failed (the
+gateway had it; whether it acted is unknown).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..db import dispatch_repo as repo
+from ..metrics import Metrics
+from .effects import AfterCommit, write
+from .transitions import advance
+
+
+def overdue(
+    state: str, expires_at: datetime, now: datetime, ack_grace: timedelta
+) -> tuple[str, str] | None:
+    """(final state, reason) for a delivery in ``state`` that is overdue at ``now``."""
+    if state == "pending" and expires_at <= now:
+        return "expired", "expired before delivery"
+    if expires_at > now - ack_grace:
+        return None
+    if state == "sent":
+        return "expired", "no ack before expiry"
+    if state == "received":
+        return "failed", "no final ack"
+    return None
+
+
+class Sweeper:
+    """Ends overdue deliveries, one dispatch per transaction."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        read: AsyncEngine,
+        metrics: Metrics,
+        *,
+        ack_grace: timedelta,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._engine = engine
+        self._read = read
+        self._metrics = metrics
+        self._ack_grace = ack_grace
+        self._clock = clock
+
+    async def sweep(self) -> int:
+        """End what is overdue now. Returns deliveries ended."""
+        now = self._clock()
+        async with self._read.connect() as conn:
+            ids = await repo.expirable(conn, now, now - self._ack_grace)
+        ended = 0
+        for dispatch_id in ids:
+            after = AfterCommit(self._metrics)
+            async with self._engine.begin() as conn:
+                locked = await repo.lock_with_deliveries(conn, dispatch_id)
+                if locked is None:
+                    continue
+                for site_id in sorted(locked.deliveries):
+                    dlv = locked.deliveries[site_id]
+                    end = overdue(dlv.state, locked.dispatch.expires_at, now, self._ack_grace)
+                    if end is None:
+                        continue
+                    t = advance(locked, site_id, end[0], now, reason=end[1])
+                    if t is None:
+                        continue
+                    await write(conn, t)
+                    after.transition(t)
+                    ended += 1
+                    locked = t.applied_to(locked)  # the next move sees this one
+            after.run()
+        return ended
+
+
+__all__ = ["Sweeper", "overdue"]
