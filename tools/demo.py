@@ -31,6 +31,7 @@ from launcher import FAST_GATEWAY, Launcher, Proc, free_ports
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 T = TypeVar("T")
+DELIVERY_WINDOW_S = 3  # the headend measures delivered power over this window
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -115,9 +116,54 @@ class Demo:
     async def final(self, dispatch_id: str, timeout: float = 30.0) -> dict[str, Any]:
         async def probe() -> dict[str, Any] | None:
             d: dict[str, Any] = await self.get(f"/dispatch/{dispatch_id}")
-            return d if d["state"] in ("applied", "failed", "rejected", "expired") else None
+            final = ("applied", "partially_applied", "failed", "rejected", "expired")
+            return d if d["state"] in final else None
 
         return await self.until(probe, f"dispatch {dispatch_id}", timeout)
+
+    async def measured(self, dispatch_id: str, timeout: float = 20.0) -> dict[str, Any]:
+        """The dispatch once the headend has measured its delivered power from telemetry."""
+
+        async def probe() -> dict[str, Any] | None:
+            d: dict[str, Any] = await self.get(f"/dispatch/{dispatch_id}")
+            return d if d["measured_at"] is not None else None
+
+        return await self.until(probe, f"dispatch {dispatch_id} measured", timeout)
+
+    async def show_delivery(self, dispatch_id: str, *, by_site: bool = False) -> None:
+        """Requested / allocated / shortfall / delivered, then the same per asset."""
+        say(f"waiting for the delivered power, measured over {DELIVERY_WINDOW_S} s of telemetry…")
+        d = await self.measured(dispatch_id)
+        table(
+            ["requested_kw", "allocated_kw", "shortfall_kw", "delivered_kw", "state"],
+            [
+                (
+                    d["requested_kw"],
+                    d["allocated_kw"],
+                    d["shortfall_kw"],
+                    d["delivered_kw"],
+                    d["state"],
+                )
+            ],
+        )
+        site = ["site"] if by_site else []
+        table(
+            ["asset", *site, "kind", "allocated_kw", "applied_kw", "delivered_kw", "limit reason"],
+            [
+                (
+                    a["asset_id"],
+                    *([a["site_id"]] if by_site else []),
+                    self.kinds[a["asset_id"]],
+                    a["allocation_kw"],
+                    a["applied_kw"],
+                    a["delivered_kw"],
+                    a["limit_reason"] or "",
+                )
+                for a in d["allocations"]
+            ],
+        )
+        say("applied: what the device set; delivered: its mean measured power afterwards;")
+        say("limit reason: why a device took less than its allocation")
 
     async def latest(self, asset_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         assert self.http is not None
@@ -184,6 +230,9 @@ class Demo:
         self.headend = self.launcher.headend(
             self.database_url, grpc_port=grpc_port, http_port=http_port
         )
+        # a short measurement window (default 8 s) so the demo does not wait long
+        self.headend.env["VPP_DELIVERY_WINDOW_S"] = str(DELIVERY_WINDOW_S)
+        self.headend.env["VPP_DELIVERY_SETTLE_S"] = "1"
         await self.headend.start()
         await self.headend.wait_for_log(r"event=listening", timeout=60)
         self.http = httpx.AsyncClient(
@@ -285,14 +334,9 @@ class Demo:
         found = re.search(r'allocations="?([^"\s]+)', line)
         assert found is not None
         split = {k: float(v) for k, v in (p.split("=") for p in found[1].split(","))}
-        applied = {a["asset_id"]: a for a in d["allocations"]}
-        table(
-            ["asset", "kind", "split_kw", "acked_kw", "state"],
-            [
-                (a, self.kinds[a], kw, applied[a]["allocation_kw"], applied[a]["state"])
-                for a, kw in split.items()
-            ],
-        )
+        acked = {a["asset_id"]: a["allocation_kw"] for a in d["allocations"]}
+        if acked != split:
+            raise RuntimeError("the headend's allocations differ from the gateway's split")
         total = exact_sum(list(split.values()))
         say(
             f"sum of the split = {total} kW (requested {power} kW): "
@@ -303,6 +347,7 @@ class Demo:
         say("gateway log: " + re.sub(r"^ts=\S+ ", "", line)[:160] + " …")
         if total != Decimal(repr(power)):
             raise RuntimeError("the site split does not sum to the request")
+        await self.show_delivery(did)
 
     async def group_dispatch(self) -> None:
         section("5. Group dispatch: vpp-north spans site-a and site-b")
@@ -314,11 +359,7 @@ class Demo:
             ["site", "share_kw", "state"],
             [(x["site_id"], x["power_kw"], x["state"]) for x in d["deliveries"]],
         )
-        say("each gateway split its share across its assets:")
-        table(
-            ["asset", "site", "allocation_kw"],
-            [(a["asset_id"], a["site_id"], a["allocation_kw"]) for a in d["allocations"]],
-        )
+        say("each gateway split its share across its assets (table below)")
         shares = exact_sum([x["power_kw"] for x in d["deliveries"]])
         total = exact_sum([a["allocation_kw"] for a in d["allocations"]])
         say(
@@ -327,6 +368,7 @@ class Demo:
         )
         if not shares == total == Decimal(repr(power)):
             raise RuntimeError("the group split does not sum to the request")
+        await self.show_delivery(did, by_site=True)
 
     async def restart(self) -> None:
         section("6. Gateway restart with a dispatch issued while it was offline")
