@@ -158,7 +158,11 @@ async def test_redelivered_setpoint_acked_again_applied_once(
         await headend.wait_for(lambda: headend.current is not None and len(headend.sessions) == 2)
         await headend.push_setpoint(10.0, asset_id="t-bess-1", setpoint_id=sid)
         await _acked(headend, sid, 6)
-        assert agent.fleet["t-bess-1"].setpoint_kw is None
+        # the newer setpoint is still in force (re-applied at start); the old one is not
+        assert (agent.fleet["t-bess-1"].setpoint_kw, agent.fleet["t-bess-1"].setpoint_id) == (
+            -5.0,
+            other,
+        )
     assert [a.state for a in headend.acks_for(sid)] == [
         pb.AckState.RECEIVED,
         pb.AckState.APPLIED,

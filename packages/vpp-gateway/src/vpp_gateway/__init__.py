@@ -2,14 +2,31 @@
 
 `Agent` runs one site: `AssetFleet` of `AssetRuntime`, device adapters (`DeviceAdapter`;
 simulated devices bundled), the telemetry mux with its on-disk spool, setpoint handling
-with the `vpp_split` group split, and the one outbound stream to the headend.
+with the `vpp_split` group split, the control in force (duration, release, fail-safe),
+and the one outbound stream to the headend.
 """
 
 from ._version import __version__
 from .agent import Agent
 from .clock import Clock, ManualClock, SystemClock
-from .devices import DeviceAdapter, DeviceError, DeviceFactory, Limits, Measurement
-from .model import Ack, AckState, Allocation, Reading, SetpointCommand, Status
+from .devices import (
+    DeviceAdapter,
+    DeviceError,
+    DeviceFactory,
+    Limits,
+    Measurement,
+    ReleasableDevice,
+)
+from .model import (
+    Ack,
+    AckState,
+    Allocation,
+    Reading,
+    ReleaseCause,
+    ReleaseCommand,
+    SetpointCommand,
+    Status,
+)
 from .runtime import AssetFleet, AssetRuntime
 from .settings import GatewaySettings, SettingsError, from_site_file
 
@@ -29,6 +46,9 @@ __all__ = [
     "ManualClock",
     "Measurement",
     "Reading",
+    "ReleasableDevice",
+    "ReleaseCause",
+    "ReleaseCommand",
     "SetpointCommand",
     "SettingsError",
     "Status",

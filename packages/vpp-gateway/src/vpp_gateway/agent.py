@@ -1,4 +1,5 @@
-"""The gateway agent: wires fleet, state, telemetry, setpoints and connection; owns the tasks."""
+"""The gateway agent: wires fleet, state, telemetry, setpoints, control and connection; owns
+the tasks."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from typing import Any
 from ._version import __version__
 from .clock import Clock, SystemClock
 from .connection import Connection
+from .control import ControlTable
 from .devices import DeviceFactory, simulated_device
+from .failsafe import LAST_HEARD_KEY
 from .log import EventLog
-from .model import Ack, RegisterOutcome, SetpointCommand
+from .model import Ack, RegisterOutcome, ReleaseCommand, SetpointCommand
+from .releaser import Releaser
 from .runtime import AssetFleet
 from .setpoints import SetpointHandler
 from .settings import GatewaySettings
@@ -23,8 +27,10 @@ from .status import write_status
 from .telemetry import SpoolReplayer, TelemetryMux
 from .tls import client_context
 
-#: Setpoints waiting for the worker; more than this means the headend is flooding us.
+#: Setpoints and releases waiting for the worker; more means the headend is flooding us.
 MAX_QUEUED_SETPOINTS = 1000
+
+Command = SetpointCommand | ReleaseCommand
 
 
 class Agent:
@@ -45,13 +51,15 @@ class Agent:
         self._factory = device_factory
         self.log = log or EventLog()
         self._task: asyncio.Task[None] | None = None
-        self._setpoints: asyncio.Queue[SetpointCommand] = asyncio.Queue(MAX_QUEUED_SETPOINTS)
+        self._setpoints: asyncio.Queue[Command] = asyncio.Queue(MAX_QUEUED_SETPOINTS)
         # Built by start():
         self.store: StateStore
         self.fleet: AssetFleet
         self.connection: Connection
         self.mux: TelemetryMux
         self.setpoints: SetpointHandler
+        self.control: ControlTable
+        self.releaser: Releaser
         self.replayer: SpoolReplayer
 
     async def start(self) -> None:
@@ -65,6 +73,8 @@ class Agent:
             self.fleet = AssetFleet.build(
                 s.assets, self._factory, self.clock, s.seed, seqs, legacy=s.legacy
             )
+            self.control = await asyncio.to_thread(ControlTable.load, self.store)
+            last_heard = await asyncio.to_thread(self.store.load_meta, LAST_HEARD_KEY)
             ctx: ssl.SSLContext | None = None
             if s.tls is not None:
                 ctx = await asyncio.to_thread(client_context, s.tls)
@@ -84,7 +94,19 @@ class Agent:
         )
         self.mux = TelemetryMux(s, self.fleet, self.store, self.clock, self.connection, self.log)
         self.setpoints = SetpointHandler(
-            s, self.fleet, self.store, self.clock, self._emit_ack, self.log
+            s, self.fleet, self.store, self.control, self.clock, self._emit_ack, self.log
+        )
+        connection = self.connection
+        self.releaser = Releaser(
+            s,
+            self.fleet,
+            self.store,
+            self.control,
+            self.clock,
+            self._emit_ack,
+            lambda: (connection.heard_at, connection.heard_count),
+            last_heard=last_heard,
+            log=self.log,
         )
         self.log.info(
             "started",
@@ -96,7 +118,13 @@ class Agent:
             tick_s=s.tick_s,
             spool_depth=self.store.depth,
             version=__version__,
+            failsafe_after_s=s.failsafe_after_s,
         )
+        try:
+            await self.releaser.recover()  # before connecting: its acks wait for the session
+        except BaseException:
+            await self.store.close()
+            raise
         self._task = asyncio.create_task(self._run(), name="vpp-gateway")
 
     async def stop(self) -> None:
@@ -121,13 +149,14 @@ class Agent:
             tg.create_task(self.mux.run(), name="vpp-telemetry")
             tg.create_task(self.connection.run(), name="vpp-connection")
             tg.create_task(self._setpoint_worker(), name="vpp-setpoints")
+            tg.create_task(self.releaser.run(), name="vpp-control")
             tg.create_task(self._housekeeping(), name="vpp-housekeeping")
 
     # -- callbacks from the connection ---------------------------------------------
     def _emit_ack(self, ack: Ack) -> None:
         self.connection.send_ack(ack)
 
-    def _on_setpoint(self, cmd: SetpointCommand) -> None:
+    def _on_setpoint(self, cmd: Command) -> None:
         try:
             self._setpoints.put_nowait(cmd)
         except asyncio.QueueFull:
@@ -176,7 +205,10 @@ class Agent:
         while True:
             cmd = await self._setpoints.get()
             try:
-                await self.setpoints.handle(cmd)
+                if isinstance(cmd, ReleaseCommand):
+                    await self.releaser.cancel(cmd)
+                else:
+                    await self.setpoints.handle(cmd)
             except Exception as exc:  # a bug in one setpoint must not stop the next
                 self.log.error(
                     "setpoint_failed",
@@ -232,6 +264,8 @@ class Agent:
         assets = []
         for a in self.fleet:
             r = a.last_reading
+            held = self.control.of(a.asset_id)
+            in_force = self.control.setpoint(held.setpoint_id) if held else None
             assets.append(
                 {
                     "asset_id": a.asset_id,
@@ -243,7 +277,22 @@ class Agent:
                     "reading_ts": r.ts.isoformat() if r else None,
                     "setpoint_kw": a.setpoint_kw,
                     "setpoint_id": a.setpoint_id,
+                    "setpoint_ends_at": a.setpoint_ends_at.isoformat()
+                    if a.setpoint_ends_at
+                    else None,
                     "applied_at": a.applied_at.isoformat() if a.applied_at else None,
+                    # The setpoint in force on this asset: what the gateway commanded, until
+                    # when; "releasing": its control ended, the device has not confirmed yet.
+                    "control": {
+                        "setpoint_id": held.setpoint_id,
+                        "power_kw": held.power_kw,
+                        "ends_at": in_force.ends_at.isoformat()
+                        if in_force and in_force.ends_at
+                        else None,
+                        "releasing": held.releasing.value if held.releasing else None,
+                    }
+                    if held
+                    else None,
                     "rate_per_min": a.rate_per_min(mono),
                     "accepted": a.accepted,
                     "reject_reason": a.reject_reason,
@@ -274,6 +323,8 @@ class Agent:
                 "replayed": self.replayer.replayed,
             },
             "journal_size": self.store.journal_size,
+            "failsafe": self.releaser.snapshot(),
+            "in_force": len(self.control.setpoints()),
             "assets": assets,
         }
 

@@ -23,7 +23,7 @@ from .clock import ManualClock, SystemClock
 from .devices import DeviceFactory, SimParamError, simulated_device
 from .probe import probe_headend
 from .runtime import AssetFleet
-from .settings import GatewaySettings, SettingsError, from_site_file
+from .settings import GatewaySettings, SettingsError, failsafe_warnings, from_site_file
 from .status import read_status, render
 
 app = typer.Typer(
@@ -131,6 +131,8 @@ def check(
         f"ok: {site_file}: site {site.site_id}, {len(site.assets)} asset(s)"
         + (", legacy single-asset mode" if site.legacy else "")
     )
+    for warning in failsafe_warnings(settings):  # worth knowing; not an error
+        typer.echo(f"warning: {site_file}: {warning}", err=True)
     if offline:
         return
     problem = asyncio.run(probe_headend(settings, timeout))

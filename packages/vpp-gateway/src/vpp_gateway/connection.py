@@ -26,7 +26,15 @@ from . import convert
 from .backoff import Backoff
 from .clock import Clock
 from .log import EventLog
-from .model import Ack, CloseNotice, HeartbeatIn, Reading, RegisterOutcome, SetpointCommand
+from .model import (
+    Ack,
+    CloseNotice,
+    HeartbeatIn,
+    Reading,
+    RegisterOutcome,
+    ReleaseCommand,
+    SetpointCommand,
+)
 from .settings import GatewaySettings
 from .telemetry import SpoolReplayer
 
@@ -99,7 +107,7 @@ class Connection:
         clock: Clock,
         *,
         on_register: Callable[[RegisterOutcome], Awaitable[None]],
-        on_setpoint: Callable[[SetpointCommand], None],
+        on_setpoint: Callable[[SetpointCommand | ReleaseCommand], None],
         replayer: SpoolReplayer | None = None,
         rng: random.Random | None = None,
         ssl_context: ssl.SSLContext | None = None,
@@ -121,6 +129,10 @@ class Connection:
         self._bulk: deque[tuple[pb.AgentMessage, asyncio.Future[None] | None]] = deque()
         self._wake = asyncio.Event()
         self._last_rx = 0.0
+        #: Monotonic time of the last message heard on a registered session (None: never),
+        #: and how many were heard in all: what the fail-safe counts silence from.
+        self.heard_at: float | None = None
+        self.heard_count = 0
         self.state = "idle"
         self.state_since: datetime = clock.now()
         self.last_reason = ""
@@ -254,7 +266,7 @@ class Connection:
                 event = await self._await_register_result(stream)
         except TimeoutError:
             raise SessionEnded(f"no RegisterResult within {timeout:g} s") from None
-        self._last_rx = self._clock.monotonic()
+        self._heard()
         self.session_id, self.epoch = event.session_id, event.epoch
         self.heartbeat_s = event.heartbeat_interval_s or self._settings.heartbeat_s
         await self._on_register(event)
@@ -320,15 +332,19 @@ class Connection:
             msg = await stream.recv_message()
             if msg is None:
                 raise SessionEnded("headend ended the stream")
-            self._last_rx = self._clock.monotonic()
+            self._heard()
             event = convert.headend_event(msg)
-            if isinstance(event, SetpointCommand):
-                self._on_setpoint(event)
+            if isinstance(event, SetpointCommand | ReleaseCommand):
+                self._on_setpoint(event)  # one ordered queue: a Release after its Setpoint
             elif isinstance(event, CloseNotice):
                 await _end_request_stream(stream)
                 raise SessionEnded(f"{event.reason}: {event.detail}".rstrip(": "))
             elif isinstance(event, HeartbeatIn | RegisterOutcome) or event is None:
                 pass
+
+    def _heard(self) -> None:
+        self._last_rx = self.heard_at = self._clock.monotonic()
+        self.heard_count += 1
 
     async def _heartbeats(self) -> None:
         seq = 0

@@ -28,6 +28,8 @@ from .model import (
     Reading,
     RegisterOutcome,
     RejectedAsset,
+    ReleaseCause,
+    ReleaseCommand,
     SetpointCommand,
     Status,
 )
@@ -56,6 +58,13 @@ _ACK = {
     AckState.FAILED: pb.AckState.FAILED,
     AckState.REJECTED: pb.AckState.REJECTED,
     AckState.EXPIRED: pb.AckState.EXPIRED,
+    AckState.RELEASED: pb.AckState.RELEASED,
+}
+_CAUSE = {
+    None: pb.ReleaseCause.UNSPECIFIED,
+    ReleaseCause.DURATION_ENDED: pb.ReleaseCause.DURATION_ENDED,
+    ReleaseCause.CANCELLED: pb.ReleaseCause.CANCELLED,
+    ReleaseCause.FAILSAFE: pb.ReleaseCause.FAILSAFE,
 }
 _LIMIT = {
     LimitReason.AVAILABLE_POWER: pb.LimitReason.AVAILABLE_POWER,
@@ -175,6 +184,8 @@ def ack_message(ack: Ack) -> pb.AgentMessage:
             shortfall_kw=ack.shortfall_kw,
             limit_reason=reason,
             limit_detail=detail,
+            release_cause=_CAUSE[ack.release_cause],
+            ends_at=ack.ends_at,
         )
     )
 
@@ -216,6 +227,12 @@ def headend_event(msg: pb.HeadendMessage) -> HeadendEvent | None:
             power_kw=body.power_kw,
             issued_at=body.issued_at,
             expires_at=body.expires_at,
+            ends_at=body.ends_at,
+            duration_s=body.duration_s,
+        )
+    if field == "release" and isinstance(body, pb.Release):
+        return ReleaseCommand(
+            setpoint_id=body.setpoint_id, reason=body.reason, issued_at=body.issued_at
         )
     if field == "heartbeat" and isinstance(body, pb.Heartbeat):
         return HeartbeatIn(seq=body.seq, ts=body.ts)

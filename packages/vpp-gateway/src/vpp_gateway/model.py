@@ -25,6 +25,16 @@ class AckState(enum.StrEnum):
     FAILED = "failed"
     REJECTED = "rejected"
     EXPIRED = "expired"
+    #: Its control ended; the assets it still controlled went back to their fallback.
+    RELEASED = "released"
+
+
+class ReleaseCause(enum.StrEnum):
+    """Why the control of a setpoint ended (an ack RELEASED; mirrors the wire enum)."""
+
+    DURATION_ENDED = "duration_ended"
+    CANCELLED = "cancelled"
+    FAILSAFE = "failsafe"
 
 
 class LimitReason(enum.StrEnum):
@@ -80,6 +90,19 @@ class SetpointCommand:
     power_kw: float
     issued_at: datetime | None = None
     expires_at: datetime | None = None
+    #: Time in force once applied (DESIGN.md §3b): an absolute end and/or a duration from
+    #: the moment the gateway applies it; the earlier end applies. None = no end.
+    ends_at: datetime | None = None
+    duration_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseCommand:
+    """The headend ends the control of a setpoint it sent (e.g. its dispatch was cancelled)."""
+
+    setpoint_id: str
+    reason: str = ""
+    issued_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +137,38 @@ class Ack:
     shortfall_kw: float | None = None
     #: Why a single-asset setpoint fell short (site/group: per allocation).
     limit: Limited | None = None
+    #: For RELEASED: why its control ended.
+    release_cause: ReleaseCause | None = None
+    #: For APPLIED: when its control ends on the gateway's clock; None = no end.
+    ends_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InForce:
+    """A setpoint whose control has not ended: its ack's asset id and its end (None: none).
+
+    It may control no asset any more (superseded on every one) and still wait for its end,
+    which is then acknowledged RELEASED with no allocations.
+    """
+
+    setpoint_id: str
+    asset_id: str = ""
+    ends_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """Which setpoint controls one asset now, and the power the gateway commanded for it.
+
+    ``releasing``: the setpoint's control ended (that cause) but the device has not yet
+    confirmed its release; the gateway retries it every tick until it does, or until a
+    newer setpoint takes the asset over.
+    """
+
+    asset_id: str
+    setpoint_id: str
+    power_kw: float
+    releasing: ReleaseCause | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,4 +209,4 @@ class HeartbeatIn:
     ts: datetime | None
 
 
-HeadendEvent = RegisterOutcome | SetpointCommand | CloseNotice | HeartbeatIn
+HeadendEvent = RegisterOutcome | SetpointCommand | ReleaseCommand | CloseNotice | HeartbeatIn

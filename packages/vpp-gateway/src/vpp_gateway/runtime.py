@@ -65,11 +65,20 @@ class AssetRuntime:
         stable = self.envelope.min_stable_kw or self.config.min_stable_kw
         return stable if stable > 0 else None
 
-    def note_applied(self, power_kw: float, setpoint_id: str, at: datetime) -> None:
+    def note_applied(
+        self, power_kw: float, setpoint_id: str, at: datetime, ends_at: datetime | None = None
+    ) -> None:
         """The device confirmed ``power_kw`` for ``setpoint_id``; readings carry it from now."""
         self.setpoint_kw = power_kw
         self.setpoint_id = setpoint_id
         self.applied_at = at
+        self.setpoint_ends_at = ends_at
+
+    def note_released(self) -> None:
+        """No setpoint is in force any more (released to its fallback); readings show it now."""
+        self.setpoint_kw = None
+        self.setpoint_id = ""
+        self.setpoint_ends_at = None
 
     def next_seq(self) -> int:
         self.seq += 1

@@ -1,32 +1,46 @@
 """Setpoint handling: check, clamp, split, apply, journal, ack.
 
 Order of checks for one setpoint: already in the journal → the journaled ack again
-(never applied twice); past ``expires_at`` → EXPIRED; unknown or foreign target, a
-meter, a non-finite power → REJECTED; otherwise applied → APPLIED, or FAILED when no
-device confirmed anything (it refused or timed out). An asset setpoint is clamped to the
+(never applied twice, also once released); past ``expires_at`` or past ``ends_at`` (its
+time in force is over before it starts) → EXPIRED; unknown or foreign target, a meter, a
+non-finite power, a bad ``duration_s`` → REJECTED; otherwise applied → APPLIED, or FAILED
+when no device confirmed anything (it refused or timed out). An asset setpoint is clamped to the
 asset's limits; a site or group total goes through the closed loop of `delivery` (split
 on live envelopes, concurrent apply, redistribution). Either way the ack carries
 ``requested_kw``, what was applied, ``shortfall_kw`` and why an asset fell short.
+
+An APPLIED setpoint controls the assets whose devices confirmed it (`control`) until its
+end (the ack's ``ends_at``: the earlier of ``ends_at`` and the moment it is applied plus
+``duration_s``), a newer setpoint, a release or the fail-safe (`releaser`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from .clock import Clock
+from .control import JOURNAL_GRACE_S, ControlTable, control_end, duration_problem
 from .delivery import Deliverer, Delivery, Outcome, command, shortfall
 from .limits import DEVICE_REASONS, device_limit, num
 from .log import EventLog
-from .model import Ack, AckState, Limited, LimitReason, SetpointCommand
+from .model import Ack, AckState, Control, InForce, Limited, LimitReason, SetpointCommand
 from .runtime import AssetFleet, AssetRuntime
 from .settings import GatewaySettings
 from .state import StateStore
 
-#: A journaled setpoint is remembered this long past its expiry, to re-ack a late re-delivery.
-JOURNAL_GRACE_S = 600.0
+__all__ = ["JOURNAL_GRACE_S", "SetpointHandler", "clamp_note"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Decision:
+    """A setpoint's final ack and, when APPLIED, the control it takes of each asset."""
+
+    ack: Ack
+    controls: tuple[Control, ...] = ()
 
 
 def clamp_note(requested: float, lo: float, hi: float) -> tuple[float, bool, str]:
@@ -46,6 +60,7 @@ class SetpointHandler:
         settings: GatewaySettings,
         fleet: AssetFleet,
         store: StateStore,
+        control: ControlTable,
         clock: Clock,
         emit: Callable[[Ack], None],
         log: EventLog | None = None,
@@ -53,6 +68,7 @@ class SetpointHandler:
         self._settings = settings
         self._fleet = fleet
         self._store = store
+        self._control = control
         self._clock = clock
         self._emit = emit
         self._log = log or EventLog()
@@ -69,6 +85,12 @@ class SetpointHandler:
             final = Ack("", AckState.REJECTED, now, asset_id, reason="setpoint has no setpoint_id")
             self._emit(final)
             return final
+        async with self._control.lock:  # the duration loop and the fail-safe wait meanwhile
+            final = await self._handle(cmd)
+        self._emit(final)
+        return final
+
+    async def _handle(self, cmd: SetpointCommand) -> Ack:
         prior = self._store.journal_get(cmd.setpoint_id)
         if prior is not None:
             self._log.info(
@@ -77,15 +99,21 @@ class SetpointHandler:
                 state=prior.state.value,
                 note="re-acked, not re-applied",
             )
-            self._emit(prior)
             return prior
-        final = await self._decide(cmd, now)
+        now = self._clock.now()
+        decision = await self._decide(cmd, now)
+        final = decision.ack
         keep = (
             cmd.expires_at.timestamp()
             if cmd.expires_at
             else now.timestamp() + self._settings.journal_retention_s
         )
-        await self._store.journal_put(final, max(keep, now.timestamp()) + JOURNAL_GRACE_S)
+        keep = max(keep, now.timestamp()) + JOURNAL_GRACE_S
+        if decision.controls:
+            record = InForce(cmd.setpoint_id, final.asset_id, final.ends_at)
+            await self._control.take(record, decision.controls, (final, keep))
+        else:
+            await self._store.journal_put(final, keep)
         self._log.info(
             "setpoint",
             setpoint_id=cmd.setpoint_id,
@@ -97,28 +125,38 @@ class SetpointHandler:
             limited=final.limit.reason.value if final.limit else None,
             clamped=final.clamped or None,
             reason=final.reason or None,
+            ends_at=final.ends_at,
         )
-        self._emit(final)
         return final
 
-    async def _decide(self, cmd: SetpointCommand, now: datetime) -> Ack:
+    async def _decide(self, cmd: SetpointCommand, now: datetime) -> _Decision:
         asset_id = self._ack_asset_id(cmd)
 
-        def done(state: AckState, reason: str = "") -> Ack:
-            return Ack(cmd.setpoint_id, state, self._clock.now(), asset_id, reason=reason)
+        def done(state: AckState, reason: str = "") -> _Decision:
+            return _Decision(
+                Ack(cmd.setpoint_id, state, self._clock.now(), asset_id, reason=reason)
+            )
 
         if cmd.expires_at is not None and now > cmd.expires_at:
             late = (now - cmd.expires_at).total_seconds()
             return done(AckState.EXPIRED, f"arrived {late:.1f} s after expires_at")
+        if cmd.ends_at is not None and now >= cmd.ends_at:
+            late = (now - cmd.ends_at).total_seconds()
+            return done(
+                AckState.EXPIRED, f"arrived {late:.1f} s after ends_at: its time in force is over"
+            )
         if not math.isfinite(cmd.power_kw):
             return done(AckState.REJECTED, f"power_kw {cmd.power_kw} is not a finite number")
+        if problem := duration_problem(cmd):
+            return done(AckState.REJECTED, problem)
+        ends = control_end(cmd, now)
         kind, target = cmd.target_kind, cmd.target_id
         if kind == "default":
             if not self._fleet.legacy:
                 return done(
                     AckState.REJECTED, "setpoint has no target (only legacy agents accept that)"
                 )
-            return await self._single(cmd, self._fleet.only())
+            return await self._single(cmd, self._fleet.only(), ends)
         if kind == "asset":
             asset = self._fleet.get(target)
             if asset is None:
@@ -130,7 +168,7 @@ class SetpointHandler:
                     AckState.REJECTED,
                     f"asset {target!r} was rejected by the headend: {asset.reject_reason}",
                 )
-            return await self._single(cmd, asset)
+            return await self._single(cmd, asset, ends)
         if kind == "site" and target != self._settings.site_id:
             return done(
                 AckState.REJECTED,
@@ -142,26 +180,32 @@ class SetpointHandler:
                 f"group {target!r} is not one of this site's groups "
                 f"({', '.join(self._settings.groups)})",
             )
-        return await self._split(cmd)
+        return await self._split(cmd, ends)
 
-    async def _send(self, asset: AssetRuntime, power_kw: float, setpoint_id: str) -> Outcome:
+    async def _send(
+        self, asset: AssetRuntime, power_kw: float, setpoint_id: str, ends: datetime | None
+    ) -> Outcome:
         """Command one device; what it confirms is in force from now (readings carry it)."""
         outcome = await command(asset, power_kw, self._settings.device_timeout)
         if outcome.applied_kw is not None:
-            asset.note_applied(outcome.applied_kw, setpoint_id, self._clock.now())
+            asset.note_applied(outcome.applied_kw, setpoint_id, self._clock.now(), ends)
         return outcome
 
-    async def _single(self, cmd: SetpointCommand, asset: AssetRuntime) -> Ack:
+    async def _single(
+        self, cmd: SetpointCommand, asset: AssetRuntime, ends: datetime | None
+    ) -> _Decision:
         """One asset: clamp to its static limits, command, report what it set and why."""
 
-        def ack(state: AckState, reason: str, **fields: Any) -> Ack:
-            return Ack(
-                cmd.setpoint_id,
-                state,
-                self._clock.now(),
-                self._ack_asset_id(cmd),
-                reason=reason,
-                **fields,
+        def ack(state: AckState, reason: str, **fields: Any) -> _Decision:
+            return _Decision(
+                Ack(
+                    cmd.setpoint_id,
+                    state,
+                    self._clock.now(),
+                    self._ack_asset_id(cmd),
+                    reason=reason,
+                    **fields,
+                )
             )
 
         if not asset.dispatchable:
@@ -174,7 +218,7 @@ class SetpointHandler:
                 AckState.REJECTED,
                 f"{num(cmd.power_kw)} kW cannot be clamped to unbounded limits",
             )
-        outcome = await self._send(asset, target, cmd.setpoint_id)
+        outcome = await self._send(asset, target, cmd.setpoint_id, ends)
         if outcome.applied_kw is None:
             failed = outcome.limit
             return ack(
@@ -187,7 +231,7 @@ class SetpointHandler:
         applied = outcome.applied_kw
         device = device_limit(asset, target, applied)
         limit = device or (Limited(LimitReason.LIMITS, note) if clamped else None)
-        return ack(
+        applied_ack = ack(
             AckState.APPLIED,
             "; ".join(n for n in (note, device.detail if device else "") if n),
             applied_kw=applied,
@@ -195,14 +239,18 @@ class SetpointHandler:
             requested_kw=cmd.power_kw,
             shortfall_kw=shortfall(cmd.power_kw, applied),
             limit=limit,
+            ends_at=ends,
         )
+        return replace(applied_ack, controls=(Control(asset.asset_id, cmd.setpoint_id, target),))
 
-    async def _split(self, cmd: SetpointCommand) -> Ack:
+    async def _split(self, cmd: SetpointCommand, ends: datetime | None) -> _Decision:
         """A site or group total: the closed loop of `delivery` over the online assets."""
         target = f"{cmd.target_kind}:{cmd.target_id}"
 
-        def ack(state: AckState, reason: str, **fields: Any) -> Ack:
-            return Ack(cmd.setpoint_id, state, self._clock.now(), reason=reason, **fields)
+        def ack(state: AckState, reason: str, **fields: Any) -> _Decision:
+            return _Decision(
+                Ack(cmd.setpoint_id, state, self._clock.now(), reason=reason, **fields)
+            )
 
         fleet = [a for a in self._fleet if a.dispatchable]
         if not any(a.online and a.accepted for a in fleet):
@@ -210,7 +258,7 @@ class SetpointHandler:
                 AckState.REJECTED, "no online dispatchable asset to split the setpoint across"
             )
         deliverer = Deliverer(
-            lambda asset, kw: self._send(asset, kw, cmd.setpoint_id),
+            lambda asset, kw: self._send(asset, kw, cmd.setpoint_id, ends),
             self._log,
             {"setpoint_id": cmd.setpoint_id, "target": target},
         )
@@ -220,7 +268,7 @@ class SetpointHandler:
             return ack(AckState.REJECTED, f"cannot split the setpoint: {exc}")
         state = AckState.APPLIED if d.confirmed else AckState.FAILED
         self._log.info("delivery", **_delivery_fields(d), state=state.value)
-        return ack(
+        decision = ack(
             state,
             _delivery_reason(d),
             applied_kw=d.applied_kw,
@@ -228,7 +276,15 @@ class SetpointHandler:
             clamped=bool(d.shortfall_kw),
             requested_kw=cmd.power_kw,
             shortfall_kw=d.shortfall_kw,
+            ends_at=ends if state is AckState.APPLIED else None,
         )
+        # Every asset whose device confirmed its share is under this setpoint (0 kW too).
+        controls = tuple(
+            Control(a.asset_id, cmd.setpoint_id, a.power_kw)
+            for a in d.allocations
+            if a.applied_kw is not None
+        )
+        return replace(decision, controls=controls)
 
 
 def _delivery_fields(d: Delivery) -> dict[str, object]:

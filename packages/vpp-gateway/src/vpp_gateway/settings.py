@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vpp_protocol.sitefile import ID_PATTERN, AssetConfig, SiteFile
+from vpp_protocol.sitefile import DEFAULT_FAILSAFE_AFTER_S, ID_PATTERN, AssetConfig, SiteFile
 
 
 class SettingsError(ValueError):
@@ -53,6 +53,8 @@ class GatewaySettings:
     #: Base seed of the simulated devices (each asset derives its own from it).
     seed: int = 0
     device_timeout_s: float = field(default=0.0)
+    #: With no working session this long, every asset is released (DESIGN.md §3b); 0 = off.
+    failsafe_after_s: float = DEFAULT_FAILSAFE_AFTER_S
 
     def __post_init__(self) -> None:
         if not ID_PATTERN.fullmatch(self.site_id):
@@ -88,6 +90,11 @@ class GatewaySettings:
             raise SettingsError("spool_max_bytes must be at least 65536")
         if not (math.isfinite(self.device_timeout_s) and self.device_timeout_s >= 0):
             raise SettingsError("device_timeout_s must be >= 0 (0 = half a tick)")
+        if not (math.isfinite(self.failsafe_after_s) and self.failsafe_after_s >= 0):
+            raise SettingsError(
+                f"failsafe_after_s must be a number of seconds >= 0 (0 = off), "
+                f"not {self.failsafe_after_s}"
+            )
 
     @property
     def device_timeout(self) -> float:
@@ -103,6 +110,35 @@ class GatewaySettings:
         above the headend's watermark.
         """
         return 3 * self.heartbeat_s + self.keepalive_time_s + self.keepalive_timeout_s + self.tick_s
+
+    @property
+    def dead_link_s(self) -> float:
+        """The longest a dead link goes unnoticed: 3 heartbeats, or a keepalive round."""
+        return max(3 * self.heartbeat_s, self.keepalive_time_s + self.keepalive_timeout_s)
+
+
+def failsafe_warnings(settings: GatewaySettings) -> list[str]:
+    """What `vpp-gateway check` warns about ``failsafe_after_s`` (empty: nothing).
+
+    Off (0): assets hold their last setpoint however long the headend is gone. Shorter than
+    3 × the time a dead link takes to notice: an ordinary blip (noticed, then a reconnect
+    with backoff) would release every asset.
+    """
+    after = settings.failsafe_after_s
+    if after == 0:
+        return [
+            "failsafe_after_s: 0 turns the fail-safe off: every asset keeps its last setpoint "
+            "however long the headend is unreachable"
+        ]
+    floor = 3 * settings.dead_link_s
+    if after < floor:
+        return [
+            f"failsafe_after_s {after:g} s is below 3 x the time a dead link takes to notice "
+            f"({settings.dead_link_s:g} s: 3 heartbeats of {settings.heartbeat_s:g} s, or "
+            f"keepalive {settings.keepalive_time_s:g} + {settings.keepalive_timeout_s:g} s): "
+            f"a brief outage would release every asset; use at least {floor:g} s"
+        ]
+    return []
 
 
 def parse_headend(text: str) -> tuple[str, int]:
@@ -167,4 +203,5 @@ def from_site_file(
         spool_max_bytes=opts.spool_max_bytes,
         replay_rate=opts.replay_rate,
         seed=seed if seed is not None else 0,
+        failsafe_after_s=site.failsafe_after_s,
     )

@@ -1,4 +1,5 @@
-"""The state directory: one SQLite database (WAL): seq counters, setpoint journal, spool.
+"""The state directory: one SQLite database (WAL): seq counters, setpoint journal, spool,
+and the control in force (which setpoint controls each asset, and until when).
 
 Every database call runs in a worker thread (`asyncio.to_thread`) and is serialized by a
 lock; a telemetry tick is one transaction (readings + seq counters + pruning), so the
@@ -24,7 +25,7 @@ from typing import Any
 
 import msgspec
 
-from .model import Ack, Reading, Status
+from .model import Ack, Control, InForce, Reading, ReleaseCause, Status
 
 DB_NAME = "gateway.sqlite3"
 #: Free disk space the spool always leaves, whatever its configured size.
@@ -39,14 +40,59 @@ CREATE TABLE IF NOT EXISTS spool (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     asset_id TEXT NOT NULL, seq INTEGER NOT NULL, ts REAL NOT NULL, power_kw REAL NOT NULL,
     status TEXT NOT NULL, soc_pct REAL, setpoint_kw REAL, setpoint_id TEXT NOT NULL,
-    sent INTEGER NOT NULL
+    sent INTEGER NOT NULL, setpoint_ends_at REAL
 );
 CREATE INDEX IF NOT EXISTS spool_sent ON spool (sent, id);
+CREATE TABLE IF NOT EXISTS in_force (
+    setpoint_id TEXT PRIMARY KEY, asset_id TEXT NOT NULL, ends_at REAL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS control (
+    asset_id TEXT PRIMARY KEY, setpoint_id TEXT NOT NULL, power_kw REAL NOT NULL,
+    releasing TEXT NOT NULL DEFAULT ''
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL) WITHOUT ROWID;
 """
 
-_ROW = "id, asset_id, seq, ts, power_kw, status, soc_pct, setpoint_kw, setpoint_id"
+_ROW = (
+    "id, asset_id, seq, ts, power_kw, status, soc_pct, setpoint_kw, setpoint_id, setpoint_ends_at"
+)
+#: Columns added after the first release: (table, column, declaration), added on open.
+_ADDED_COLUMNS = (("spool", "setpoint_ends_at", "REAL"),)
 _ACK = msgspec.json.Decoder(Ack)
 _ENC = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class ControlWrite:
+    """One change of the control in force, written in one transaction.
+
+    ``journal``: final acks to remember with it (a release is journaled with the control it
+    ends, so a crash cannot leave one without the other).
+    """
+
+    put_in_force: Sequence[InForce] = ()
+    drop_in_force: Sequence[str] = ()
+    put_controls: Sequence[Control] = ()
+    drop_controls: Sequence[str] = ()
+    journal: Sequence[tuple[Ack, float]] = ()
+
+
+def _ts(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def _dt(value: Any) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(float(value), UTC)
+
+
+def _cause(value: object) -> ReleaseCause | None:
+    """A stored release cause; an unknown one (a newer gateway's) still means releasing."""
+    if not value:
+        return None
+    try:
+        return ReleaseCause(str(value))
+    except ValueError:
+        return ReleaseCause.DURATION_ENDED
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +106,7 @@ class SpoolStats:
 
 
 def _reading(row: tuple[Any, ...]) -> tuple[int, Reading]:
-    rid, asset_id, seq, ts, power, status, soc, sp_kw, sp_id = row
+    rid, asset_id, seq, ts, power, status, soc, sp_kw, sp_id, sp_ends = row
     return int(rid), Reading(
         asset_id=str(asset_id),
         seq=int(seq),
@@ -70,7 +116,16 @@ def _reading(row: tuple[Any, ...]) -> tuple[int, Reading]:
         soc_pct=None if soc is None else float(soc),
         setpoint_kw=None if sp_kw is None else float(sp_kw),
         setpoint_id=str(sp_id),
+        setpoint_ends_at=_dt(sp_ends),
     )
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Add the columns an older state database lacks (tables: CREATE TABLE IF NOT EXISTS)."""
+    for table, column, decl in _ADDED_COLUMNS:
+        have = {str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
 
 class StateStore:
@@ -104,6 +159,7 @@ class StateStore:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA journal_size_limit=4194304")
         conn.executescript(_SCHEMA)
+        _upgrade(conn)
         store = cls(conn, path, max_bytes)
         store.depth = int(conn.execute("SELECT count(*) FROM spool WHERE sent = 0").fetchone()[0])
         store.used_bytes = store._used()
@@ -151,6 +207,7 @@ class StateStore:
                 r.setpoint_kw,
                 r.setpoint_id,
                 sent_at,
+                _ts(r.setpoint_ends_at),
             )
             for r in readings
         ]
@@ -163,7 +220,7 @@ class StateStore:
                 )
                 c.executemany(
                     "INSERT INTO spool (asset_id, seq, ts, power_kw, status, soc_pct, setpoint_kw,"
-                    " setpoint_id, sent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " setpoint_id, sent, setpoint_ends_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
                 c.execute("DELETE FROM spool WHERE sent > 0 AND sent < ?", (prune_before,))
@@ -306,6 +363,88 @@ class StateStore:
         with self._lock:
             self._conn.execute("DELETE FROM journal WHERE keep_until < ?", (now,))
 
+    def journal_keep(self, setpoint_id: str) -> float | None:
+        """Until when (epoch seconds) a setpoint's journal entry is kept; None: not there."""
+        entry = self._journal.get(setpoint_id)
+        return entry[0] if entry else None
+
     @property
     def journal_size(self) -> int:
         return len(self._journal)
+
+    # -- control in force -----------------------------------------------------------
+    def load_control(self) -> tuple[list[InForce], list[Control]]:
+        """The setpoints in force and the per-asset control records (blocking; at start-up)."""
+        with self._lock:
+            c = self._conn
+            setpoints = [
+                InForce(str(sid), str(asset_id), _dt(ends))
+                for sid, asset_id, ends in c.execute(
+                    "SELECT setpoint_id, asset_id, ends_at FROM in_force"
+                )
+            ]
+            controls = [
+                Control(str(asset_id), str(sid), float(kw), _cause(releasing))
+                for asset_id, sid, kw, releasing in c.execute(
+                    "SELECT asset_id, setpoint_id, power_kw, releasing FROM control"
+                )
+            ]
+        return setpoints, controls
+
+    async def write_control(self, change: ControlWrite) -> None:
+        """Apply ``change`` (and its journal entries) in one transaction."""
+        for ack, keep in change.journal:
+            self._journal[ack.setpoint_id] = (keep, ack)
+        await asyncio.to_thread(self._write_control, change)
+
+    def _write_control(self, change: ControlWrite) -> None:
+        with self._lock:
+            c = self._conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                c.executemany(
+                    "DELETE FROM in_force WHERE setpoint_id = ?",
+                    [(sid,) for sid in change.drop_in_force],
+                )
+                c.executemany(
+                    "INSERT OR REPLACE INTO in_force (setpoint_id, asset_id, ends_at)"
+                    " VALUES (?, ?, ?)",
+                    [(f.setpoint_id, f.asset_id, _ts(f.ends_at)) for f in change.put_in_force],
+                )
+                c.executemany(
+                    "DELETE FROM control WHERE asset_id = ?",
+                    [(a,) for a in change.drop_controls],
+                )
+                c.executemany(
+                    "INSERT OR REPLACE INTO control (asset_id, setpoint_id, power_kw, releasing)"
+                    " VALUES (?, ?, ?, ?)",
+                    [
+                        (k.asset_id, k.setpoint_id, k.power_kw, k.releasing or "")
+                        for k in change.put_controls
+                    ],
+                )
+                c.executemany(
+                    "INSERT OR REPLACE INTO journal (setpoint_id, keep_until, ack)"
+                    " VALUES (?, ?, ?)",
+                    [(a.setpoint_id, keep, _ENC.encode(a)) for a, keep in change.journal],
+                )
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+    # -- small values -----------------------------------------------------------------
+    def load_meta(self, key: str) -> float | None:
+        """A stored number (blocking; at start-up)."""
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else float(row[0])
+
+    async def put_meta(self, key: str, value: float) -> None:
+        await asyncio.to_thread(self._put_meta, key, value)
+
+    def _put_meta(self, key: str, value: float) -> None:
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
+            )

@@ -54,6 +54,7 @@ def render(snapshot: dict[str, Any], now: datetime) -> str:
         f"connects {conn['connects']}  failed attempts {conn['failures']}",
         f"spool: {spool['depth']} readings waiting, {spool['dropped']} dropped, "
         f"{spool['used_bytes'] / 1e6:.1f} of {spool['max_bytes'] / 1e6:.1f} MB",
+        _failsafe_line(snapshot.get("failsafe")),
         "",
         f"{'asset':<24} {'kind':<10} {'seq':>8} {'power_kw':>10} {'setpoint':>10} "
         f"{'rate/min':>8} {'status':<8} last apply",
@@ -65,4 +66,28 @@ def render(snapshot: dict[str, Any], now: datetime) -> str:
             f"{_num(a['setpoint_kw']):>10} {_num(a['rate_per_min']):>8} {a['status'] or '-':<8} "
             f"{a['applied_at'] or '-'}{flag}"
         )
+        control = a.get("control")
+        if control:
+            lines.append(f"  {_control_text(control)}")
     return "\n".join(lines)
+
+
+def _control_text(control: dict[str, Any]) -> str:
+    """The setpoint in force on one asset and its end, for people."""
+    until = f"until {control['ends_at']}" if control.get("ends_at") else "no end"
+    text = f"in force: setpoint {control['setpoint_id']} at {_num(control['power_kw'])} kW, {until}"
+    if control.get("releasing"):
+        text += f"  (RELEASING: {control['releasing']}, device has not confirmed; retried)"
+    return text
+
+
+def _failsafe_line(failsafe: dict[str, Any] | None) -> str:
+    if not failsafe:
+        return "fail-safe: -"
+    if not failsafe["after_s"]:
+        return "fail-safe: OFF (failsafe_after_s 0)"
+    state = "TRIPPED (assets released)" if failsafe["tripped"] else "armed"
+    return (
+        f"fail-safe: {state}, releases after {_num(failsafe['after_s'])} s without a session "
+        f"(silent {_num(failsafe['silent_s'])} s)"
+    )

@@ -2,8 +2,8 @@
 
 It is a real grpclib servicer on a real socket (not a mock): it records what gateways send,
 answers Register with watermarks of what it stored, sends heartbeats, and lets a test push
-setpoints, close a session with a reason, or go silent. ``python -m vpp_gateway.testing
---port 50051`` serves one for a manual try.
+setpoints (with a time in force) and releases, close a session with a reason, or go
+silent. ``python -m vpp_gateway.testing --port 50051`` serves one for a manual try.
 """
 
 from __future__ import annotations
@@ -117,6 +117,8 @@ class FakeHeadend(pb.AgentServiceBase):  # type: ignore[misc]  # generated: unty
         setpoint_id: str | None = None,
         ttl_s: float | None = 300.0,
         expires_at: datetime | None = None,
+        duration_s: float | None = None,
+        ends_at: datetime | None = None,
     ) -> str:
         """Send a setpoint on the current session; returns its id."""
         if self.current is None:
@@ -125,7 +127,14 @@ class FakeHeadend(pb.AgentServiceBase):  # type: ignore[misc]  # generated: unty
         now = datetime.now(UTC)
         if expires_at is None and ttl_s is not None:
             expires_at = now + timedelta(seconds=ttl_s)
-        sp = pb.Setpoint(setpoint_id=sid, power_kw=power_kw, issued_at=now, expires_at=expires_at)
+        sp = pb.Setpoint(
+            setpoint_id=sid,
+            power_kw=power_kw,
+            issued_at=now,
+            expires_at=expires_at,
+            ends_at=ends_at,
+            duration_s=duration_s,
+        )
         if asset_id is not None:
             sp.asset_id = asset_id
         elif site_id is not None:
@@ -134,6 +143,13 @@ class FakeHeadend(pb.AgentServiceBase):  # type: ignore[misc]  # generated: unty
             sp.group_id = group_id
         await self.current.outbox.put(pb.HeadendMessage(setpoint=sp))
         return sid
+
+    async def push_release(self, setpoint_id: str, reason: str = "cancelled by operator") -> None:
+        """Send a Release of ``setpoint_id`` on the current session."""
+        if self.current is None:
+            raise RuntimeError("no gateway connected")
+        release = pb.Release(setpoint_id=setpoint_id, reason=reason, issued_at=datetime.now(UTC))
+        await self.current.outbox.put(pb.HeadendMessage(release=release))
 
     async def close_session(self, reason: pb.CloseReason, detail: str = "") -> None:
         """Send SessionClosed on the current session and end it."""

@@ -6,7 +6,14 @@ from vpp_protocol.sitefile import AssetConfig
 
 from ..clock import Clock
 from ._sim_common import SimDevice, SimParamError
-from .base import DeviceAdapter, DeviceError, DeviceFactory, Limits, Measurement
+from .base import (
+    DeviceAdapter,
+    DeviceError,
+    DeviceFactory,
+    Limits,
+    Measurement,
+    ReleasableDevice,
+)
 from .sim_bess import SimBess
 from .sim_flex import SimEvCharger, SimLoad, SimOther
 from .sim_genset import SimGenset
@@ -36,6 +43,7 @@ __all__ = [
     "DeviceFactory",
     "Limits",
     "Measurement",
+    "ReleasableDevice",
     "SimBess",
     "SimDevice",
     "SimEvCharger",

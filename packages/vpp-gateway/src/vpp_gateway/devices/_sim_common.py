@@ -1,8 +1,9 @@
 """Shared parts of the bundled simulated devices: parameters, seeded randomness, limits.
 
-Also the fault injection every simulator takes (``fail_apply``, ``apply_factor``,
-``apply_cap_kw``, ``apply_delay_s``): rules the envelope does not show, on purpose, for
-tests of what the gateway does when a device sets less than asked, refuses, or is slow.
+Also the fault injection every simulator takes (``fail_apply``, ``fail_release``,
+``apply_factor``, ``apply_cap_kw``, ``apply_delay_s``): rules the envelope does not show,
+on purpose, for tests of what the gateway does when a device sets less than asked,
+refuses, or is slow.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from .base import DeviceError, Limits, Measurement
 
 #: Parameters every simulator accepts.
 COMMON_PARAMS = frozenset(
-    {"seed", "offline", "fail_apply", "apply_factor", "apply_cap_kw", "apply_delay_s"}
+    {
+        "seed",
+        "offline",
+        "fail_apply",
+        "fail_release",
+        "apply_factor",
+        "apply_cap_kw",
+        "apply_delay_s",
+    }
 )
 #: Capacity a simulator assumes when the site file gives none.
 DEFAULT_CAPACITY_KW = 10.0
@@ -60,6 +69,7 @@ class SimDevice:
         self._limits = Limits(lo, hi)
         self.offline = bool(self.param("offline", False, bool))
         self.fail_apply = bool(self.param("fail_apply", False, bool))
+        self.fail_release = bool(self.param("fail_release", False, bool))
         self.apply_factor = self.number("apply_factor", 1.0, 0.0, 1.0)
         self.apply_cap_kw = self.number("apply_cap_kw", math.inf, 0.0)
         self.apply_delay_s = self.number("apply_delay_s", 0.0, 0.0)
@@ -132,6 +142,18 @@ class SimDevice:
         if self.fail_apply:
             raise DeviceError("simulated device refused the command")
         return self.command(self.weakened(self._limits.clamp(power_kw)))
+
+    async def release(self) -> None:
+        """Drop the setpoint: back to the kind's own behaviour (`ReleasableDevice`)."""
+        if self.offline:
+            raise DeviceError("simulated device is offline")
+        if self.fail_release:
+            raise DeviceError("simulated device refused the release")
+        self.drop()
+
+    def drop(self) -> None:
+        """Forget the setpoint (synchronous core of `release`)."""
+        self.setpoint_kw = None
 
     def weakened(self, power_kw: float) -> float:
         """The command after ``apply_factor`` and ``apply_cap_kw`` (fault injection)."""

@@ -1,7 +1,9 @@
 """The device adapter interface: what the runtime needs from any device driver.
 
 A vendor driver (Modbus/SunSpec, a cloud API...) implements `DeviceAdapter` and is
-handed to the gateway through a `DeviceFactory`; the runtime never changes for it.
+handed to the gateway through a `DeviceFactory`; the runtime never changes for it. It may
+also implement `ReleasableDevice` (optional): how the device goes back to its own
+behaviour when a setpoint's control ends and the site file gives no ``fallback_kw``.
 """
 
 from __future__ import annotations
@@ -86,6 +88,23 @@ class DeviceAdapter(Protocol):
         genset's minimum stable load) or cannot do that much now (outside its live
         envelope); raise `DeviceError` when it cannot be applied.
         """
+        ...
+
+
+@runtime_checkable
+class ReleasableDevice(Protocol):
+    """Optional: a device that can drop its setpoint and go back to its own behaviour.
+
+    The gateway calls `release` when the control of a setpoint ends (its duration is over,
+    the headend released it, or the fail-safe) and the asset has no ``fallback_kw`` in the
+    site file: a PV inverter runs uncurtailed, a battery idles at 0, a genset stops, an EV
+    charger or a load draws what it wants. An adapter without `release` gets the kind's
+    default through `DeviceAdapter.apply` instead: PV ``max_kw``, BESS 0, genset 0, EV
+    charger and load ``min_kw`` (unrestricted consumption), anything else 0.
+    """
+
+    async def release(self) -> None:
+        """Drop any setpoint; raise `DeviceError` when the device cannot be released."""
         ...
 
 

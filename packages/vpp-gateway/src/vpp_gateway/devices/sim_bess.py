@@ -105,3 +105,7 @@ class SimBess(SimDevice):
     def command(self, power_kw: float) -> float:
         self._integrate()  # the old setpoint held until now
         return super().command(power_kw)
+
+    def drop(self) -> None:
+        self._integrate()  # the old setpoint held until now; then idle
+        super().drop()

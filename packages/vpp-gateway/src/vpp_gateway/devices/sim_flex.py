@@ -97,6 +97,11 @@ class SimEvCharger(SimDevice):
         self._advance()  # the old setpoint held until now
         return super().command(power_kw)
 
+    def drop(self) -> None:
+        self._advance()  # the old setpoint held until now
+        super().drop()
+        self._advance()  # from now on it draws what the vehicle takes: full power
+
     def measure(self) -> Measurement:
         plugged = self._advance()
         return self.reading(self._draw, Status.OK if plugged else Status.STANDBY)
