@@ -119,8 +119,15 @@ def test_lifecycle_rules() -> None:
     assert aggregate(["applied", "applied"]) == "applied"
     assert aggregate(["applied", "superseded"]) == "applied"
     assert aggregate(["superseded"]) == "superseded"
-    assert aggregate(["applied", "expired", "rejected"]) == "rejected"
+    # One member applied and in force, the others never took it: short, and cancellable.
+    assert aggregate(["applied", "expired", "rejected"]) == "partially_applied"
     assert aggregate(["failed", "rejected"]) == "failed"
+    assert aggregate(["completed", "expired", "rejected"]) == "rejected"
+    assert advances("applied", "completed")
+    assert advances("partially_applied", "cancelling")
+    assert advances("cancelling", "cancelled")
+    assert not advances("cancelling", "applied")
+    assert not advances("completed", "cancelled")
 
 
 def _parse(body: bytes, **kw: object) -> object:

@@ -9,19 +9,25 @@ exists, ``required`` always. ``/health``, ``/ready`` and the OpenAPI document un
 ``/schema`` stay open (probes and clients need them); ``/metrics`` needs a viewer token
 when auth is on, because it names assets. Missing or unknown token → 401, too weak a
 role → 403.
+
+A token's role is looked up once per ``token_cache_s`` (`TokenCache`), not per request:
+each lookup is a database round trip, which under load waits a turn of a busy event loop
+(docs/decisions.md, "POST /dispatch in few round trips"). So a revoked token keeps
+working for at most that long, on every replica.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
-
-from .db import security_repo
 
 Role = Literal["viewer", "operator"]
 ROLES: tuple[Role, ...] = ("viewer", "operator")
@@ -45,6 +51,53 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+#: ``lookup(token_sha256)``: (role of the active token with that hash or None, whether
+#: any active token exists) — `security_repo.role_of` on an engine.
+RoleLookup = Callable[[str], Awaitable[tuple[str | None, bool]]]
+_CACHE_MAX = 1024
+
+
+class TokenCache:
+    """Token lookups remembered for at most ``ttl_s`` (bounded staleness).
+
+    Cached: a known, active token's answer, and the answer for "no token" (whether auth
+    is enforced). An unknown token is looked up every time, so a token just created works
+    at once and guessing fills no memory. A revoked token, and the open API once the
+    first token exists, take effect within ``ttl_s``.
+    """
+
+    def __init__(
+        self,
+        lookup: RoleLookup,
+        *,
+        ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        max_entries: int = _CACHE_MAX,
+    ) -> None:
+        self._lookup = lookup
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._max = max_entries
+        self._entries: OrderedDict[str, tuple[float, str | None, bool]] = OrderedDict()
+
+    async def role_of(self, token_sha256: str) -> tuple[str | None, bool]:
+        """(role of the active token with this hash or None, whether any active token
+        exists); ``""`` for no token."""
+        now = self._clock()
+        hit = self._entries.get(token_sha256)
+        if hit is not None and now - hit[0] < self._ttl_s:
+            return hit[1], hit[2]
+        role, any_active = await self._lookup(token_sha256)
+        if role is not None or not token_sha256:
+            self._entries[token_sha256] = (now, role, any_active)
+            self._entries.move_to_end(token_sha256)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+        else:
+            self._entries.pop(token_sha256, None)
+        return role, any_active
+
+
 def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     header = connection.headers.get("authorization")
     if not header:
@@ -65,9 +118,7 @@ async def auth_guard(
     headend = connection.app.state.headend
     need: Role = handler.opt.get(ROLE_OPT, "viewer")
     token = _bearer(connection)
-    role, any_active = await security_repo.role_of(
-        headend.reader, hash_token(token) if token else ""
-    )
+    role, any_active = await headend.tokens.role_of(hash_token(token) if token else "")
     enforced = headend.settings.rest_auth == "required" or any_active
     if not enforced:
         return
@@ -97,6 +148,8 @@ __all__ = [
     "SECURITY_HEADERS",
     "STRICT_CSP",
     "Role",
+    "RoleLookup",
+    "TokenCache",
     "auth_guard",
     "hash_token",
     "new_token",

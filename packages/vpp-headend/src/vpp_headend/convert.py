@@ -25,6 +25,8 @@ from .domain import (
     LimitReasonName,
     RegisterReply,
     RegisterRequest,
+    ReleaseCauseName,
+    ReleaseCommand,
     SetpointCommand,
 )
 from .errors import ProtocolViolationError
@@ -51,6 +53,13 @@ _ACK_STATES: dict[int, AckStateName] = {
     pb.ACK_STATE_FAILED: "failed",
     pb.ACK_STATE_REJECTED: "rejected",
     pb.ACK_STATE_EXPIRED: "expired",
+    pb.ACK_STATE_RELEASED: "released",
+}
+# RELEASE_CAUSE_UNSPECIFIED (0) and values this headend does not know read as "not said".
+_RELEASE_CAUSES: dict[int, ReleaseCauseName] = {
+    pb.RELEASE_CAUSE_DURATION_ENDED: "duration_ended",
+    pb.RELEASE_CAUSE_CANCELLED: "cancelled",
+    pb.RELEASE_CAUSE_FAILSAFE: "failsafe",
 }
 # LIMIT_REASON_UNSPECIFIED (0) and values this headend does not know read as "no reason".
 _LIMIT_REASONS: dict[int, LimitReasonName] = {
@@ -183,6 +192,10 @@ def ack_from_pb(msg: pb.SetpointAck, default_asset_id: str) -> Ack:
         shortfall_kw=_opt_kw(msg, "shortfall_kw"),
         limit_reason=_LIMIT_REASONS.get(msg.limit_reason),
         limit_detail=_clean_text(msg.limit_detail, MAX_REASON_CHARS),
+        release_cause=_RELEASE_CAUSES.get(msg.release_cause) if state == "released" else None,
+        ends_at=(
+            timestamp(msg.ends_at.seconds, msg.ends_at.nanos) if msg.HasField("ends_at") else None
+        ),
     )
 
 
@@ -371,19 +384,34 @@ def register_result(reply: RegisterReply) -> pb.HeadendMessage:
 
 
 def setpoint_message(cmd: SetpointCommand) -> pb.HeadendMessage:
-    """`SetpointCommand` → HeadendMessage(setpoint); a legacy target sets no target field."""
+    """`SetpointCommand` → HeadendMessage(setpoint); a legacy target sets no target field.
+    The time in force goes out as the operator gave it: ``duration_s`` or ``ends_at``."""
     msg = pb.HeadendMessage()
     sp = msg.setpoint
     sp.setpoint_id = str(cmd.setpoint_id)
     sp.power_kw = cmd.power_kw
     sp.issued_at.FromDatetime(cmd.issued_at)
     sp.expires_at.FromDatetime(cmd.expires_at)
+    if cmd.duration_s is not None:
+        sp.duration_s = cmd.duration_s
+    if cmd.ends_at is not None:
+        sp.ends_at.FromDatetime(cmd.ends_at)
     if cmd.target_kind == "asset":
         sp.asset_id = cmd.target_id
     elif cmd.target_kind == "site":
         sp.site_id = cmd.target_id
     elif cmd.target_kind == "group":
         sp.group_id = cmd.target_id
+    return msg
+
+
+def release_message(cmd: ReleaseCommand) -> pb.HeadendMessage:
+    """`ReleaseCommand` → HeadendMessage(release)."""
+    msg = pb.HeadendMessage()
+    rel = msg.release
+    rel.setpoint_id = str(cmd.setpoint_id)
+    rel.reason = cmd.reason
+    rel.issued_at.FromDatetime(cmd.issued_at)
     return msg
 
 
@@ -414,6 +442,7 @@ __all__ = [
     "reading_row",
     "register_from_pb",
     "register_result",
+    "release_message",
     "session_closed",
     "setpoint_message",
     "timestamp",

@@ -26,8 +26,14 @@ DispatchState = Literal[
     "rejected",
     "expired",
     "superseded",
+    "cancelling",
+    "completed",
+    "cancelled",
+    "released",
 ]
-AckStateName = Literal["received", "applied", "failed", "rejected", "expired"]
+AckStateName = Literal["received", "applied", "failed", "rejected", "expired", "released"]
+#: Why the control of a setpoint ended (the wire's ReleaseCause, lower case).
+ReleaseCauseName = Literal["duration_ended", "cancelled", "failsafe"]
 CloseReasonName = Literal[
     "superseded", "server_shutdown", "heartbeat_timeout", "unauthorized", "protocol_error"
 ]
@@ -43,11 +49,21 @@ LimitReasonName = Literal[
     "device_reduced",
 ]
 
-TERMINAL_STATES: frozenset[str] = frozenset(
-    {"applied", "partially_applied", "failed", "rejected", "expired", "superseded", "skipped"}
-)
+#: Still on its way: waiting for delivery (pending) or for the gateway's final ack.
+IN_FLIGHT_STATES: frozenset[str] = frozenset({"pending", "sent", "received"})
 #: The devices took the setpoint: all of it (applied) or less than asked (partially_applied).
+#: Settled, not ended: it stays in force until its end, a cancel or the fail-safe.
 SETTLED_STATES: frozenset[str] = frozenset({"applied", "partially_applied"})
+#: How the control of an applied setpoint ended: its duration (completed), the operator
+#: (cancelled, also a pending one never delivered), the gateway's fail-safe (released).
+CONTROL_ENDED_STATES: frozenset[str] = frozenset({"completed", "cancelled", "released"})
+#: Ended: nothing moves a delivery or a dispatch out of these any more.
+TERMINAL_STATES: frozenset[str] = frozenset(
+    {"failed", "rejected", "expired", "superseded", "skipped"} | CONTROL_ENDED_STATES
+)
+#: States counted in ``vpp_dispatches_final_total`` when a dispatch reaches them: once
+#: when its delivery settles or fails, once more when its control ends.
+OUTCOME_STATES: frozenset[str] = SETTLED_STATES | TERMINAL_STATES
 #: Progress order of dispatch states; a transition only ever moves forward.
 STATE_RANK: dict[str, int] = {
     "pending": 0,
@@ -62,6 +78,11 @@ STATE_RANK: dict[str, int] = {
     # A delivery only: a group member offline at creation takes no share
     # (docs/decisions.md, "Dispatch delivery").
     "skipped": 3,
+    # A cancel was asked; the release is on its way to the gateway.
+    "cancelling": 4,
+    "completed": 5,
+    "cancelled": 5,
+    "released": 5,
 }
 
 ASSET_KINDS = ("pv", "bess", "meter", "genset", "ev_charger", "load", "other")
@@ -231,11 +252,17 @@ class Ack:
     shortfall_kw: float | None = None  # requested minus applied, as the gateway counts it
     limit_reason: LimitReasonName | None = None  # of an asset or legacy setpoint
     limit_detail: str = ""
+    release_cause: ReleaseCauseName | None = None  # for RELEASED (None: not given)
+    ends_at: datetime | None = None  # for APPLIED: its end of control, gateway clock
 
 
 @dataclass(frozen=True, slots=True)
 class SetpointCommand:
-    """A setpoint to send to one site session (the id is the dispatch id)."""
+    """A setpoint to send to one site session (the id is the dispatch id).
+
+    ``duration_s`` / ``ends_at``: its time in force, exactly as the operator gave it
+    (at most one is set; neither: in force until superseded, released or cancelled).
+    """
 
     setpoint_id: UUID
     target_kind: TargetKind | Literal["default"]
@@ -243,6 +270,17 @@ class SetpointCommand:
     power_kw: float
     issued_at: datetime
     expires_at: datetime
+    duration_s: float | None = None
+    ends_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseCommand:
+    """End the control of a setpoint sent earlier (its dispatch was cancelled)."""
+
+    setpoint_id: UUID
+    reason: str
+    issued_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,11 +292,19 @@ class DispatchRequest:
     power_kw: float
     expires_at: datetime
     idempotency_key: str | None = None
+    duration_s: float | None = None  # time in force once applied, or
+    ends_at: datetime | None = None  # its absolute end (not both)
 
     @property
     def fingerprint(self) -> str:
-        """What an idempotent retry must repeat (the expiry may drift with ttl_s)."""
-        return f"{self.target_kind}:{self.target_id}:{self.power_kw!r}"
+        """What an idempotent retry must repeat (the expiry may drift with ttl_s); the
+        time in force only when given, so keys stored before it existed still match."""
+        text = f"{self.target_kind}:{self.target_id}:{self.power_kw!r}"
+        if self.duration_s is not None:
+            text += f":duration_s={self.duration_s!r}"
+        if self.ends_at is not None:
+            text += f":ends_at={self.ends_at.isoformat()}"
+        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +342,11 @@ class DeliveryView:
     allocated_kw: float | None = None  # what the site's devices took (sum over its assets)
     shortfall_kw: float | None = None  # power_kw minus allocated_kw; 0 when met
     applied_at: datetime | None = None
+    in_force_until: datetime | None = None  # end of control by the gateway's clock
+    release_requested_at: datetime | None = None  # a cancel asked this site to release
+    release_sent_at: datetime | None = None  # the last Release put on its stream
+    released_at: datetime | None = None  # when the gateway released (its ack's time)
+    release_cause: str | None = None  # duration_ended | cancelled | failsafe
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +387,10 @@ class DispatchView:
     delivered_kw: float | None = None  # measured from telemetry after it was applied
     applied_at: datetime | None = None
     measured_at: datetime | None = None
+    duration_s: float | None = None  # time in force as asked, or
+    ends_at: datetime | None = None  # its absolute end as asked
+    cancel_requested_at: datetime | None = None
+    cancel_reason: str | None = None
 
     @property
     def requested_kw(self) -> float:

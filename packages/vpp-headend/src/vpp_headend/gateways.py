@@ -183,6 +183,7 @@ class GatewayService:
             agent_version=req.agent_version,
             connected_since=now,
             last_seen=now,
+            protocol_version=req.protocol_version,
         )
         old = self.sessions.open(session)
         if old is not None:

@@ -24,13 +24,14 @@ from grpclib.server import Server
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import convert
+from .auth import TokenCache
 from .db import security_repo
 from .db.engine import make_engine, ping, reader
 from .db.migrate import current_revision, head_revision
 from .db.partitions import ensure_partitions
 from .db.url import redacted
 from .dispatch import DispatchService, DispatchTiming
-from .domain import SetpointCommand
+from .domain import ReleaseCommand, SetpointCommand
 from .errors import UnavailableError
 from .gateways import GatewayService
 from .gcwatch import GcWatch
@@ -71,6 +72,11 @@ class Headend:
         self._gc = GcWatch(self.metrics.registry)
         self._loop_watch = LoopWatch(self.metrics.registry)
         self.sessions = SessionRegistry()
+        #: REST token lookups, each answer kept for ``token_cache_s`` (auth.py).
+        self.tokens = TokenCache(
+            lambda token_sha256: security_repo.role_of(self.reader, token_sha256),
+            ttl_s=settings.token_cache_s,
+        )
         self._engine: AsyncEngine | None = None
         self._reader: AsyncEngine | None = None
         self._server: Server | None = None
@@ -180,7 +186,7 @@ class Headend:
             self._registry,
             self.sessions,
             self.metrics,
-            push=_push_setpoint,
+            push=_push,
             envelopes=self._ingest.envelopes,
             timing=DispatchTiming(
                 ack_grace_s=s.ack_grace_s,
@@ -200,6 +206,7 @@ class Headend:
             on_dispatch=self._on_dispatch_notified,
             on_session=self._gateways.on_session_elsewhere,
             on_resync=self._resync,
+            on_release=self._on_release_notified,
             reconnect_s=s.listen_reconnect_s,
         )
         await self._listener.start()
@@ -362,9 +369,14 @@ class Headend:
         if not self.sessions.shutting_down:
             await self.dispatch.on_notified(dispatch_id)
 
+    async def _on_release_notified(self, dispatch_id: UUID) -> None:
+        if not self.sessions.shutting_down:
+            await self.dispatch.on_release_notified(dispatch_id)
+
     async def _resync(self) -> None:
         """After the LISTEN connection came back: notifications may have been missed.
-        Close sessions taken over elsewhere, then deliver what is pending for the rest."""
+        Close sessions taken over elsewhere, then deliver what is pending for the rest
+        (setpoints, then Releases)."""
         await self.gateways.check_current()
         for session in self.sessions:
             await self.dispatch.deliver_pending(session)
@@ -394,8 +406,11 @@ class Headend:
                 log_event(log, "rollup_failed", level=logging.WARNING, error=exc)
 
 
-def _push_setpoint(session: Session, cmd: SetpointCommand) -> bool:
-    """A dispatch's setpoint onto a session's stream, as a wire message (convert.py)."""
+def _push(session: Session, cmd: SetpointCommand | ReleaseCommand) -> bool:
+    """A dispatch's setpoint or release onto a session's stream, as a wire message
+    (convert.py)."""
+    if isinstance(cmd, ReleaseCommand):
+        return session.send(convert.release_message(cmd))
     return session.send(convert.setpoint_message(cmd))
 
 

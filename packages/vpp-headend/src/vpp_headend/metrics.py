@@ -145,7 +145,12 @@ class Metrics:
             "vpp_dispatches_created", "Dispatches created, by target kind", ["target"], registry=r
         )
         self.dispatches_final = Counter(
-            "vpp_dispatches_final", "Dispatches by final state", ["state"], registry=r
+            "vpp_dispatches_final",
+            "Dispatches by outcome: once when delivery settles or fails (applied, "
+            "partially_applied, failed, rejected, expired, superseded), once more when "
+            "control ends (completed, cancelled, released)",
+            ["state"],
+            registry=r,
         )
         self.ack_latency = Histogram(
             "vpp_setpoint_ack_latency_seconds",

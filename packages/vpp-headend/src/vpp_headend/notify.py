@@ -1,10 +1,12 @@
 """Signals between headend replicas over PostgreSQL LISTEN/NOTIFY (DESIGN.md §7).
 
-Two channels, each NOTIFYed inside the transaction that makes the change, so a
+Three channels, each NOTIFYed inside the transaction that makes the change, so a
 replica hears of it only once it is committed and visible:
 
 - ``vpp_dispatch``: payload ``<dispatch_id>``; a dispatch was created. The replica
   holding the target site's stream delivers it.
+- ``vpp_release``: payload ``<dispatch_id>``; a dispatch was cancelled with releases on
+  their way. The replica holding a releasing site's stream sends its Release.
 - ``vpp_session``: payload ``<site_id> <epoch> <session_id>``; a gateway registered. A
   replica holding an older session of that site closes it (SUPERSEDED).
 
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 
 DISPATCH_CHANNEL = "vpp_dispatch"
 SESSION_CHANNEL = "vpp_session"
+RELEASE_CHANNEL = "vpp_release"
 
 
 async def notify_session(conn: AsyncConnection, site_id: str, epoch: int, session_id: UUID) -> None:
@@ -42,13 +45,21 @@ async def notify_session(conn: AsyncConnection, site_id: str, epoch: int, sessio
     )
 
 
+async def notify_release(conn: AsyncConnection, dispatch_id: UUID) -> None:
+    """Announce a cancel with releases to send (delivered when ``conn``'s transaction
+    commits)."""
+    await conn.execute(
+        text("SELECT pg_notify(:c, :p)"), {"c": RELEASE_CHANNEL, "p": str(dispatch_id)}
+    )
+
+
 OnDispatch = Callable[[UUID], Awaitable[None]]
 OnSession = Callable[[str, int, UUID], Awaitable[None]]
 OnResync = Callable[[], Awaitable[None]]
 
 
 class Listener:
-    """LISTENs on both channels and runs a handler task per notification."""
+    """LISTENs on every channel and runs a handler task per notification."""
 
     def __init__(
         self,
@@ -57,10 +68,12 @@ class Listener:
         on_dispatch: OnDispatch,
         on_session: OnSession,
         on_resync: OnResync,
+        on_release: OnDispatch | None = None,
         reconnect_s: float = 1.0,
     ) -> None:
         self._url = libpq_url(database_url)
         self._on_dispatch = on_dispatch
+        self._on_release = on_release
         self._on_session = on_session
         self._on_resync = on_resync
         self._reconnect_s = reconnect_s
@@ -101,6 +114,7 @@ class Listener:
         async with conn:
             await conn.execute(f"LISTEN {DISPATCH_CHANNEL}")
             await conn.execute(f"LISTEN {SESSION_CHANNEL}")
+            await conn.execute(f"LISTEN {RELEASE_CHANNEL}")
             self.connects += 1
             self.listening.set()
             if self.connects > 1:
@@ -113,6 +127,9 @@ class Listener:
         try:
             if channel == DISPATCH_CHANNEL:
                 self._spawn(self._on_dispatch(UUID(payload)))
+            elif channel == RELEASE_CHANNEL:
+                if self._on_release is not None:
+                    self._spawn(self._on_release(UUID(payload)))
             elif channel == SESSION_CHANNEL:
                 site_id, epoch, session_id = payload.split(" ")
                 self._spawn(self._on_session(site_id, int(epoch), UUID(session_id)))
@@ -133,7 +150,9 @@ class Listener:
 
 __all__ = [
     "DISPATCH_CHANNEL",
+    "RELEASE_CHANNEL",
     "SESSION_CHANNEL",
     "Listener",
+    "notify_release",
     "notify_session",
 ]

@@ -28,6 +28,9 @@ class _TickSentinel:
     """Wakes a session's sender for its heartbeat and silence checks."""
 
 
+#: The first protocol version whose agents honour duration_s / ends_at and take Release.
+RELEASE_PROTOCOL: Final = 2
+
 CLOSE: Final = _CloseSentinel()
 TICK: Final = _TickSentinel()
 Outgoing: TypeAlias = pb.HeadendMessage | _CloseSentinel | _TickSentinel
@@ -46,8 +49,13 @@ class Session:
     agent_version: str
     connected_since: datetime
     last_seen: datetime
+    #: What the gateway said in Register; below `RELEASE_PROTOCOL` it cannot release.
+    protocol_version: int = 0
     last_seen_mono: float = field(default_factory=time.monotonic)
     backpressured: bool = False  # its receiver waits for room in the ingest queue
+    #: Its connect-time setpoints went out: a cancel's Release may go straight to it now
+    #: (before, the connect sends it, after the setpoints, so a newer one takes over first).
+    caught_up: bool = False
     outbox: asyncio.Queue[Outgoing] = field(default_factory=asyncio.Queue)
     close_reason: CloseReasonName | None = None
     close_detail: str = ""
@@ -56,6 +64,11 @@ class Session:
     def legacy(self) -> bool:
         """A legacy single-asset session (its setpoints carry no target)."""
         return bool(self.default_asset_id)
+
+    @property
+    def can_release(self) -> bool:
+        """The gateway honours a setpoint's end and takes Release (protocol 2 on)."""
+        return self.protocol_version >= RELEASE_PROTOCOL
 
     @property
     def closing(self) -> bool:
@@ -150,6 +163,7 @@ class SessionRegistry:
 
 __all__ = [
     "CLOSE",
+    "RELEASE_PROTOCOL",
     "TICK",
     "Outgoing",
     "Session",

@@ -38,6 +38,8 @@ class Settings:
     close_grace_s: float = 1.0  # after SessionClosed, time the gateway gets to end its side
     default_ttl_s: float = 300.0
     max_ttl_s: float = 7 * 86400.0
+    # A dispatch's time in force (duration_s, or ends_at from now) is at most this long.
+    max_duration_s: float = 7 * 86400.0
     ack_grace_s: float = 30.0  # a `sent` dispatch with no ack expires this long after expires_at
     sweep_interval_s: float = 1.0
     # Dispatch delivery (docs/decisions.md, "Delivered power"): a group is split by live
@@ -80,6 +82,7 @@ class Settings:
     tls_client_ca: Path | None = None  # CA bundle that site certificates must chain to
     insecure: bool = False  # allow plaintext gRPC on a non-loopback address (warned)
     rest_auth: str = "auto"  # auto: tokens required once one exists; required: always
+    token_cache_s: float = 2.0  # a token's lookup is reused this long (a revoked one works)
     max_message_bytes: int = 4 * 1024 * 1024  # one gRPC message from a gateway
     max_assets_per_register: int = 1_000
     max_readings_per_message: int = 10_000

@@ -1,4 +1,5 @@
-"""POST /dispatch, GET /dispatch/{dispatch_id}, GET /dispatches."""
+"""POST /dispatch, POST /dispatch/{dispatch_id}/cancel, GET /dispatch/{dispatch_id},
+GET /dispatches."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from .dto import JsonBody
 from .params import AssetIdQuery, SiteIdQuery
 from .problems import problem_responses
 from .schemas import (
+    CancelBody,
     DispatchBody,
     DispatchOut,
     DispatchSummaryOut,
+    cancel_reason,
     dispatch_out,
     dispatch_request,
     dispatch_summary_out,
@@ -38,7 +41,9 @@ class DispatchController(Controller):
         summary="Create a dispatch",
         description=(
             "Body: exactly one of asset_id / site_id / group_id, power_kw (finite, kW, "
-            "+ export / discharge), optional ttl_s or expires_at. An Idempotency-Key header "
+            "+ export / discharge), optional ttl_s or expires_at (delivery deadline), "
+            "optional duration_s or ends_at (time in force once applied; at most "
+            "max_duration_s, 7 days by default). An Idempotency-Key header "
             "returns the original dispatch on a retry. 422 names the offending field; 404 "
             "for an unknown target."
         ),
@@ -63,6 +68,7 @@ class DispatchController(Controller):
             now=datetime.now(UTC),
             default_ttl_s=s.default_ttl_s,
             max_ttl_s=s.max_ttl_s,
+            max_duration_s=s.max_duration_s,
         )
         view, created = await headend.dispatch.create(req)
         headers = {"Location": f"/dispatch/{view.dispatch_id}"}
@@ -70,18 +76,41 @@ class DispatchController(Controller):
             headers["Idempotent-Replayed"] = "true"
         return Response(dispatch_out(view), status_code=202, headers=headers)
 
+    @post(
+        "/dispatch/{dispatch_id:str}/cancel",
+        status_code=202,
+        summary="Cancel a dispatch",
+        description=(
+            'Body: empty, {} or {"reason": "…"}, sent as Content-Type: application/json '
+            "(415 otherwise, so that a cross-origin form cannot cancel). A pending dispatch "
+            "becomes cancelled and is never delivered; a sent or applied one becomes "
+            "cancelling, its gateways get a Release and their RELEASED acks make it "
+            "cancelled. 202 with the dispatch; a repeat answers the same. 409 for a "
+            "dispatch that has ended (completed, failed, rejected, expired, superseded, "
+            "released), naming its state; 404 for an unknown one."
+        ),
+        dto=JsonBody[CancelBody],
+        return_dto=None,
+        opt={"role": "operator"},
+        responses=problem_responses(400, 401, 403, 404, 409, 415, 422),
+    )
+    async def cancel(
+        self,
+        headend: HeadendDep,
+        dispatch_id: FromPath[str],
+        data: JSONBody[CancelBody | None] = None,
+    ) -> Response[DispatchOut]:
+        """Cancel; 202 with the dispatch (state ``cancelling`` or ``cancelled``)."""
+        reason = cancel_reason(data)
+        view = await headend.dispatch.cancel(_dispatch_uuid(dispatch_id), reason)
+        return Response(dispatch_out(view), status_code=202)
+
     @get("/dispatch/{dispatch_id:str}", responses=problem_responses(400, 401, 404))
     async def get_one(self, headend: HeadendDep, dispatch_id: FromPath[str]) -> DispatchOut:
         """State, each transition with its time, per-site deliveries and per-asset acks;
         what was requested, allocated (taken by the devices), short, and delivered
         (measured from telemetry after it was applied), per dispatch and per asset."""
-        try:
-            uid = UUID(dispatch_id)
-        except ValueError:
-            raise NotFoundError(
-                f"unknown dispatch {dispatch_id[:80]!r}", field="dispatch_id"
-            ) from None
-        return dispatch_out(await headend.dispatch.get(uid))
+        return dispatch_out(await headend.dispatch.get(_dispatch_uuid(dispatch_id)))
 
     @get("/dispatches", responses=problem_responses(400, 401, 422))
     async def search(
@@ -102,3 +131,11 @@ class DispatchController(Controller):
             asset_id=asset_id, site_id=site_id, state=state_filter, limit=limit
         )
         return [dispatch_summary_out(v) for v in views]
+
+
+def _dispatch_uuid(dispatch_id: str) -> UUID:
+    """The path's dispatch id; 404 for one that is not a UUID (it names nothing)."""
+    try:
+        return UUID(dispatch_id)
+    except ValueError:
+        raise NotFoundError(f"unknown dispatch {dispatch_id[:80]!r}", field="dispatch_id") from None

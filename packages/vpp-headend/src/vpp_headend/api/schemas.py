@@ -34,7 +34,8 @@ S = TypeVar("S", bound=msgspec.Struct)
 
 
 class DispatchBody(msgspec.Struct, forbid_unknown_fields=True):
-    """POST /dispatch: exactly one of asset_id / site_id / group_id; ttl_s or expires_at."""
+    """POST /dispatch: exactly one of asset_id / site_id / group_id; ttl_s or expires_at
+    (delivery deadline); duration_s or ends_at (time in force once applied)."""
 
     power_kw: float
     asset_id: Id | None = None
@@ -42,6 +43,19 @@ class DispatchBody(msgspec.Struct, forbid_unknown_fields=True):
     group_id: Id | None = None
     ttl_s: float | None = None
     expires_at: AwareDatetime | None = None
+    duration_s: float | None = None
+    ends_at: AwareDatetime | None = None
+
+
+class CancelBody(msgspec.Struct, forbid_unknown_fields=True):
+    """POST /dispatch/{dispatch_id}/cancel: an optional reason, kept with the dispatch
+    and sent to the gateway with the Release."""
+
+    reason: str | None = None
+
+
+#: The longest cancel reason taken (the gateway's log and the dispatch keep it).
+MAX_CANCEL_REASON_CHARS = 200
 
 
 def utc(value: datetime, field: str) -> datetime:
@@ -84,6 +98,7 @@ def parse_dispatch(
     now: datetime,
     default_ttl_s: float,
     max_ttl_s: float,
+    max_duration_s: float = 7 * 86400.0,
 ) -> DispatchRequest:
     """Validate a raw POST /dispatch body (`dispatch_request` on the decoded one)."""
     return dispatch_request(
@@ -92,6 +107,7 @@ def parse_dispatch(
         now=now,
         default_ttl_s=default_ttl_s,
         max_ttl_s=max_ttl_s,
+        max_duration_s=max_duration_s,
     )
 
 
@@ -102,8 +118,13 @@ def dispatch_request(
     now: datetime,
     default_ttl_s: float,
     max_ttl_s: float,
+    max_duration_s: float = 7 * 86400.0,
 ) -> DispatchRequest:
-    """The rules msgspec cannot express; errors name the offending field."""
+    """The rules msgspec cannot express; errors name the offending field.
+
+    The delivery deadline never runs past the end of control: with ``ends_at``, a
+    setpoint not delivered by then is not worth delivering, so ``expires_at`` is at most
+    ``ends_at``."""
     given = [k for k in _TARGETS if getattr(body, f"{k}_id") is not None]
     if len(given) != 1:
         what = "none" if not given else " and ".join(f"{k}_id" for k in given)
@@ -134,6 +155,9 @@ def dispatch_request(
         if ttl > max_ttl_s:
             raise ValidationFailedError(f"ttl_s must be at most {max_ttl_s:g}", field="ttl_s")
         expires_at = now + timedelta(seconds=ttl)
+    duration_s, ends_at = _time_in_force(body, now, max_duration_s)
+    if ends_at is not None:
+        expires_at = min(expires_at, ends_at)
     _check_idempotency_key(idempotency_key)
     return DispatchRequest(
         target_kind=kind,
@@ -141,7 +165,54 @@ def dispatch_request(
         power_kw=float(body.power_kw),
         expires_at=expires_at,
         idempotency_key=idempotency_key,
+        duration_s=duration_s,
+        ends_at=ends_at,
     )
+
+
+def _time_in_force(
+    body: DispatchBody, now: datetime, max_s: float
+) -> tuple[float | None, datetime | None]:
+    """``duration_s`` (finite, > 0, at most ``max_s``) or ``ends_at`` (in the future,
+    within ``max_s`` from now), not both; neither: in force until superseded, cancelled
+    or released by the fail-safe."""
+    if body.duration_s is not None and body.ends_at is not None:
+        raise ValidationFailedError("give duration_s or ends_at, not both", field="ends_at")
+    if body.duration_s is not None:
+        d = body.duration_s
+        if isinstance(d, bool) or not math.isfinite(d) or d <= 0:
+            raise ValidationFailedError(
+                "duration_s must be a positive number of seconds", field="duration_s"
+            )
+        if d > max_s:
+            raise ValidationFailedError(
+                f"duration_s must be at most {max_s:g} s", field="duration_s"
+            )
+        return float(d), None
+    if body.ends_at is not None:
+        if body.ends_at <= now:
+            raise ValidationFailedError("ends_at must be in the future", field="ends_at")
+        if (body.ends_at - now).total_seconds() > max_s:
+            raise ValidationFailedError(
+                f"ends_at must be within {max_s:g} s from now", field="ends_at"
+            )
+        return None, body.ends_at
+    return None, None
+
+
+def cancel_reason(body: CancelBody | None) -> str | None:
+    """The reason of a cancel (None when not given or empty); 422 naming ``reason`` for
+    one too long or with control characters."""
+    reason = body.reason if body is not None else None
+    if reason is None or not reason.strip():
+        return None
+    if len(reason) > MAX_CANCEL_REASON_CHARS:
+        raise ValidationFailedError(
+            f"reason must be at most {MAX_CANCEL_REASON_CHARS} characters", field="reason"
+        )
+    if not reason.isprintable():
+        raise ValidationFailedError("reason must not contain control characters", field="reason")
+    return reason.strip()
 
 
 def _check_idempotency_key(key: str | None) -> None:
@@ -275,6 +346,15 @@ class DeliveryOut(msgspec.Struct):
     allocated_kw: float | None = None  # what its devices took
     shortfall_kw: float | None = None  # power_kw minus allocated_kw; 0 when met
     applied_at: datetime | None = None
+    # Time in force (DESIGN.md §3b): when its control ends by the gateway's clock (from
+    # its APPLIED ack; null: no end or not said); a cancel's release: when it was asked,
+    # when a Release last went out, when the gateway released, and why
+    # (duration_ended | cancelled | failsafe; null when not said).
+    in_force_until: datetime | None = None
+    release_requested_at: datetime | None = None
+    release_sent_at: datetime | None = None
+    released_at: datetime | None = None
+    release_cause: str | None = None
 
 
 class AllocationOut(msgspec.Struct):
@@ -321,6 +401,12 @@ class DispatchOut(msgspec.Struct):
     delivered_kw: float | None = None
     applied_at: datetime | None = None
     measured_at: datetime | None = None
+    # Time in force as asked (one of them, or neither: until superseded, cancelled or
+    # released) and the operator's cancel.
+    duration_s: float | None = None
+    ends_at: datetime | None = None
+    cancel_requested_at: datetime | None = None
+    cancel_reason: str | None = None
 
 
 class DispatchSummaryOut(msgspec.Struct):
@@ -332,6 +418,9 @@ class DispatchSummaryOut(msgspec.Struct):
     expires_at: datetime
     updated_at: datetime
     deliveries: list[DeliveryOut]
+    duration_s: float | None = None
+    ends_at: datetime | None = None
+    cancel_requested_at: datetime | None = None
 
 
 class GatewayOut(msgspec.Struct):
@@ -425,6 +514,11 @@ def _deliveries(v: DispatchView) -> list[DeliveryOut]:
             x.allocated_kw,
             x.shortfall_kw,
             x.applied_at,
+            x.in_force_until,
+            x.release_requested_at,
+            x.release_sent_at,
+            x.released_at,
+            x.release_cause,
         )
         for x in v.deliveries
     ]
@@ -466,6 +560,10 @@ def dispatch_out(v: DispatchView) -> DispatchOut:
         delivered_kw=v.delivered_kw,
         applied_at=v.applied_at,
         measured_at=v.measured_at,
+        duration_s=v.duration_s,
+        ends_at=v.ends_at,
+        cancel_requested_at=v.cancel_requested_at,
+        cancel_reason=v.cancel_reason,
     )
 
 
@@ -479,6 +577,9 @@ def dispatch_summary_out(v: DispatchView) -> DispatchSummaryOut:
         expires_at=v.expires_at,
         updated_at=v.updated_at,
         deliveries=_deliveries(v),
+        duration_s=v.duration_s,
+        ends_at=v.ends_at,
+        cancel_requested_at=v.cancel_requested_at,
     )
 
 

@@ -1,5 +1,6 @@
 """SQL of the delivered-power measurement: which applied dispatches are due, the mean
-power of each targeted asset in the window after its site applied, and the result."""
+power of each targeted asset in the window after its site applied (cut short where the
+site released it first: a duration shorter than the window), and the result."""
 
 from __future__ import annotations
 
@@ -10,24 +11,23 @@ from sqlalchemy import Double, Text, and_, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import ARRAY
 
-from ..domain import SETTLED_STATES
 from . import models as m
 from .dispatch_rows import Measured
 
 d, dl, t, tm = m.dispatches, m.dispatch_deliveries, m.dispatch_targets, m.telemetry
-_SETTLED = sorted(SETTLED_STATES)
 
 
 async def due(conn: AsyncConnection, applied_before: datetime, limit: int = 500) -> list[UUID]:
-    """Settled dispatches applied at or before ``applied_before`` and not yet measured,
-    oldest first (the partial index ``ix_dispatches_unmeasured`` serves it)."""
+    """Dispatches that settled (``applied_at`` is set when a dispatch first becomes
+    applied or partially applied, whatever came after: completed, cancelled, released)
+    at or before ``applied_before`` and not yet measured, oldest first (the partial
+    index ``ix_dispatches_unmeasured`` serves it)."""
     rows = await conn.execute(
         select(d.c.dispatch_id)
         .where(
             d.c.applied_at.is_not(None),
             d.c.measured_at.is_(None),
             d.c.applied_at <= applied_before,
-            d.c.state.in_(_SETTLED),
         )
         .order_by(d.c.applied_at)
         .limit(limit)
@@ -51,12 +51,15 @@ async def claim(conn: AsyncConnection, dispatch_id: UUID) -> float | None:
 async def window_means(
     conn: AsyncConnection, dispatch_id: UUID, window: timedelta
 ) -> dict[str, float | None]:
-    """Per asset of a settled delivery of the dispatch: the mean ``power_kw`` of its
-    readings with ``applied_at < ts <= applied_at + window`` (None: no reading)."""
+    """Per asset of a delivery of the dispatch that was applied: the mean ``power_kw`` of
+    its readings with ``applied_at < ts <= min(applied_at + window, released_at)`` (None:
+    no reading). ``released_at`` is the gateway's time of release, on the same clock as
+    the readings' ``ts``."""
+    end = func.least(dl.c.applied_at + bindparam("window", window), dl.c.released_at)
     in_window = and_(
         tm.c.asset_id == t.c.asset_id,
         tm.c.ts > dl.c.applied_at,
-        tm.c.ts <= dl.c.applied_at + bindparam("window", window),
+        tm.c.ts <= end,
     )
     query = (
         select(t.c.asset_id, func.avg(tm.c.power_kw).label("mean"))
@@ -65,11 +68,7 @@ async def window_means(
                 dl, and_(dl.c.dispatch_id == t.c.dispatch_id, dl.c.site_id == t.c.site_id)
             ).outerjoin(tm, in_window)
         )
-        .where(
-            t.c.dispatch_id == dispatch_id,
-            dl.c.state.in_(_SETTLED),
-            dl.c.applied_at.is_not(None),
-        )
+        .where(t.c.dispatch_id == dispatch_id, dl.c.applied_at.is_not(None))
         .group_by(t.c.asset_id)
         .order_by(t.c.asset_id)
     )

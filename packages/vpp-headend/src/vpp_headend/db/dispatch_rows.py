@@ -22,6 +22,10 @@ class DispatchRow:
     issued_at: datetime
     expires_at: datetime
     request_fingerprint: str | None = None
+    duration_s: float | None = None
+    ends_at: datetime | None = None
+    cancel_requested_at: datetime | None = None
+    cancel_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +38,7 @@ class DeliveryRow:
     sent_at: datetime | None
     attempts: int
     allocated_kw: float | None = None
+    release_sent_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +90,14 @@ class Taken:
 
 
 @dataclass(frozen=True, slots=True)
+class Released:
+    """How a gateway ended the control of a delivery: when, and why (None: not said)."""
+
+    at: datetime
+    cause: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryChange:
     """A delivery's move: its new state, and what comes with that state."""
 
@@ -95,6 +108,9 @@ class DeliveryChange:
     sent: tuple[datetime, int] | None = None  # (sent_at, attempts) when it goes out
     taken: Taken | None = None  # with applied / partially_applied / failed
     applied_at: datetime | None = None
+    release_requested_at: datetime | None = None  # entering cancelling
+    released: Released | None = None  # a RELEASED ack ended it
+    in_force_until: datetime | None = None  # with applied: its end by the gateway's clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +136,18 @@ class OpenDelivery:
     target_id: str
     issued_at: datetime
     expires_at: datetime
+    duration_s: float | None = None
+    ends_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Releasing:
+    """A delivery whose release a cancel asked for (``cancelling``), to (re)send."""
+
+    dispatch_id: UUID
+    site_id: str
+    release_sent_at: datetime | None
+    issued_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +184,8 @@ class NewDispatch:
     deliveries: tuple[NewDelivery, ...]
     events: tuple[EventRow, ...]
     targets: tuple[TargetRow, ...]
+    duration_s: float | None = None
+    ends_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +209,8 @@ __all__ = [
     "NewDelivery",
     "NewDispatch",
     "OpenDelivery",
+    "Released",
+    "Releasing",
     "Taken",
     "TargetRow",
 ]

@@ -21,7 +21,18 @@ d, dl, t, ev = m.dispatches, m.dispatch_deliveries, m.dispatch_targets, m.dispat
 _DL_COLS = tuple(DeliveryView.__dataclass_fields__)
 _T_COLS = tuple(TargetView.__dataclass_fields__)
 _EV_COLS = ("at", "state", "scope", "scope_id", "detail")
-_OUTCOME_COLS = ("allocated_kw", "shortfall_kw", "delivered_kw", "applied_at", "measured_at")
+# Dispatch columns beyond the identity and state: outcome, time in force, cancel.
+_EXTRA_COLS = (
+    "allocated_kw",
+    "shortfall_kw",
+    "delivered_kw",
+    "applied_at",
+    "measured_at",
+    "duration_s",
+    "ends_at",
+    "cancel_requested_at",
+    "cancel_reason",
+)
 
 
 @functools.cache
@@ -54,7 +65,7 @@ def _to_view(r: RowMapping, full: bool) -> DispatchView:
         deliveries=tuple(DeliveryView(*x) for x in columns(r, "dl_", _DL_COLS)),
         targets=tuple(TargetView(*x) for x in columns(r, "t_", _T_COLS)) if full else (),
         events=tuple(DispatchEvent(*x) for x in columns(r, "ev_", _EV_COLS)) if full else (),
-        **{c: r[c] for c in _OUTCOME_COLS},
+        **{c: r[c] for c in _EXTRA_COLS},
     )
 
 

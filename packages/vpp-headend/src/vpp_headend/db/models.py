@@ -118,6 +118,11 @@ dispatches = Table(
     Column("delivered_kw", Double, nullable=True),
     _ts("applied_at"),
     _ts("measured_at"),
+    # 0007: time in force as asked (duration_s or ends_at) and the operator's cancel
+    Column("duration_s", Double, nullable=True),
+    _ts("ends_at"),
+    _ts("cancel_requested_at"),
+    Column("cancel_reason", Text, nullable=True),
     Index("ix_dispatches_target", "target_kind", "target_id", "issued_at"),
     Index("ix_dispatches_state_issued", "state", "issued_at"),
     Index("ix_dispatches_issued", "issued_at"),
@@ -149,6 +154,12 @@ dispatch_deliveries = Table(
     Column("allocated_kw", Double, nullable=True),  # 0006
     Column("shortfall_kw", Double, nullable=True),  # 0006
     _ts("applied_at"),  # 0006
+    # 0007: the release of what this site applied (a cancel, its end, the fail-safe)
+    _ts("release_requested_at"),
+    _ts("release_sent_at"),
+    _ts("released_at"),
+    Column("release_cause", Text, nullable=True),  # duration_ended | cancelled | failsafe
+    _ts("in_force_until"),  # end of control by the gateway's clock (its APPLIED ack)
     PrimaryKeyConstraint("dispatch_id", "site_id"),
     Index("ix_dispatch_deliveries_site_state", "site_id", "state"),
 )

@@ -10,6 +10,11 @@ Delivery is at-least-once: a delivery ``sent`` or ``received`` whose session end
 before the gateway's final ack is sent again on the next connect of that site (the
 gateway's journal answers a repeat without applying it twice); the sweeper ends what
 never gets its final ack (docs/runbook.md §6).
+
+Time in force (DESIGN.md §3b): an applied setpoint stays in force until the gateway
+reports its control ended (RELEASED: its duration → ``completed``, the fail-safe →
+``released``); the operator's cancel (`cancel`) ends pending deliveries at once and sends
+the others a Release (`release`), whose RELEASED ack makes them ``cancelled``.
 """
 
 from .acks import AckApplied, AckIgnored, AckOutcome

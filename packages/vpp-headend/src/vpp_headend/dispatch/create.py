@@ -1,5 +1,6 @@
 """Creating a dispatch: its rows built as values (`build`), then written in one
-transaction with the superseding of older pending ones and the epoch fence (`insert`)."""
+transaction with the superseding of older pending ones and the epoch fence (`insert`) —
+or, on the hot path (its gateway connected here), in one statement (`insert_here`)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from ..domain import DeliveryView, DispatchEvent, DispatchRequest, DispatchView,
 from ..lifecycle import aggregate
 from ..notify import DISPATCH_CHANNEL
 from ..sessions import Session
+from .delivery import sent_detail
 from .effects import AfterCommit, move
-from .planning import SKIPPED_REASON, Plan
+from .planning import NOT_DISPATCHABLE_KINDS, SKIPPED_REASON, Plan
 from .transitions import Move
 
 
@@ -58,7 +60,7 @@ def build(
             events.append(EventRow(dispatch_id, now, "skipped", "site", p.site_id, SKIPPED_REASON))
         elif session is not None:
             deliveries.append(NewDelivery(p.site_id, p.power_kw, "sent", sent_now, sent_now))
-            detail = f"session epoch {session.epoch}"
+            detail = sent_detail(session, req.duration_s is not None or req.ends_at is not None)
             events.append(EventRow(dispatch_id, sent_now, "sent", "site", p.site_id, detail))
             to_send.append((session, _open(dispatch_id, req, p.site_id, p.power_kw, now, sent_now)))
             moves.append(Move(dispatch_id, "site", "pending", "sent", p.site_id))
@@ -80,6 +82,8 @@ def build(
         expires_at=req.expires_at,
         updated_at=now if state == "pending" else sent_now,
         detail=plan.detail,
+        duration_s=req.duration_s,
+        ends_at=req.ends_at,
         deliveries=tuple(sorted(deliveries, key=lambda x: x.site_id)),
         events=tuple(events),
         targets=_targets(dispatch_id, req, plan, now),
@@ -105,6 +109,8 @@ def _open(
         target_id=req.target_id,
         issued_at=now,
         expires_at=req.expires_at,
+        duration_s=req.duration_s,
+        ends_at=req.ends_at,
     )
 
 
@@ -134,6 +140,8 @@ def _view(new: NewDispatch) -> DispatchView:
         expires_at=new.expires_at,
         updated_at=new.updated_at,
         detail=new.detail,
+        duration_s=new.duration_s,
+        ends_at=new.ends_at,
         deliveries=tuple(
             DeliveryView(x.site_id, x.power_kw, x.state, x.sent_at, x.updated_at, x.reason)
             for x in new.deliveries
@@ -198,4 +206,34 @@ async def insert(
     return built
 
 
-__all__ = ["Built", "build", "insert"]
+async def insert_here(
+    conn: AsyncConnection,
+    dispatch_id: UUID,
+    req: DispatchRequest,
+    plan: Plan,
+    session: Session,
+    now: datetime,
+) -> Built | None:
+    """The hot path: an asset or site dispatch whose site's session is held here
+    (``plan`` from `planning.connected_plan`), written ``sent`` on it in one statement
+    (`dispatch_repo.create_if_current`; ``conn`` in autocommit).
+
+    None, with nothing written, when the statement finds the session no longer current
+    (the fence), the registry no longer agreeing with the session (an asset moved or not
+    dispatchable), or an older dispatch for the target pending: `insert` then does it
+    all in a transaction — supersede through the state machine, fence, plan from the
+    registry. Nothing is pending, so nothing is NOTIFYed.
+    """
+    site_id = session.site_id
+    built = build(dispatch_id, req, plan, now, now, {site_id: session})
+    checks = await repo.create_if_current(
+        conn,
+        built.new,
+        site_id=site_id,
+        session_id=session.session_id,
+        not_dispatchable=NOT_DISPATCHABLE_KINDS,
+    )
+    return built if checks.met else None
+
+
+__all__ = ["Built", "build", "insert", "insert_here"]

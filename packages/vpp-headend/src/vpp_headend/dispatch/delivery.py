@@ -3,7 +3,9 @@
 A setpoint goes out only while its session is the site's current one in
 ``gateway_sessions`` (the row is share-locked, so a takeover on another replica waits or
 wins): a replica never sends on a stream that has been superseded elsewhere. What goes
-out is a domain `SetpointCommand`; ``push`` (the gRPC side) turns it into a message.
+out is a domain `SetpointCommand` (or a `ReleaseCommand`, `release`); ``push`` (the gRPC
+side) turns it into a message. A setpoint carries its time in force (``duration_s`` or
+``ends_at``) on its first delivery and on every re-delivery.
 """
 
 from __future__ import annotations
@@ -17,15 +19,27 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..db import dispatch_repo as repo
 from ..db.dispatch_rows import DeliveryRow, DispatchRow, EventRow, Locked, OpenDelivery
-from ..domain import SetpointCommand, TargetKind
+from ..domain import ReleaseCommand, SetpointCommand, TargetKind
 from ..metrics import Metrics
 from ..sessions import Session, SessionRegistry
 from .effects import AfterCommit, move, write
 from .transitions import advance
 
-#: Puts a setpoint on a session's stream (False when the session is closing).
-Push = Callable[[Session, SetpointCommand], object]
+#: Puts a setpoint or a release on a session's stream (False when the session is closing).
+Push = Callable[[Session, SetpointCommand | ReleaseCommand], object]
 _CREATED_HERE_MAX = 10_000
+
+
+def sent_detail(session: Session, timed: bool) -> str:
+    """The ``sent`` event's detail: the session, and whether the gateway can honour a
+    time in force (an older protocol keeps the setpoint until superseded)."""
+    detail = f"session epoch {session.epoch}"
+    if timed and not session.can_release:
+        detail += (
+            f"; the gateway speaks protocol {session.protocol_version}: it does not "
+            "enforce duration_s / ends_at"
+        )
+    return detail
 
 
 class Router:
@@ -81,6 +95,8 @@ class Router:
             power_kw=od.power_kw,
             issued_at=od.issued_at,
             expires_at=od.expires_at,
+            duration_s=od.duration_s,
+            ends_at=od.ends_at,
         )
         self._push_fn(session, cmd)
 
@@ -127,7 +143,10 @@ class Router:
         sent again, until the sweeper's deadline (``expires_at`` + ack grace) even if it
         expired meanwhile: the gateway answers a setpoint it already handled with the final
         ack from its journal, never applying it twice, and a late one it never had with
-        EXPIRED. A ``pending`` one is never delivered late. Returns setpoints sent.
+        EXPIRED. A ``pending`` one is never delivered late; a cancelled one (or one whose
+        release is on its way, ``cancelling``) never. Each is pushed as soon as its
+        transaction committed, so that a cancel committed after it puts its Release behind
+        it on the stream. Returns setpoints sent.
         """
         now = self._clock()
         async with self._read.connect() as conn:
@@ -146,7 +165,7 @@ class Router:
                         after,
                         reason="a newer setpoint for the same target was pending",
                     )
-        to_send: list[OpenDelivery] = []
+        sent = 0
         for od in sorted(newest, key=lambda o: (o.issued_at, str(o.dispatch_id))):
             sent_here = od.sent_at is not None and od.sent_at >= session.connected_since
             if od.state != "pending" and sent_here:
@@ -159,11 +178,10 @@ class Router:
                 if not await repo.session_is_current(conn, session.site_id, session.session_id):
                     break  # another replica took the site over; it delivers
                 await self._mark_sent(conn, locked, session, now, after)
-            to_send.append(_open_delivery(locked.dispatch, dlv))
+            self.push(session, _open_delivery(locked.dispatch, dlv))
+            sent += 1
         after.run()
-        for od in to_send:
-            self.push(session, od)
-        return len(to_send)
+        return sent
 
     def _newest_per_target(
         self, open_: list[OpenDelivery], session: Session, now: datetime
@@ -205,9 +223,8 @@ class Router:
             )
             await writes.run(conn)
             return
-        t = advance(
-            locked, site_id, "sent", now, detail=f"session epoch {session.epoch}", sent=(now, 1)
-        )
+        timed = locked.dispatch.duration_s is not None or locked.dispatch.ends_at is not None
+        t = advance(locked, site_id, "sent", now, detail=sent_detail(session, timed), sent=(now, 1))
         if t is not None:
             await write(conn, t)
             after.transition(t)
@@ -224,7 +241,9 @@ def _open_delivery(dispatch: DispatchRow, delivery: DeliveryRow) -> OpenDelivery
         target_id=dispatch.target_id,
         issued_at=dispatch.issued_at,
         expires_at=dispatch.expires_at,
+        duration_s=dispatch.duration_s,
+        ends_at=dispatch.ends_at,
     )
 
 
-__all__ = ["Push", "Router"]
+__all__ = ["Push", "Router", "sent_detail"]

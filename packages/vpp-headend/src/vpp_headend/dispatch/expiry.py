@@ -3,6 +3,15 @@
 ``pending`` past ``expires_at`` → expired (never delivered late); ``sent`` with no ack
 ``ack_grace_s`` after it → expired; ``received`` with no final ack by then → failed (the
 gateway had it; whether it acted is unknown).
+
+Nothing else is the sweeper's: a settled delivery (applied, partially applied) stays in
+force until the gateway says its control ended (RELEASED: its duration, the fail-safe, a
+cancel), and ``expires_at`` bounds delivery, not control. A ``cancelling`` delivery is
+never expired or failed either: its Release waits for the gateway's next session (sent
+then, after its pending setpoints). One whose gateway never comes back stays
+``cancelling``; on site, the gateway's own fail-safe (``failsafe_after_s``) releases the
+assets once it has had no working session for that long, and the RELEASED ack it sends
+when it reconnects ends the delivery ``cancelled``.
 """
 
 from __future__ import annotations

@@ -30,6 +30,8 @@ _UNBOUNDED_KW = 1e9
 # stays proportional for the others (a zero weight makes vpp_split fall back to equal).
 _MIN_WEIGHT = 1e-3
 SKIPPED_REASON = "offline at dispatch time"
+#: Kinds that take no setpoints (`Asset.dispatchable`), for checks done in SQL.
+NOT_DISPATCHABLE_KINDS = ("meter",)
 _STEP_KW = 0.001  # vpp_split's default grid
 _PER_KW = 1000  # grid points per kW
 
@@ -94,6 +96,15 @@ class Planner:
         asset_ids = [a.asset_id for s in sharing for a in s.assets if a.dispatchable]
         live = await self._envelopes(asset_ids, self._max_age_s)
         return split_group(req.power_kw, sites, online_ids, live)
+
+
+def connected_plan(req: DispatchRequest, site_id: str) -> Plan:
+    """The plan of an asset or site dispatch whose gateway (of ``site_id``) is connected
+    to this replica, taken from the session alone: one delivery, online. What it assumes
+    of the registry (an asset still registered to that site, and dispatchable) the
+    creating statement checks (`dispatch_repo.create_if_current`); when it does not hold,
+    the dispatch is planned again by `Planner.plan`."""
+    return Plan((DeliveryPlan(site_id, req.power_kw, online=True),))
 
 
 def split_group(
@@ -202,12 +213,14 @@ def _sources(aggregates: Iterable[SiteEnvelope]) -> str:
 
 
 __all__ = [
+    "NOT_DISPATCHABLE_KINDS",
     "SKIPPED_REASON",
     "Envelopes",
     "Online",
     "Plan",
     "Planner",
     "SiteEnvelope",
+    "connected_plan",
     "site_envelope",
     "site_share",
     "split_group",

@@ -2,7 +2,8 @@
 
 A thin composition: `planning` decides the deliveries, `create` writes a new dispatch,
 `delivery` routes and sends, `acks` and `transitions` decide what an ack changes,
-`expiry` sweeps, `measure` measures delivered power. This module runs transactions and
+`cancel` decides what a cancel changes, `release` sends Releases, `expiry` sweeps,
+`measure` measures delivered power. This module runs transactions and
 owns the background task (sweep, then measure, every ``sweep_interval_s``).
 """
 
@@ -29,13 +30,15 @@ from ..logs import log_event
 from ..metrics import Metrics
 from ..registry import Registry
 from ..sessions import Session, SessionRegistry
+from . import cancel as cancelling
 from . import create as creating
 from .acks import AckApplied, AckIgnored, AckOutcome, apply_ack
 from .delivery import Push, Router
 from .effects import AfterCommit, write
 from .expiry import Sweeper
 from .measure import DeliveredMeter
-from .planning import Envelopes, Plan, Planner
+from .planning import Envelopes, Plan, Planner, connected_plan
+from .release import Releaser
 
 log = logging.getLogger("vpp_headend.dispatch")
 
@@ -82,6 +85,7 @@ class DispatchService:
             engine, self._read, sessions, metrics, push, ack_grace=grace, clock=clock
         )
         self._sweeper = Sweeper(engine, self._read, metrics, ack_grace=grace, clock=clock)
+        self._releaser = Releaser(engine, self._read, sessions, metrics, push, clock=clock)
         self._meter = DeliveredMeter(
             engine,
             self._read,
@@ -123,11 +127,59 @@ class DispatchService:
 
     async def create(self, req: DispatchRequest) -> tuple[DispatchView, bool]:
         """Create and route a dispatch; (view, created). A known Idempotency-Key returns
-        the original dispatch with created=False."""
+        the original dispatch with created=False.
+
+        An asset or site whose gateway is connected here takes the hot path, one
+        statement (`_create_here`); anything else, or a check of that statement that
+        fails, the general one (`_create_routed`). docs/decisions.md, "POST /dispatch in
+        few round trips"."""
         if req.idempotency_key is not None:
             existing = await self._by_key(req)
             if existing is not None:
                 return existing, False
+        try:
+            view = await self._create_here(req)
+            if view is None:
+                view = await self._create_routed(req)
+        except IntegrityError:
+            if req.idempotency_key is None:
+                raise
+            # A concurrent request with the same key won the race: answer with its dispatch.
+            existing = await self._by_key(req)
+            if existing is None:
+                raise
+            return existing, False
+        return view, True
+
+    async def _create_here(self, req: DispatchRequest) -> DispatchView | None:
+        """Create the dispatch `sent` on the session of this replica that serves its
+        asset or site, in one autocommitted statement; None (nothing written) when there
+        is no such session or the statement's checks fail."""
+        if req.target_kind == "asset":
+            session = self._sessions.for_asset(req.target_id)
+        elif req.target_kind == "site":
+            session = self._sessions.for_site(req.target_id)
+        else:
+            return None
+        if session is None:
+            return None
+        plan = connected_plan(req, session.site_id)
+        dispatch_id = self._new_id()
+        async with self._read.connect() as conn:  # autocommit: one statement, one transaction
+            built = await creating.insert_here(conn, dispatch_id, req, plan, session, self._clock())
+        if built is None:
+            return None
+        after = AfterCommit(self._metrics)
+        after.moved(built.moves)
+        after.run()
+        self._created_log(req, dispatch_id, plan)
+        for target, od in built.to_send:
+            self._router.push(target, od)
+        return built.view
+
+    async def _create_routed(self, req: DispatchRequest) -> DispatchView:
+        """Plan from the registry, then supersede, fence and insert in one transaction;
+        deliveries this replica cannot send stay pending (NOTIFY)."""
         plan = await self._planner.plan(req)
         dispatch_id = self._new_id()
         now = self._clock()
@@ -141,15 +193,9 @@ class DispatchService:
                 built = await creating.insert(
                     conn, dispatch_id, req, plan, now, self._clock, routes, after
                 )
-        except IntegrityError:
+        except BaseException:
             self._router.forget(dispatch_id)
-            if req.idempotency_key is None:
-                raise
-            # A concurrent request with the same key won the race: answer with its dispatch.
-            existing = await self._by_key(req)
-            if existing is None:
-                raise
-            return existing, False
+            raise
         view = built.view
         if not any(x.state == "pending" for x in view.deliveries):
             self._router.forget(dispatch_id)  # no NOTIFY was sent
@@ -158,7 +204,7 @@ class DispatchService:
         for session, od in built.to_send:
             self._router.push(session, od)
         late = await self._send_late(req, view)
-        return (await self.get(dispatch_id) if late else view), True
+        return await self.get(dispatch_id) if late else view
 
     async def _send_late(self, req: DispatchRequest, view: DispatchView) -> int:
         """A gateway that connected while the creating transaction ran was not routed
@@ -228,8 +274,54 @@ class DispatchService:
         return await self._router.on_notified(dispatch_id)
 
     async def deliver_pending(self, session: Session) -> int:
-        """On connect: the newest open delivery per target, in issue order (`Router`)."""
-        return await self._router.deliver_pending(session)
+        """On connect: the newest open delivery per target, in issue order (`Router`),
+        then the Releases the site owes (`Releaser`). Returns messages sent."""
+        sent = await self._router.deliver_pending(session)
+        # From here a cancel's Release goes straight out (`Releaser.for_dispatch`); one
+        # committed before is in what `for_session` reads next.
+        session.caught_up = True
+        return sent + await self._releaser.for_session(session)
+
+    async def on_release_notified(self, dispatch_id: UUID) -> int:
+        """A dispatch was cancelled on some replica (NOTIFY): send the Releases of the
+        sites whose stream this replica holds. Returns Releases sent."""
+        return await self._releaser.for_dispatch(dispatch_id)
+
+    # -- cancel --------------------------------------------------------------------------
+
+    async def cancel(self, dispatch_id: UUID, reason: str | None) -> DispatchView:
+        """The operator's cancel (`cancel.decide`): pending deliveries end ``cancelled``,
+        the others go ``cancelling`` and their gateways get a Release. A repeat answers
+        the same; an ended dispatch raises ConflictError naming its state."""
+        now = self._clock()
+        after = AfterCommit(self._metrics)
+        async with self._engine.begin() as conn:
+            locked = await repo.lock_with_deliveries(conn, dispatch_id)
+            if locked is None:
+                raise NotFoundError(f"unknown dispatch {dispatch_id}", field="dispatch_id")
+            outcome = cancelling.decide(locked, now, reason)
+            if isinstance(outcome, cancelling.CancelRefused):
+                raise ConflictError(
+                    f"dispatch {dispatch_id} is {outcome.state}: it has ended, nothing is "
+                    "left to cancel",
+                    field="state",
+                )
+            if isinstance(outcome, cancelling.Cancel):
+                await cancelling.store(conn, locked, outcome, now, reason)
+                for t in outcome.transitions:
+                    after.transition(t)
+        after.run()
+        if isinstance(outcome, cancelling.Cancel):
+            log_event(
+                log,
+                "dispatch_cancel",
+                dispatch_id=dispatch_id,
+                reason=reason,
+                releasing=list(outcome.releasing),
+            )
+            if outcome.releasing:
+                await self._releaser.for_dispatch(dispatch_id)
+        return await self.get(dispatch_id)
 
     # -- acks ----------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The dispatch state machine as pure functions (DESIGN.md §4, docs/runbook.md §6).
+"""The dispatch state machine as pure functions (DESIGN.md §4, §3b, docs/runbook.md §6).
 
 `advance` takes the dispatch as locked and read in a transaction and returns the
 `Transition` to store: the delivery's new row values, the dispatch's (its state follows
@@ -8,6 +8,10 @@ or None when the move would not be progress. Nothing here does I/O.
 Shortfall (docs/decisions.md, "Delivered power"): a delivery or dispatch whose devices
 took less than asked, by more than ``max(0.5 kW, 0.5 % of |requested|)``, is
 ``partially_applied`` rather than ``applied``.
+
+Time in force: ``applied`` / ``partially_applied`` are settled but not ended; a delivery
+moves on to ``cancelling`` (a cancel asked for its release), then to how its control
+ended: ``completed`` (its duration), ``cancelled``, ``released`` (the fail-safe).
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from ..db.dispatch_rows import (
     DispatchChange,
     EventRow,
     Locked,
+    Released,
     Taken,
 )
-from ..domain import SETTLED_STATES, TERMINAL_STATES
+from ..domain import CONTROL_ENDED_STATES, OUTCOME_STATES, SETTLED_STATES, TERMINAL_STATES
 from ..lifecycle import advances, aggregate
 
 #: A shortfall within this many kW, or within `TOLERANCE_REL` of the request, is met.
@@ -35,6 +40,8 @@ TOLERANCE_REL = 0.005
 # Sums of floats (33.3 + 33.3 + 33.4) are rounded to this many decimals (1 µW):
 # float noise is not a shortfall.
 _DECIMALS = 9
+# Ended by delivery: what was taken is worked out with them.
+_TAKEN_STATES = TERMINAL_STATES - CONTROL_ENDED_STATES
 
 
 def falls_short(shortfall_kw: float, requested_kw: float) -> bool:
@@ -89,8 +96,9 @@ class Transition:
 
     @property
     def final(self) -> str | None:
-        """The terminal state the dispatch reached with this move, if it did."""
-        if self.dispatch is not None and self.dispatch.state in TERMINAL_STATES:
+        """The outcome the dispatch reached with this move, if it did: settled (applied,
+        partially applied) or ended (`OUTCOME_STATES`), for ``vpp_dispatches_final``."""
+        if self.dispatch is not None and self.dispatch.state in OUTCOME_STATES:
             return self.dispatch.state
         return None
 
@@ -105,10 +113,13 @@ def advance(
     detail: str | None = None,
     sent: tuple[datetime, int] | None = None,
     took: Taken | None = None,
+    released: Released | None = None,
+    in_force_until: datetime | None = None,
 ) -> Transition | None:
     """Move the delivery to ``site_id`` to ``state`` and the dispatch with it; None when
     that is not progress. ``applied`` becomes ``partially_applied`` when ``took`` falls
-    short of the delivery's share."""
+    short of the delivery's share. Entering ``cancelling`` records when the release was
+    asked; ``released`` (a RELEASED ack) goes with an end of control."""
     dispatch_id = locked.dispatch.dispatch_id
     dlv = locked.deliveries.get(site_id)
     if dlv is None:
@@ -118,7 +129,18 @@ def advance(
     if not advances(dlv.state, state):
         return None
     applied_at = now if state in SETTLED_STATES else None
-    change = DeliveryChange(site_id, state, now, reason, sent, took, applied_at)
+    change = DeliveryChange(
+        site_id,
+        state,
+        now,
+        reason,
+        sent,
+        took,
+        applied_at,
+        release_requested_at=now if state == "cancelling" else None,
+        released=released if state in CONTROL_ENDED_STATES else None,
+        in_force_until=in_force_until if state in SETTLED_STATES else None,
+    )
     events = [EventRow(dispatch_id, now, state, "site", site_id, reason or detail)]
     moves = [Move(dispatch_id, "site", dlv.state, state, site_id, reason)]
     moved = replace(
@@ -128,7 +150,9 @@ def advance(
     new, total = dispatch_outcome(locked.dispatch.power_kw, after.values())
     dispatch_change = None
     if new != locked.dispatch.state:
-        dispatch_change = DispatchChange(new, now, total, now if new in SETTLED_STATES else None)
+        # applied_at is when the dispatch first settled: the measurement window's start.
+        settled_now = new in SETTLED_STATES and locked.dispatch.state not in SETTLED_STATES
+        dispatch_change = DispatchChange(new, now, total, now if settled_now else None)
         events.append(EventRow(dispatch_id, now, new, "dispatch"))
         moves.append(Move(dispatch_id, "dispatch", locked.dispatch.state, new))
     return Transition(dispatch_id, change, dispatch_change, tuple(events), tuple(moves))
@@ -137,16 +161,19 @@ def advance(
 def dispatch_outcome(
     requested_kw: float, deliveries: Iterable[DeliveryRow]
 ) -> tuple[str, Taken | None]:
-    """The dispatch's state from its deliveries', and once final what was taken.
+    """The dispatch's state from its deliveries', and once settled or ended by delivery
+    what was taken.
 
     Taken: the sum of what each delivery's devices took (a settled delivery with no
     figure counts its share: an older gateway acked it without one); None when nothing
-    was taken or reported. ``applied`` becomes ``partially_applied`` when that sum falls
-    short of ``requested_kw`` (the group split itself may not have placed it all).
+    was taken or reported, and for a state that only says how control went on or ended
+    (cancelling, completed, cancelled, released): what was taken stays as it was stored.
+    ``applied`` becomes ``partially_applied`` when that sum falls short of
+    ``requested_kw`` (the group split itself may not have placed it all).
     """
     rows = list(deliveries)
     state = aggregate(d.state for d in rows)
-    if state not in TERMINAL_STATES:
+    if state not in SETTLED_STATES and state not in _TAKEN_STATES:
         return state, None
     counted = [d for d in rows if d.state in SETTLED_STATES or d.allocated_kw is not None]
     if not counted:
