@@ -342,8 +342,9 @@ class Demo:
             f"sum of the split = {total} kW (requested {power} kW): "
             + ("exact" if total == Decimal(repr(power)) else "NOT EXACT")
         )
-        say("meters take no share; the split is proportional to capacity within each")
-        say("asset's limits, and the same request always gives the same table")
+        say("the gateway split it over what each asset can do now (its live envelope: PV")
+        say("up to what the sun gives, batteries within their state of charge); meters take")
+        say("no share, and the same request over the same envelopes gives the same split")
         say("gateway log: " + re.sub(r"^ts=\S+ ", "", line)[:160] + " …")
         if total != Decimal(repr(power)):
             raise RuntimeError("the site split does not sum to the request")
@@ -354,7 +355,7 @@ class Demo:
         power = -200.0
         did = await self.dispatch(power, group_id="vpp-north")
         d = await self.final(did)
-        say("headend split by site (aggregate capacity):")
+        say("headend split by site (each site's live aggregate envelope):")
         table(
             ["site", "share_kw", "state"],
             [(x["site_id"], x["power_kw"], x["state"]) for x in d["deliveries"]],
@@ -370,8 +371,62 @@ class Demo:
             raise RuntimeError("the group split does not sum to the request")
         await self.show_delivery(did, by_site=True)
 
+    async def time_in_force(self) -> None:
+        section("6. Time in force: a dispatch that ends by itself, and one cancelled")
+        assert self.http is not None
+        target, duration = "site-a-bess-1", 5
+        resp = await self.http.post(
+            "/dispatch", json={"asset_id": target, "power_kw": 60.0, "duration_s": duration}
+        )
+        resp.raise_for_status()
+        did = str(resp.json()["dispatch_id"])
+        say(f"POST /dispatch {{asset_id: {target}, power_kw: 60, duration_s: {duration}}}")
+        await self.final(did)
+
+        async def in_force() -> dict[str, Any] | None:
+            r: dict[str, Any] = (await self.latest([target]))[target]
+            return r if r["setpoint_id"] == did else None
+
+        r = await self.until(in_force, "the setpoint in telemetry")
+        say(f"in force: setpoint_kw {r['setpoint_kw']}, until {r['setpoint_ends_at']}")
+        say("the gateway ends it on its own clock (it would also while the headend is down)…")
+
+        async def completed() -> dict[str, Any] | None:
+            d: dict[str, Any] = await self.get(f"/dispatch/{did}")
+            return d if d["state"] == "completed" else None
+
+        d = await self.until(completed, f"dispatch {did} completed", timeout=duration + 15)
+        table(
+            ["at", "state", "detail"],
+            [(e["at"][11:23], e["state"], e["detail"] or "") for e in d["transitions"]],
+        )
+
+        async def released() -> dict[str, Any] | None:
+            r: dict[str, Any] = (await self.latest([target]))[target]
+            return r if r["setpoint_kw"] is None else None
+
+        r = await self.until(released, "the release in telemetry")
+        say(f"telemetry now: setpoint_kw null, power_kw {r['power_kw']} (a battery idles)")
+
+        did = await self.dispatch(50.0, site_id="site-b")
+        await self.final(did)
+        resp = await self.http.post(f"/dispatch/{did}/cancel", json={})
+        resp.raise_for_status()
+        say(f"POST /dispatch/{did[:8]}…/cancel -> {resp.status_code} {resp.json()['state']}")
+
+        async def cancelled() -> dict[str, Any] | None:
+            d: dict[str, Any] = await self.get(f"/dispatch/{did}")
+            return d if d["state"] == "cancelled" else None
+
+        d = await self.until(cancelled, f"dispatch {did} cancelled")
+        say("the gateway released every asset it had set and acked; the dispatch's transitions:")
+        table(
+            ["at", "state", "detail"],
+            [(e["at"][11:23], e["state"], e["detail"] or "") for e in d["transitions"]],
+        )
+
     async def restart(self) -> None:
-        section("6. Gateway restart with a dispatch issued while it was offline")
+        section("7. Gateway restart with a dispatch issued while it was offline")
         gw = self.gateways["site-a"]
         await gw.stop()
         say("site-a gateway stopped (SIGTERM)")
@@ -395,7 +450,7 @@ class Demo:
         )
 
     async def summary(self) -> None:
-        section("7. Summary")
+        section("8. Summary")
         rows = await self.get("/dispatches", limit=20)
         table(
             ["dispatch", "target", "power_kw", "state"],
@@ -488,6 +543,7 @@ async def run(workdir: Path, database_url: str | None) -> int:
         await demo.asset_dispatch()
         await demo.site_dispatch()
         await demo.group_dispatch()
+        await demo.time_in_force()
         await demo.restart()
         await demo.summary()
     except Exception as exc:

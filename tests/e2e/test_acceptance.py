@@ -126,9 +126,8 @@ async def test_site_and_group_dispatch_split_deterministically_and_exactly(
     await system.launcher.gateway(path_b).start()
     await system.wait_telemetry([*ids_a, *ids_b])
 
-    # site dispatch, twice: identical split, summing exactly to the request. 700.3 kW keeps
-    # the genset's share above its minimum stable load (below it the genset runs at the
-    # minimum, and the ack reports that applied power with clamped=true instead).
+    # site dispatch, twice: identical split over the same envelopes, summing exactly to the
+    # request (an odd figure, so a rounding error in the split would show).
     site_allocs = []
     for _ in range(2):
         d = await system.wait_dispatch(await system.dispatch(700.3, site_id="site-sa"))

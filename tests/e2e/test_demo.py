@@ -35,8 +35,9 @@ async def test_demo_runs_the_whole_scenario_and_exits_0(db_url: str, tmp_path: P
         "3. Per-asset dispatch",
         "4. Site dispatch",
         "5. Group dispatch",
-        "6. Gateway restart",
-        "7. Summary",
+        "6. Time in force",
+        "7. Gateway restart",
+        "8. Summary",
         "Keep it running yourself",
     ):
         assert heading in out, heading
@@ -44,6 +45,9 @@ async def test_demo_runs_the_whole_scenario_and_exits_0(db_url: str, tmp_path: P
     assert "sum of the split = 400.000 kW (requested 400.0 kW): exact" in out
     assert "is pending (target offline" in out
     assert "delivered after reconnect and applied" in out
+    # a duration ends on the gateway and the telemetry shows the release; a cancel is acked
+    assert "telemetry now: setpoint_kw null" in out
+    assert "/cancel -> 202" in out
     # the demo creates an operator token, prints it, and uses it (REST then requires one)
     assert "operator token created" in out
     assert "Authorization: Bearer <token>" in out
