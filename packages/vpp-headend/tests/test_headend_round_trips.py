@@ -339,7 +339,8 @@ async def test_the_fence_waits_for_a_takeover_in_flight_and_then_holds_the_dispa
         async def create_waits_for_the_row() -> bool:
             cur = await watch.execute(
                 "SELECT count(*) FROM pg_stat_activity"
-                " WHERE wait_event_type = 'Lock' AND query LIKE 'WITH checks%%'"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                " AND query LIKE 'WITH checks%%'"
             )
             row = await cur.fetchone()
             return bool(row and row[0])
