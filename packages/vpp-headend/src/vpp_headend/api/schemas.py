@@ -421,6 +421,12 @@ class DispatchSummaryOut(msgspec.Struct):
     duration_s: float | None = None
     ends_at: datetime | None = None
     cancel_requested_at: datetime | None = None
+    # What was delivered, as in DispatchOut (null until known).
+    requested_kw: float | None = None
+    allocated_kw: float | None = None
+    shortfall_kw: float | None = None
+    delivered_kw: float | None = None
+    measured_at: datetime | None = None
 
 
 class GatewayOut(msgspec.Struct):
@@ -580,6 +586,11 @@ def dispatch_summary_out(v: DispatchView) -> DispatchSummaryOut:
         duration_s=v.duration_s,
         ends_at=v.ends_at,
         cancel_requested_at=v.cancel_requested_at,
+        requested_kw=v.requested_kw,
+        allocated_kw=v.allocated_kw,
+        shortfall_kw=v.shortfall_kw,
+        delivered_kw=v.delivered_kw,
+        measured_at=v.measured_at,
     )
 
 
