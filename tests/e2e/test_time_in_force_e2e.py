@@ -3,7 +3,8 @@
 Duration ends on the gateway's clock and the dispatch becomes ``completed``; a cancel
 releases what the dispatch set; a pending dispatch cancelled is never delivered; the
 gateway's fail-safe releases everything when the headend is gone; a superseding setpoint
-takes over with no release in between; a gateway restart honours the time left.
+takes over with no release in between; a gateway restart honours the time left; a headend
+restart changes nothing on site.
 """
 
 from __future__ import annotations
@@ -278,3 +279,28 @@ def _ts(line: str) -> datetime:
     """The ``ts=`` of a gateway log line."""
     field = next(p for p in line.split() if p.startswith("ts="))
     return datetime.fromisoformat(field[3:].strip('"'))
+
+
+async def test_a_headend_restart_changes_nothing_on_site(system: System, tmp_path: Path) -> None:
+    await _up(system, tmp_path)
+    gw = system.launcher.procs[-1]
+    did = await _post(system, {"asset_id": BESS, "power_kw": 30.0, "duration_s": 8})
+    applied = await system.wait_dispatch(did, states={"applied"})
+    await _in_force(system, BESS, did)
+
+    await system.headend.kill()
+    await system.start_headend()
+    await system.wait_connected("tf")
+    done = await system.wait_dispatch(did, states={"completed"}, timeout=20)
+    held = (_event_at(done, "completed") - _event_at(applied, "applied")).total_seconds()
+    print(f"\n[headend restart] 8 s in force; completed {held:.2f} s after applied")
+    assert 8.0 - 0.5 <= held <= 8.0 + LATE_S, done["events"]
+    # the gateway held the setpoint throughout: applied once, never re-applied, never released
+    log = gw.log_since_start()
+    assert log.count(f"event=setpoint setpoint_id={did}") == 1, log[-3000:]
+    assert "event=failsafe " not in log
+    hist = await system.get(f"/telemetry/{BESS}/history", limit=1000)
+    rows = sorted(hist["readings"], key=lambda r: r["seq"])
+    first = next(i for i, r in enumerate(rows) if r["setpoint_id"] == did)
+    last = max(i for i, r in enumerate(rows) if r["setpoint_id"] == did)
+    assert all(r["setpoint_kw"] == 30.0 for r in rows[first : last + 1]), rows
