@@ -312,8 +312,15 @@ async def test_delivered_power_is_the_mean_of_the_readings_in_the_window_after_a
         "a-2": -15.0,
     }
     assert done["state"] == "applied"  # measuring is bookkeeping, not a transition
-    metrics = (await clocked.http.get("/metrics")).text
+
     # -38 - (-50) = +12 kW: over-delivered (less import than asked); 12 / 50 = 0.24.
+    # Observed once the measurement's transaction committed (after the row is readable).
+    async def observed() -> bool:
+        metrics = (await clocked.http.get("/metrics")).text
+        return "vpp_dispatch_tracking_error_kw_count 1.0" in metrics
+
+    await eventually(observed, 5, "the tracking error was never observed")
+    metrics = (await clocked.http.get("/metrics")).text
     assert 'vpp_dispatch_tracking_error_kw_bucket{le="10.0"} 0.0' in metrics
     assert 'vpp_dispatch_tracking_error_kw_bucket{le="100.0"} 1.0' in metrics
     assert "vpp_dispatch_tracking_error_ratio_sum 0.24" in metrics
