@@ -7,8 +7,7 @@ headend on a real database; the in-test agent speaks the raw protocol."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -16,12 +15,11 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 from alembic import command
-from litestar.testing import AsyncTestClient
+from headend_clocked import Clocked, clocked_headend
 
 import vpp_protocol as vp
-from vpp_headend import Headend, Settings, create_app
+from vpp_headend import Settings
 from vpp_headend.db.migrate import alembic_config, upgrade
-from vpp_protocol.sitefile import parse_site_file
 
 
 def send_ack(
@@ -212,65 +210,12 @@ async def test_a_device_that_did_not_confirm_counts_nothing(running, agents, sit
 # -- delivered power, measured -----------------------------------------------------------
 
 
-@dataclass
-class ShiftedClock:
-    """Wall time plus an offset the test moves forward (the headend's injected clock)."""
-
-    offset: timedelta = field(default_factory=timedelta)
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += timedelta(seconds=seconds)
-
-
-@dataclass
-class Clocked:
-    headend: Headend
-    http: Any
-    clock: ShiftedClock
-
-    @property
-    def grpc_port(self) -> int:
-        assert self.headend.grpc_port is not None
-        return self.headend.grpc_port
-
-    async def import_site(self, yaml_text: str) -> None:
-        await self.headend.registry.import_site(parse_site_file(yaml_text))
-
-    async def dispatch(self, **body: Any) -> dict[str, Any]:
-        resp = await self.http.post("/dispatch", json=body)
-        assert resp.status_code == 202, resp.text
-        return dict(resp.json())
-
-    async def wait(
-        self, eventually: Any, dispatch_id: str, check: Callable[[dict[str, Any]], bool]
-    ) -> dict[str, Any]:
-        body: dict[str, Any] = {}
-
-        async def reached() -> bool:
-            nonlocal body
-            body = (await self.http.get(f"/dispatch/{dispatch_id}")).json()
-            return check(body)
-
-        await eventually(reached, 5, f"dispatch {dispatch_id}: condition never met")
-        return body
-
-
 @pytest.fixture
 async def clocked(settings: Settings) -> AsyncIterator[Clocked]:
     """A headend on a clock the test moves; delivered power over an 8 s window, 2 s
     settle (the defaults), measured on that clock."""
-    clock = ShiftedClock()
-    s = settings.with_(delivery_window_s=8.0, delivery_settle_s=2.0)
-    headend = Headend(s, clock=clock)
-    await headend.start()
-    try:
-        async with AsyncTestClient(create_app(s, headend)) as http:
-            yield Clocked(headend, http, clock)
-    finally:
-        await headend.stop()
+    async with clocked_headend(settings.with_(delivery_window_s=8.0, delivery_settle_s=2.0)) as c:
+        yield c
 
 
 async def test_delivered_power_is_the_mean_of_the_readings_in_the_window_after_apply(

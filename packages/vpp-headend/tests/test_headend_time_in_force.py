@@ -12,7 +12,7 @@ import json
 import math
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -21,10 +21,10 @@ import betterproto2
 import psycopg
 import pytest
 from alembic import command
-from litestar.testing import AsyncTestClient
+from headend_clocked import Clocked, clocked_headend
 
 import vpp_protocol as vp
-from vpp_headend import Headend, Settings, create_app
+from vpp_headend import Settings
 from vpp_headend.db.migrate import alembic_config, upgrade
 from vpp_protocol.sitefile import parse_site_file
 
@@ -580,52 +580,14 @@ async def test_a_gateway_of_protocol_1_cannot_release_and_the_cancel_says_so(
 # -- sweeper and measurement on the headend's clock -----------------------------------------
 
 
-@dataclass
-class ShiftedClock:
-    """Wall time plus an offset the test moves forward (the headend's injected clock)."""
-
-    offset: timedelta = field(default_factory=timedelta)
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += timedelta(seconds=seconds)
-
-
-@dataclass
-class Clocked:
-    headend: Headend
-    http: Any
-    clock: ShiftedClock
-
-    @property
-    def grpc_port(self) -> int:
-        assert self.headend.grpc_port is not None
-        return self.headend.grpc_port
-
-    async def dispatch(self, **body: Any) -> str:
-        resp = await self.http.post("/dispatch", json=body)
-        assert resp.status_code == 202, resp.text
-        return str(resp.json()["dispatch_id"])
-
-    async def get(self, dispatch_id: str) -> dict[str, Any]:
-        return dict((await self.http.get(f"/dispatch/{dispatch_id}")).json())
-
-
 @pytest.fixture
 async def clocked(settings: Settings) -> AsyncIterator[Clocked]:
     """A headend on a clock the test moves; its sweeper is run by the test (one-hour
     interval), delivered power over an 8 s window, 2 s settle."""
-    clock = ShiftedClock()
-    s = settings.with_(sweep_interval_s=3600.0, delivery_window_s=8.0, delivery_settle_s=2.0)
-    headend = Headend(s, clock=clock)
-    await headend.start()
-    try:
-        async with AsyncTestClient(create_app(s, headend)) as http:
-            yield Clocked(headend, http, clock)
-    finally:
-        await headend.stop()
+    async with clocked_headend(
+        settings.with_(sweep_interval_s=3600.0, delivery_window_s=8.0, delivery_settle_s=2.0)
+    ) as c:
+        yield c
 
 
 async def test_the_sweeper_leaves_cancelling_and_applied_deliveries_alone(
@@ -636,11 +598,11 @@ async def test_the_sweeper_leaves_cancelling_and_applied_deliveries_alone(
     )
     agent = await agents(clocked.grpc_port, "site-a")
     await agent.register(["a-1", "a-2", "a-3"])
-    held = await clocked.dispatch(asset_id="a-1", power_kw=1.0, ttl_s=1, duration_s=600)
+    held = await clocked.dispatch_id(asset_id="a-1", power_kw=1.0, ttl_s=1, duration_s=600)
     await agent.setpoint()
     applied_ack(agent, held, asset_id="a-1", applied_kw=1.0)
-    releasing = await clocked.dispatch(asset_id="a-2", power_kw=2.0, ttl_s=1)
-    unacked = await clocked.dispatch(asset_id="a-3", power_kw=3.0, ttl_s=1)
+    releasing = await clocked.dispatch_id(asset_id="a-2", power_kw=2.0, ttl_s=1)
+    unacked = await clocked.dispatch_id(asset_id="a-3", power_kw=3.0, ttl_s=1)
     await messages(agent, 2)
 
     async def applied() -> bool:
@@ -664,7 +626,7 @@ async def test_delivered_power_of_a_dispatch_released_within_the_window_stops_at
     await clocked.headend.registry.import_site(parse_site_file(site_yaml("site-a", ["a-1"])))
     agent = await agents(clocked.grpc_port, "site-a")
     await agent.register(["a-1"])
-    did = await clocked.dispatch(asset_id="a-1", power_kw=10.0, duration_s=3)
+    did = await clocked.dispatch_id(asset_id="a-1", power_kw=10.0, duration_s=3)
     await agent.setpoint()
     applied_ack(agent, did, asset_id="a-1", applied_kw=10.0)
 
