@@ -10,13 +10,14 @@ from __future__ import annotations
 import unicodedata
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import betterproto2
 import psycopg
 import pytest
+from headend_clocked import ShiftedClock
 from hypothesis import given
 from hypothesis import strategies as st
 from litestar.testing import AsyncTestClient
@@ -287,19 +288,6 @@ async def test_received_then_disconnect_is_redelivered_on_reconnect_and_applied(
     done = await running.wait_state(body["dispatch_id"], "applied")
     assert [t["state"] for t in done["transitions"]] == ["pending", "sent", "received", "applied"]
     assert any("re-sent" in (e["detail"] or "") for e in done["events"])
-
-
-@dataclass
-class ShiftedClock:
-    """Wall time plus an offset the test moves forward (the headend's injected clock)."""
-
-    offset: timedelta = field(default_factory=timedelta)
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += timedelta(seconds=seconds)
 
 
 @dataclass
