@@ -66,8 +66,10 @@ def make_settings(tmp_path: Path) -> SettingsFactory:
 
 
 @pytest.fixture
-async def headend() -> AsyncIterator[FakeHeadend]:
-    h = FakeHeadend(heartbeat_s=0.5)
+async def headend(request: pytest.FixtureRequest) -> AsyncIterator[FakeHeadend]:
+    """A FakeHeadend heartbeating every 0.5 s, or every ``HEADEND_HEARTBEAT_S`` of the test
+    module (tests on a manual clock want its heartbeats out of the way)."""
+    h = FakeHeadend(heartbeat_s=getattr(request.module, "HEADEND_HEARTBEAT_S", 0.5))
     await h.start()
     try:
         yield h

@@ -7,7 +7,6 @@ still in force for the time it has left, and releases what ended while it was do
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -30,14 +29,8 @@ assets:
 """
 
 
-@pytest.fixture
-async def headend() -> AsyncIterator[FakeHeadend]:
-    h = FakeHeadend(heartbeat_s=30.0)
-    await h.start()
-    try:
-        yield h
-    finally:
-        await h.stop()
+#: The FakeHeadend's heartbeat (conftest `headend`): out of the way of the manual clock.
+HEADEND_HEARTBEAT_S = 30.0
 
 
 async def test_no_session_for_failsafe_after_s_releases_every_asset(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -60,14 +59,8 @@ assets:
 """
 
 
-@pytest.fixture
-async def headend() -> AsyncIterator[FakeHeadend]:
-    h = FakeHeadend(heartbeat_s=30.0)
-    await h.start()
-    try:
-        yield h
-    finally:
-        await h.stop()
+#: The FakeHeadend's heartbeat (conftest `headend`): out of the way of the manual clock.
+HEADEND_HEARTBEAT_S = 30.0
 
 
 async def test_a_duration_ends_in_a_release_and_readings_show_it(
