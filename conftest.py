@@ -88,6 +88,16 @@ def migrate(url: str) -> None:
     command.upgrade(cfg, "head")
 
 
+@pytest.fixture
+def empty_db(pg_server_url: str) -> Iterator[str]:
+    """A fresh database with no schema at all, for migration tests (dropped after)."""
+    url = create_database(pg_server_url, "vpp_empty")
+    try:
+        yield url
+    finally:
+        drop_database(pg_server_url, url)
+
+
 @pytest.fixture(scope="session")
 def migrated_template(pg_server_url: str) -> Iterator[str]:
     """A database migrated to head once per run; `db_url` clones it per test (fast)."""

@@ -8,9 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
@@ -18,18 +16,6 @@ import pytest
 from typer.testing import CliRunner
 
 from vpp_headend.cli import app
-
-
-@pytest.fixture
-def empty_db(pg_server_url: str):
-    parts = urlsplit(pg_server_url)
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    name = f"vpp_cli_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield urlunsplit(parts._replace(path=f"/{name}"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _write_site(tmp_path: Path, name: str, text: str) -> Path:

@@ -6,11 +6,9 @@ headend on a real database; the in-test agent speaks the raw protocol."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -387,18 +385,6 @@ async def test_an_older_gateway_without_envelopes_is_split_by_registry_limits(
 
 
 # -- migration 0006 ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def empty_db(pg_server_url: str) -> Iterator[str]:
-    parts = urlsplit(pg_server_url)
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    name = f"vpp_dlv_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield urlunsplit(parts._replace(path=f"/{name}"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 _NEW_COLUMNS = {

@@ -6,14 +6,10 @@ serves it on GET /telemetry and gives the dispatch planner the fresh ones
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-import pytest
 from alembic import command
 
 import vpp_protocol as vp
@@ -206,18 +202,6 @@ async def test_envelopes_are_fresh_ones_from_memory_or_the_database(
 
 
 # -- migration 0005 --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def empty_db(pg_server_url: str) -> Iterator[str]:
-    parts = urlsplit(pg_server_url)
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    name = f"vpp_env_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield urlunsplit(parts._replace(path=f"/{name}"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _columns(conn: psycopg.Connection[Any], table: str) -> dict[str, str]:

@@ -11,11 +11,10 @@ import asyncio
 import json
 import math
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import betterproto2
 import psycopg
@@ -664,18 +663,6 @@ async def test_delivered_power_of_a_dispatch_released_within_the_window_stops_at
 
 
 # -- migration 0007 -------------------------------------------------------------------------
-
-
-@pytest.fixture
-def empty_db(pg_server_url: str) -> Iterator[str]:
-    parts = urlsplit(pg_server_url)
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    name = f"vpp_tif_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield urlunsplit(parts._replace(path=f"/{name}"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 _NEW_COLUMNS = {
