@@ -7,8 +7,9 @@ of a busy event loop:
   for ``ping_idle_s`` (after an outage, say). A connection that dies while busy fails its
   statement; SQLAlchemy then invalidates the whole pool, so one operation sees the error
   and the next gets a fresh connection.
-* `reader`: the same pool in autocommit, for read-only work. A read costs its statements
-  only, not BEGIN + statements + ROLLBACK. At READ COMMITTED (the default) each statement
+* `reader`: the same pool in autocommit, for read-only work and for a write that is one
+  statement (atomic on its own: the dispatch hot path). It costs its statements only, not
+  BEGIN + statements + ROLLBACK/COMMIT. At READ COMMITTED (the default) each statement
   takes its own snapshot inside a transaction too, so nothing is less consistent.
 """
 
@@ -82,7 +83,8 @@ def _timed_pool(on_checkout: Callable[[float], None]) -> type[AsyncAdaptedQueueP
 
 
 def reader(engine: AsyncEngine) -> AsyncEngine:
-    """``engine`` in autocommit (same pool), for ``connect()`` blocks that only read.
+    """``engine`` in autocommit (same pool), for ``connect()`` blocks that only read, or
+    that write in a single statement.
 
     Making one costs ~30 µs: services make theirs once (`Headend.reader` for the REST
     handlers) and keep it.
