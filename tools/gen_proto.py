@@ -34,7 +34,7 @@ def _protos() -> list[str]:
 def generate(out: Path) -> None:
     """Generate both trees under ``out`` (which must exist and be empty)."""
     env = dict(os.environ)
-    # protoc finds the betterproto2 plugin only on PATH (STACK_NOTES).
+    # protoc finds the betterproto2 plugin only on PATH (docs/stack_notes.md).
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     gen, upb = out / "_generated", out / "_upb"
     gen.mkdir()

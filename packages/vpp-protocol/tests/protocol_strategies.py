@@ -79,7 +79,7 @@ batches = st.builds(v.TelemetryBatch, readings=st.lists(telemetry, max_size=5))
 
 @st.composite
 def setpoints(draw: st.DrawFn) -> v.Setpoint:
-    # Exactly one member of the oneof (or none: legacy), per STACK_NOTES.
+    # Exactly one member of the oneof (or none: legacy), per docs/stack_notes.md.
     target = draw(st.sampled_from(["asset_id", "site_id", "group_id", None]))
     kwargs = {target: draw(ids)} if target else {}
     return v.Setpoint(

@@ -1,7 +1,7 @@
 """The one place where wire (protobuf) messages become domain types and back.
 
 Messages are built with every field given: betterproto2's default lookup is slow
-(STACK_NOTES), and this is the telemetry hot path.
+(docs/stack_notes.md), and this is the telemetry hot path.
 """
 
 from __future__ import annotations
