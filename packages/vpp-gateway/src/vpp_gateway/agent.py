@@ -8,18 +8,21 @@ import contextlib
 import os
 import random
 import ssl
-from typing import Any
+from collections.abc import Awaitable
+from datetime import datetime
+from typing import Any, TypeVar
 
 from ._version import __version__
 from .clock import Clock, SystemClock
-from .connection import Connection
+from .connection import Connection, SessionHooks
 from .control import ControlTable
 from .devices import DeviceFactory, simulated_device
 from .failsafe import LAST_HEARD_KEY
 from .log import EventLog
 from .model import Ack, RegisterOutcome, ReleaseCommand, SetpointCommand
+from .parts import ControlParts
 from .releaser import Releaser
-from .runtime import AssetFleet
+from .runtime import AssetFleet, AssetRuntime
 from .setpoints import SetpointHandler
 from .settings import GatewaySettings
 from .state import StateStore
@@ -31,6 +34,7 @@ from .tls import client_context
 MAX_QUEUED_SETPOINTS = 1000
 
 Command = SetpointCommand | ReleaseCommand
+T = TypeVar("T")
 
 
 class Agent:
@@ -68,46 +72,59 @@ class Agent:
             raise RuntimeError("agent already started")
         s = self.settings
         self.store = await StateStore.open(s.state_dir, s.spool_max_bytes)
+        last_heard, ssl_context = await self._close_on_error(self._load())
+        self._wire(last_heard, ssl_context)
+        self._log_started()
+        # before connecting: its acks wait for the session
+        await self._close_on_error(self.releaser.recover())
+        self._task = asyncio.create_task(self._run(), name="vpp-gateway")
+
+    async def _close_on_error(self, step: Awaitable[T]) -> T:
+        """``step``'s result; if it fails, start gives up and the state is closed."""
         try:
-            seqs = await asyncio.to_thread(self.store.load_seqs)
-            self.fleet = AssetFleet.build(
-                s.assets, self._factory, self.clock, s.seed, seqs, legacy=s.legacy
-            )
-            self.control = await asyncio.to_thread(ControlTable.load, self.store)
-            last_heard = await asyncio.to_thread(self.store.load_meta, LAST_HEARD_KEY)
-            ctx: ssl.SSLContext | None = None
-            if s.tls is not None:
-                ctx = await asyncio.to_thread(client_context, s.tls)
+            return await step
         except BaseException:
             await self.store.close()
             raise
+
+    async def _load(self) -> tuple[float | None, ssl.SSLContext | None]:
+        """Fleet and control table from the state; (when the headend was last heard, TLS)."""
+        s = self.settings
+        seqs = await asyncio.to_thread(self.store.load_seqs)
+        self.fleet = AssetFleet.build(
+            s.assets, self._factory, self.clock, s.seed, seqs, legacy=s.legacy
+        )
+        self.control = await asyncio.to_thread(ControlTable.load, self.store)
+        last_heard = await asyncio.to_thread(self.store.load_meta, LAST_HEARD_KEY)
+        ctx: ssl.SSLContext | None = None
+        if s.tls is not None:
+            ctx = await asyncio.to_thread(client_context, s.tls)
+        return last_heard, ctx
+
+    def _wire(self, last_heard: float | None, ssl_context: ssl.SSLContext | None) -> None:
+        """Build the parts that run as tasks, on the loaded fleet and state."""
+        s = self.settings
         self.replayer = SpoolReplayer(s, self.fleet, self.store, self.clock, self.log)
         self.connection = Connection(
             s,
             self.clock,
-            on_register=self._on_register,
-            on_setpoint=self._on_setpoint,
-            replayer=self.replayer,
+            SessionHooks(self._on_register, self._on_setpoint, self.replayer),
             rng=self._rng,
-            ssl_context=ctx,
+            ssl_context=ssl_context,
             log=self.log,
         )
         self.mux = TelemetryMux(s, self.fleet, self.store, self.clock, self.connection, self.log)
-        self.setpoints = SetpointHandler(
+        parts = ControlParts(
             s, self.fleet, self.store, self.control, self.clock, self._emit_ack, self.log
         )
+        self.setpoints = SetpointHandler(parts)
         connection = self.connection
         self.releaser = Releaser(
-            s,
-            self.fleet,
-            self.store,
-            self.control,
-            self.clock,
-            self._emit_ack,
-            lambda: (connection.heard_at, connection.heard_count),
-            last_heard=last_heard,
-            log=self.log,
+            parts, lambda: (connection.heard_at, connection.heard_count), last_heard=last_heard
         )
+
+    def _log_started(self) -> None:
+        s = self.settings
         self.log.info(
             "started",
             site_id=s.site_id,
@@ -120,12 +137,6 @@ class Agent:
             version=__version__,
             failsafe_after_s=s.failsafe_after_s,
         )
-        try:
-            await self.releaser.recover()  # before connecting: its acks wait for the session
-        except BaseException:
-            await self.store.close()
-            raise
-        self._task = asyncio.create_task(self._run(), name="vpp-gateway")
 
     async def stop(self) -> None:
         """Cancel every task, write a last status and close the state."""
@@ -259,62 +270,14 @@ class Agent:
 
     def snapshot(self) -> dict[str, Any]:
         """Everything `vpp-gateway status` shows."""
-        c = self.connection
         mono = self.clock.monotonic()
-        assets = []
-        for a in self.fleet:
-            r = a.last_reading
-            held = self.control.of(a.asset_id)
-            in_force = self.control.setpoint(held.setpoint_id) if held else None
-            assets.append(
-                {
-                    "asset_id": a.asset_id,
-                    "kind": a.config.kind,
-                    "seq": a.seq,
-                    "power_kw": r.power_kw if r else None,
-                    "soc_pct": r.soc_pct if r else None,
-                    "status": r.status.value if r else None,
-                    "reading_ts": r.ts.isoformat() if r else None,
-                    "setpoint_kw": a.setpoint_kw,
-                    "setpoint_id": a.setpoint_id,
-                    "setpoint_ends_at": a.setpoint_ends_at.isoformat()
-                    if a.setpoint_ends_at
-                    else None,
-                    "applied_at": a.applied_at.isoformat() if a.applied_at else None,
-                    # The setpoint in force on this asset: what the gateway commanded, until
-                    # when; "releasing": its control ended, the device has not confirmed yet.
-                    "control": {
-                        "setpoint_id": held.setpoint_id,
-                        "power_kw": held.power_kw,
-                        "ends_at": in_force.ends_at.isoformat()
-                        if in_force and in_force.ends_at
-                        else None,
-                        "releasing": held.releasing.value if held.releasing else None,
-                    }
-                    if held
-                    else None,
-                    "rate_per_min": a.rate_per_min(mono),
-                    "accepted": a.accepted,
-                    "reject_reason": a.reject_reason,
-                }
-            )
         return {
             "site_id": self.settings.site_id,
             "pid": os.getpid(),
             "agent_version": __version__,
             "updated_at": self.clock.now().isoformat(),
             "tick_s": self.settings.tick_s,
-            "connection": {
-                "headend": c.where,
-                "state": c.state,
-                "since": c.state_since.isoformat(),
-                "last_reason": c.last_reason,
-                "session_id": c.session_id,
-                "epoch": c.epoch,
-                "connects": c.connects,
-                "failures": c.failures,
-                "readings_sent": c.sent_readings,
-            },
+            "connection": _connection_status(self.connection),
             "spool": {
                 "depth": self.store.depth,
                 "dropped": self.store.dropped,
@@ -325,7 +288,7 @@ class Agent:
             "journal_size": self.store.journal_size,
             "failsafe": self.releaser.snapshot(),
             "in_force": len(self.control.setpoints()),
-            "assets": assets,
+            "assets": [_asset_status(a, self.control, mono) for a in self.fleet],
         }
 
     async def _write_status(self) -> None:
@@ -333,3 +296,57 @@ class Agent:
             await asyncio.to_thread(write_status, self.settings.state_dir, self.snapshot())
         except OSError as exc:
             self.log.warning("status_write_failed", error=str(exc))
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _connection_status(c: Connection) -> dict[str, Any]:
+    return {
+        "headend": c.where,
+        "state": c.state,
+        "since": c.state_since.isoformat(),
+        "last_reason": c.last_reason,
+        "session_id": c.session_id,
+        "epoch": c.epoch,
+        "connects": c.connects,
+        "failures": c.failures,
+        "readings_sent": c.sent_readings,
+    }
+
+
+def _asset_status(a: AssetRuntime, control: ControlTable, mono: float) -> dict[str, Any]:
+    r = a.last_reading
+    return {
+        "asset_id": a.asset_id,
+        "kind": a.config.kind,
+        "seq": a.seq,
+        "power_kw": r.power_kw if r else None,
+        "soc_pct": r.soc_pct if r else None,
+        "status": r.status.value if r else None,
+        "reading_ts": r.ts.isoformat() if r else None,
+        "setpoint_kw": a.setpoint_kw,
+        "setpoint_id": a.setpoint_id,
+        "setpoint_ends_at": _iso(a.setpoint_ends_at),
+        "applied_at": _iso(a.applied_at),
+        "control": _control_status(control, a.asset_id),
+        "rate_per_min": a.rate_per_min(mono),
+        "accepted": a.accepted,
+        "reject_reason": a.reject_reason,
+    }
+
+
+def _control_status(control: ControlTable, asset_id: str) -> dict[str, Any] | None:
+    """The setpoint in force on one asset: what the gateway commanded, until when;
+    "releasing": its control ended, the device has not confirmed yet."""
+    held = control.of(asset_id)
+    if held is None:
+        return None
+    in_force = control.setpoint(held.setpoint_id)
+    return {
+        "setpoint_id": held.setpoint_id,
+        "power_kw": held.power_kw,
+        "ends_at": _iso(in_force.ends_at) if in_force else None,
+        "releasing": held.releasing.value if held.releasing else None,
+    }

@@ -20,9 +20,9 @@ from . import log as logmod
 from ._version import __version__
 from .agent import Agent
 from .clock import ManualClock, SystemClock
-from .devices import DeviceFactory, SimParamError, simulated_device
+from .devices import DeviceFactory, Measurement, SimParamError, simulated_device
 from .probe import probe_headend
-from .runtime import AssetFleet
+from .runtime import AssetFleet, AssetRuntime
 from .settings import GatewaySettings, SettingsError, failsafe_warnings, from_site_file
 from .status import read_status, render
 
@@ -162,21 +162,30 @@ def simulate(
 ) -> None:
     """Print simulated telemetry of the site's assets locally, without a headend."""
     _site, settings = _load(site_file, tick_s=interval, seed=seed)
-    clock: ManualClock | SystemClock
-    if fast:
-        try:
-            t0 = datetime.fromisoformat(start).astimezone(UTC) if start else datetime.now(UTC)
-        except ValueError:
-            raise _fail(f"error: --start {start!r} is not an ISO 8601 time") from None
-        clock = ManualClock(t0)
-    else:
-        clock = SystemClock()
+    clock = _sim_clock(fast, start)
     try:
         fleet = AssetFleet.build(settings.assets, simulated_device, clock, settings.seed, {})
     except SimParamError as exc:
         raise _fail(f"error: {site_file}: {exc}") from None
+    wanted = _sim_setpoints(fleet, setpoint or [])
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_simulate(fleet, clock, wanted, ticks, settings.tick_s, as_json))
+
+
+def _sim_clock(fast: bool, start: str | None) -> ManualClock | SystemClock:
+    if not fast:
+        return SystemClock()
+    try:
+        t0 = datetime.fromisoformat(start).astimezone(UTC) if start else datetime.now(UTC)
+    except ValueError:
+        raise _fail(f"error: --start {start!r} is not an ISO 8601 time") from None
+    return ManualClock(t0)
+
+
+def _sim_setpoints(fleet: AssetFleet, items: list[str]) -> dict[str, float]:
+    """``--setpoint ASSET_ID=KW`` values, by asset."""
     wanted: dict[str, float] = {}
-    for item in setpoint or []:
+    for item in items:
         asset_id, _, kw = item.partition("=")
         if fleet.get(asset_id) is None:
             raise _fail(f"error: --setpoint {item!r}: unknown asset {asset_id!r}")
@@ -184,50 +193,59 @@ def simulate(
             wanted[asset_id] = float(kw)
         except ValueError:
             raise _fail(f"error: --setpoint {item!r}: {kw!r} is not a number") from None
+    return wanted
 
-    async def main() -> None:
-        for asset_id, kw in wanted.items():
-            a = fleet[asset_id]
-            a.setpoint_kw = await a.device.apply(a.limits.clamp(kw))
-        if not as_json:
-            typer.echo(
-                f"{'time (UTC)':<20} {'asset':<24} {'kind':<10} {'power_kw':>10} "
-                f"{'soc_pct':>8} {'setpoint':>9} status"
-            )
-        n = 0
-        while ticks == 0 or n < ticks:
-            n += 1
-            now = clock.now()
-            for a in fleet:
-                m = await a.device.read()
-                if as_json:
-                    typer.echo(
-                        json.dumps(
-                            {
-                                "ts": now.isoformat(),
-                                "asset_id": a.asset_id,
-                                "seq": n,
-                                "power_kw": round(m.power_kw, 4),
-                                "soc_pct": m.soc_pct,
-                                "setpoint_kw": a.setpoint_kw,
-                                "status": m.status.value,
-                            }
-                        )
-                    )
-                else:
-                    soc = f"{m.soc_pct:8.2f}" if m.soc_pct is not None else f"{'-':>8}"
-                    sp = f"{a.setpoint_kw:9.2f}" if a.setpoint_kw is not None else f"{'-':>9}"
-                    typer.echo(
-                        f"{now:%Y-%m-%dT%H:%M:%S}  {a.asset_id:<24} {a.config.kind:<10} "
-                        f"{m.power_kw:10.3f} {soc} {sp} {m.status.value}"
-                    )
-            if isinstance(clock, ManualClock):
-                clock.advance(settings.tick_s)
-            else:
-                await asyncio.sleep(settings.tick_s)
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+async def _simulate(
+    fleet: AssetFleet,
+    clock: ManualClock | SystemClock,
+    wanted: dict[str, float],
+    ticks: int,
+    tick_s: float,
+    as_json: bool,
+) -> None:
+    for asset_id, kw in wanted.items():
+        a = fleet[asset_id]
+        a.setpoint_kw = await a.device.apply(a.limits.clamp(kw))
+    if not as_json:
+        typer.echo(
+            f"{'time (UTC)':<20} {'asset':<24} {'kind':<10} {'power_kw':>10} "
+            f"{'soc_pct':>8} {'setpoint':>9} status"
+        )
+    n = 0
+    while ticks == 0 or n < ticks:
+        n += 1
+        now = clock.now()
+        for a in fleet:
+            m = await a.device.read()
+            typer.echo(_sim_json(a, m, now, n) if as_json else _sim_line(a, m, now))
+        if isinstance(clock, ManualClock):
+            clock.advance(tick_s)
+        else:
+            await asyncio.sleep(tick_s)
+
+
+def _sim_json(a: AssetRuntime, m: Measurement, now: datetime, seq: int) -> str:
+    return json.dumps(
+        {
+            "ts": now.isoformat(),
+            "asset_id": a.asset_id,
+            "seq": seq,
+            "power_kw": round(m.power_kw, 4),
+            "soc_pct": m.soc_pct,
+            "setpoint_kw": a.setpoint_kw,
+            "status": m.status.value,
+        }
+    )
+
+
+def _sim_line(a: AssetRuntime, m: Measurement, now: datetime) -> str:
+    soc = f"{m.soc_pct:8.2f}" if m.soc_pct is not None else f"{'-':>8}"
+    sp = f"{a.setpoint_kw:9.2f}" if a.setpoint_kw is not None else f"{'-':>9}"
+    return (
+        f"{now:%Y-%m-%dT%H:%M:%S}  {a.asset_id:<24} {a.config.kind:<10} "
+        f"{m.power_kw:10.3f} {soc} {sp} {m.status.value}"
+    )
 
 
 @app.command()

@@ -1,8 +1,9 @@
 """The one outbound stream to the headend: register, send/receive tasks, heartbeats, reconnect.
 
 Send and receive run as separate tasks, and the sender yields after every message: a
-tight grpclib send loop starves the receive side otherwise (STACK_NOTES). Everything the
-stream sends goes through the sender task, acks first, then heartbeats, then telemetry.
+tight grpclib send loop starves the receive side otherwise (docs/stack_notes.md, grpclib).
+Everything the stream sends goes through the sender task, acks first, then heartbeats, then
+telemetry.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import random
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import grpclib.const
@@ -21,6 +23,7 @@ from grpclib.config import Configuration
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 import vpp_protocol as pb
+from vpp_protocol.keepalive import keepalive_config
 
 from . import convert
 from .backoff import Backoff
@@ -98,6 +101,18 @@ async def _end_request_stream(stream: AgentStream) -> None:
         await stream.end()
 
 
+@dataclass(frozen=True, slots=True)
+class SessionHooks:
+    """What a session hands to the rest of the gateway."""
+
+    #: Called with the headend's answer to Register, before the session counts as connected.
+    on_register: Callable[[RegisterOutcome], Awaitable[None]]
+    #: Setpoints and releases, in the order they arrived.
+    on_setpoint: Callable[[SetpointCommand | ReleaseCommand], None]
+    #: Replays the spool during every session (None: no replay).
+    replayer: SpoolReplayer | None = None
+
+
 class Connection:
     """Keeps one session with the headend alive; owns the stream and its tasks."""
 
@@ -105,19 +120,17 @@ class Connection:
         self,
         settings: GatewaySettings,
         clock: Clock,
+        hooks: SessionHooks,
         *,
-        on_register: Callable[[RegisterOutcome], Awaitable[None]],
-        on_setpoint: Callable[[SetpointCommand | ReleaseCommand], None],
-        replayer: SpoolReplayer | None = None,
         rng: random.Random | None = None,
         ssl_context: ssl.SSLContext | None = None,
         log: EventLog | None = None,
     ) -> None:
         self._settings = settings
         self._clock = clock
-        self._on_register = on_register
-        self._on_setpoint = on_setpoint
-        self._replayer = replayer
+        self._on_register = hooks.on_register
+        self._on_setpoint = hooks.on_setpoint
+        self._replayer = hooks.replayer
         self._ssl = ssl_context
         self._log = log or EventLog()
         self.backoff = Backoff(
@@ -249,12 +262,9 @@ class Connection:
 
     def _config(self) -> Configuration:
         s = self._settings
-        return Configuration(
-            _keepalive_time=s.keepalive_time_s,
-            _keepalive_timeout=s.keepalive_timeout_s,
-            _keepalive_permit_without_calls=True,
-            _http2_max_pings_without_data=0,
-            _http2_min_sent_ping_interval_without_data=s.keepalive_time_s,
+        return keepalive_config(
+            s.keepalive_time_s,
+            s.keepalive_timeout_s,
             ssl_target_name_override=s.tls.server_name if s.tls else None,
         )
 
@@ -325,7 +335,7 @@ class Connection:
                         self.sent_readings += 1
                     if fut is not None and not fut.done():
                         fut.set_result(None)
-                await asyncio.sleep(0)  # let the receive task run (STACK_NOTES)
+                await asyncio.sleep(0)  # let the receive task run (docs/stack_notes.md)
 
     async def _receiver(self, stream: AgentStream) -> None:
         while True:

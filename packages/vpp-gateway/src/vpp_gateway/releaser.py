@@ -18,11 +18,9 @@ import contextlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from .clock import Clock
-from .control import JOURNAL_GRACE_S, ControlTable
+from .control import JOURNAL_GRACE_S
 from .delivery import command
 from .failsafe import LAST_HEARD_KEY, PERSIST_EVERY_S, FailSafe
-from .log import EventLog
 from .model import (
     Ack,
     AckState,
@@ -31,10 +29,8 @@ from .model import (
     ReleaseCause,
     ReleaseCommand,
 )
+from .parts import ControlParts
 from .release import Released, release_asset
-from .runtime import AssetFleet
-from .settings import GatewaySettings
-from .state import StateStore
 
 #: What the fail-safe counts silence from: (monotonic time of the last message heard on a
 #: registered session or None, how many were heard in all).
@@ -53,29 +49,19 @@ class Releaser:
     """Ends the control of setpoints and watches the fail-safe; `run` is its loop."""
 
     def __init__(
-        self,
-        settings: GatewaySettings,
-        fleet: AssetFleet,
-        store: StateStore,
-        control: ControlTable,
-        clock: Clock,
-        emit: Callable[[Ack], None],
-        heard: Heard,
-        *,
-        last_heard: float | None = None,
-        log: EventLog | None = None,
+        self, parts: ControlParts, heard: Heard, *, last_heard: float | None = None
     ) -> None:
         """``last_heard``: when (epoch seconds) a previous run last heard the headend."""
-        self._settings = settings
-        self._fleet = fleet
-        self._store = store
-        self._control = control
-        self._clock = clock
-        self._emit = emit
+        self._settings = parts.settings
+        self._fleet = parts.fleet
+        self._store = parts.store
+        self._control = parts.control
+        self._clock = parts.clock
+        self._emit = parts.emit
         self._heard = heard
-        self._log = log or EventLog()
-        silent = 0.0 if last_heard is None else clock.now().timestamp() - last_heard
-        self.failsafe = FailSafe(settings.failsafe_after_s, clock.monotonic(), silent)
+        self._log = parts.log
+        silent = 0.0 if last_heard is None else self._clock.now().timestamp() - last_heard
+        self.failsafe = FailSafe(self._settings.failsafe_after_s, self._clock.monotonic(), silent)
         self._persisted: float | None = None
         self._last_retry = float("-inf")
         #: Checks done (ends, retries, fail-safe): a barrier for tests.

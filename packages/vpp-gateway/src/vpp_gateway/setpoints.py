@@ -17,20 +17,16 @@ end (the ack's ``ends_at``: the earlier of ``ends_at`` and the moment it is appl
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from .clock import Clock
-from .control import JOURNAL_GRACE_S, ControlTable, control_end, duration_problem
+from .control import JOURNAL_GRACE_S, control_end, duration_problem
 from .delivery import Deliverer, Delivery, Outcome, command, shortfall
 from .limits import DEVICE_REASONS, device_limit, num
-from .log import EventLog
 from .model import Ack, AckState, Control, InForce, Limited, LimitReason, SetpointCommand
-from .runtime import AssetFleet, AssetRuntime
-from .settings import GatewaySettings
-from .state import StateStore
+from .parts import ControlParts
+from .runtime import AssetRuntime
 
 __all__ = ["JOURNAL_GRACE_S", "SetpointHandler", "clamp_note"]
 
@@ -53,25 +49,16 @@ def clamp_note(requested: float, lo: float, hi: float) -> tuple[float, bool, str
 
 
 class SetpointHandler:
-    """Handles setpoints one at a time; acks go out through ``emit``."""
+    """Handles setpoints one at a time; acks go out through ``parts.emit``."""
 
-    def __init__(
-        self,
-        settings: GatewaySettings,
-        fleet: AssetFleet,
-        store: StateStore,
-        control: ControlTable,
-        clock: Clock,
-        emit: Callable[[Ack], None],
-        log: EventLog | None = None,
-    ) -> None:
-        self._settings = settings
-        self._fleet = fleet
-        self._store = store
-        self._control = control
-        self._clock = clock
-        self._emit = emit
-        self._log = log or EventLog()
+    def __init__(self, parts: ControlParts) -> None:
+        self._settings = parts.settings
+        self._fleet = parts.fleet
+        self._store = parts.store
+        self._control = parts.control
+        self._clock = parts.clock
+        self._emit = parts.emit
+        self._log = parts.log
 
     def _ack_asset_id(self, cmd: SetpointCommand) -> str:
         return cmd.target_id if cmd.target_kind == "asset" else ""

@@ -156,9 +156,7 @@ class FakeHeadend(pb.AgentServiceBase):  # type: ignore[misc]  # generated: unty
         if self.current is None:
             raise RuntimeError("no gateway connected")
         s = self.current
-        await s.outbox.put(
-            pb.HeadendMessage(session_closed=pb.SessionClosed(reason=reason, detail=detail))
-        )
+        await s.outbox.put(_closed(reason, detail))
         await s.outbox.put(None)
 
     def acks_for(self, setpoint_id: str) -> list[pb.SetpointAck]:
@@ -177,11 +175,7 @@ class FakeHeadend(pb.AgentServiceBase):  # type: ignore[misc]  # generated: unty
         if first is None or first.register is None:
             if first is not None:
                 await stream.send_message(
-                    pb.HeadendMessage(
-                        session_closed=pb.SessionClosed(
-                            reason=pb.CloseReason.PROTOCOL_ERROR, detail="Register must come first"
-                        )
-                    )
+                    _closed(pb.CloseReason.PROTOCOL_ERROR, "Register must come first")
                 )
             return
         reg = first.register
@@ -190,20 +184,21 @@ class FakeHeadend(pb.AgentServiceBase):  # type: ignore[misc]  # generated: unty
         if self.current is not None and self.current.site_id == reg.site_id:
             old = self.current
             await old.outbox.put(
-                pb.HeadendMessage(
-                    session_closed=pb.SessionClosed(
-                        reason=pb.CloseReason.SUPERSEDED,
-                        detail=f"newer session epoch {self._epoch}",
-                    )
-                )
+                _closed(pb.CloseReason.SUPERSEDED, f"newer session epoch {self._epoch}")
             )
             await old.outbox.put(None)
         self.registers.append(reg)
         self.sessions.append(session)
         self.current = session
+        result = self._register_result(reg)
+        await stream.send_message(pb.HeadendMessage(register_result=result))
+        await self._notify()
+        await self._serve(stream, session, reg.asset_id if not reg.assets else "")
+
+    def _register_result(self, reg: pb.Register) -> pb.RegisterResult:
         claimed = [a.asset_id for a in reg.assets] or [reg.asset_id]
         accepted = [a for a in claimed if a not in self.reject]
-        result = pb.RegisterResult(
+        return pb.RegisterResult(
             accepted_asset_ids=accepted,
             rejected=[
                 pb.RejectedAsset(asset_id=a, code=pb.RejectCode.UNKNOWN_ASSET, reason=r)
@@ -217,9 +212,9 @@ class FakeHeadend(pb.AgentServiceBase):  # type: ignore[misc]  # generated: unty
             default_asset_id=reg.asset_id if not reg.assets else "",
             heartbeat_interval_s=self.heartbeat_s,
         )
-        await stream.send_message(pb.HeadendMessage(register_result=result))
-        await self._notify()
-        default = reg.asset_id if not reg.assets else ""
+
+    async def _serve(self, stream: ServerStream, session: FakeSession, default: str) -> None:
+        """Until the session is ended (either side) or the server stops."""
         tasks = [
             asyncio.create_task(self._recv(stream, default)),
             asyncio.create_task(self._send(stream, session)),
@@ -284,6 +279,10 @@ class FakeHeadend(pb.AgentServiceBase):  # type: ignore[misc]  # generated: unty
             elif name == "heartbeat":
                 self.heartbeats += 1
             await self._notify()
+
+
+def _closed(reason: pb.CloseReason, detail: str) -> pb.HeadendMessage:
+    return pb.HeadendMessage(session_closed=pb.SessionClosed(reason=reason, detail=detail))
 
 
 def _main(argv: list[str] | None = None) -> None:
