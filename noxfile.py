@@ -193,7 +193,7 @@ def loadgen(session: nox.Session) -> None:
     VPP_BENCH_DATABASE_URL / VPP_TEST_DATABASE_URL (a fresh database is made and dropped).
     """
     session.install(*_installed_packages(), "httpx>=0.27")
-    session.run("python", "tools/loadgen.py", *session.posargs)
+    session.run("python", "-m", "tools.loadgen", *session.posargs)
 
 
 @nox.session

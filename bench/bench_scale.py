@@ -1,6 +1,6 @@
 """Scale figures with real headend processes (prints, asserts nothing).
 
-1. The load harness (tools/loadgen.py) at fleet size: G gateways x A assets, each with its
+1. The load harness (tools/loadgen) at fleet size: G gateways x A assets, each with its
    own gRPC connection, telemetry every ``--cadence`` s, dispatches over REST at a rate:
    readings/s stored, telemetry lag p50/p99, dispatch POST -> APPLIED p50/p99 under that
    load, headend CPU and RSS.
@@ -44,7 +44,7 @@ async def _flood_one(port: int, g: int, assets: int, frames: list[bytes], go: An
         async with channel.request(
             loadgen.CONNECT, Cardinality.STREAM_STREAM, loadgen.Raw, pb.HeadendMessage
         ) as stream:
-            await stream.send_message(loadgen.Raw(loadgen._register(g, assets)))
+            await stream.send_message(loadgen.Raw(loadgen.register_frame(g, assets)))
             await stream.recv_message()
             while not go.is_set():  # noqa: ASYNC110 - a multiprocessing event
                 await asyncio.sleep(0.005)
@@ -101,16 +101,16 @@ def flood(
             async def measure() -> tuple[float, float, list[float]]:
                 pids = [h.proc.pid for h in headends]
                 async with httpx.AsyncClient(timeout=10) as http:
-                    base = await loadgen._stored_rows(http, headends)
-                    cpu0 = [loadgen._cpu_s(p) for p in pids]
+                    base = await loadgen.stored_rows(http, headends)
+                    cpu0 = [loadgen.cpu_s(p) for p in pids]
                     t0 = time.perf_counter()
                     go.set()
                     stored = 0.0
                     while stored < total and time.perf_counter() - t0 < 120:
                         await asyncio.sleep(0.02)
-                        stored = await loadgen._stored_rows(http, headends) - base
+                        stored = await loadgen.stored_rows(http, headends) - base
                     elapsed = time.perf_counter() - t0
-                    cpu = [loadgen._cpu_s(p) - c for p, c in zip(pids, cpu0, strict=True)]
+                    cpu = [loadgen.cpu_s(p) - c for p, c in zip(pids, cpu0, strict=True)]
                 return stored, elapsed, cpu
 
             stored, elapsed, cpu = asyncio.run(measure())

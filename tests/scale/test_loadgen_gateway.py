@@ -1,4 +1,4 @@
-"""The load harness's simulated gateway (tools/loadgen.py `_gateway`) on both clients.
+"""The load harness's simulated gateway (tools/loadgen/clients.py `gateway`) on both clients.
 
 A scripted Connect server (grpclib, in this event loop, no database) checks what the
 gateway sends and ends the session; the same script must give the same counters and
@@ -90,9 +90,9 @@ async def _run_gateway(client: str, service: ScriptedHeadend) -> Any:
     port = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
         cfg = lg.LoadConfig(gateways=1, assets=2, cadence_s=0.05, client=client)
-        st = lg._ClientStats()
-        stop = lg._Stop()
-        await asyncio.wait_for(lg._gateway(port, 0, cfg, 0.0, stop, st), 10)
+        st = lg.ClientStats()
+        stop = lg.Stop()
+        await asyncio.wait_for(lg.gateway(port, 0, cfg, 0.0, stop, st), 10)
         return st
     finally:
         server.close()
@@ -144,8 +144,8 @@ async def test_gateway_that_cannot_connect(client: str) -> None:
     port = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     server.close()
     await server.wait_closed()
-    st = lg._ClientStats()
+    st = lg.ClientStats()
     cfg = lg.LoadConfig(gateways=1, assets=1, client=client)
-    await lg._gateway(port, 0, cfg, 0.0, lg._Stop(), st)
+    await lg.gateway(port, 0, cfg, 0.0, lg.Stop(), st)
     assert (st.connected, st.failed) == (0, 1)
     assert st.errors == {"connect_ConnectionRefusedError": 1}

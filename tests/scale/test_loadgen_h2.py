@@ -1,4 +1,4 @@
-"""The load harness's raw HTTP/2 gRPC client (tools/loadgen_h2.py), frame by frame.
+"""The load harness's raw HTTP/2 gRPC client (tools/loadgen/h2.py), frame by frame.
 
 The protocol object is driven with bytes through ``data_received``; what it writes is
 captured by a recording transport and parsed with hyperframe (h2's own frame library),
@@ -13,7 +13,6 @@ import struct
 from typing import Any
 
 import hpack
-import loadgen_h2 as h2c
 import pytest
 from hyperframe.frame import (
     DataFrame,
@@ -25,6 +24,7 @@ from hyperframe.frame import (
     SettingsFrame,
     WindowUpdateFrame,
 )
+from loadgen import h2 as h2c
 
 PATH = "/vpp.agent.v1.AgentService/Connect"
 

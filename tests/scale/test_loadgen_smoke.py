@@ -1,4 +1,4 @@
-"""Smoke test of the load harness (tools/loadgen.py): a tiny run end to end.
+"""Smoke test of the load harness (tools/loadgen): a tiny run end to end.
 
 Real headend processes, real gateways' worth of gRPC connections in client processes,
 a real PostgreSQL. The full-size runs are `nox -s loadgen` and `nox -s bench`.
