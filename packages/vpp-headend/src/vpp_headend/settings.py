@@ -54,6 +54,7 @@ class Settings:
     # telemetry_latest is a durable copy: REST reads the in-memory latest first. Upserting
     # 100,000 assets costs ~0.3 s of this process's CPU, so not every second.
     latest_flush_interval_s: float = 5.0
+    latest_flush_chunk_rows: int = 10_000  # rows per flush transaction (short row locks)
     ingest_linger_s: float = 0.05  # the writer waits this long to fill a small batch
     partition_days_ahead: int = 3
     partition_check_interval_s: float = 3600.0
@@ -131,6 +132,7 @@ class Settings:
         for name in (
             "ingest_queue_rows",
             "ingest_batch_rows",
+            "latest_flush_chunk_rows",
             "retention_days",
             "rollup_retention_days",
             "admit_concurrency",

@@ -1,5 +1,5 @@
-"""Typed rows of the dispatch tables: what `dispatch_repo` reads, and the changes the
-pure state machine (`vpp_headend.dispatch.transitions`) decides and the repository writes.
+"""Typed rows of the dispatch tables: what the dispatch repositories read, and the changes
+the pure state machine (`vpp_headend.dispatch.transitions`) decides and they write.
 No SQL here.
 """
 

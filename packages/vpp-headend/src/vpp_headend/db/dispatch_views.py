@@ -7,7 +7,7 @@ import functools
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import func, select, true
+from sqlalchemy import select, true
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -101,10 +101,4 @@ async def search(
     return [_to_view(r._mapping, False) for r in await conn.execute(query)]
 
 
-async def count_by_state(conn: AsyncConnection) -> dict[str, int]:
-    """Number of dispatches per state."""
-    rows = await conn.execute(select(d.c.state, func.count()).group_by(d.c.state))
-    return {state: int(n) for state, n in rows}
-
-
-__all__ = ["count_by_state", "search", "view"]
+__all__ = ["search", "view"]

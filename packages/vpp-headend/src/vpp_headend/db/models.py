@@ -2,7 +2,8 @@
 
 The tables mirror the migrations (``0001_initial`` and later); queries are built from
 them. Telemetry history is range-partitioned by day (`vpp_headend.db.partitions` keeps
-partitions ahead); the hot path writes it with binary COPY, not through these objects.
+partitions ahead); the hot path writes it with binary COPY (`vpp_headend.db.telemetry_repo`),
+not through these objects.
 """
 
 from __future__ import annotations
@@ -235,39 +236,6 @@ telemetry = Table(
     postgresql_partition_by="RANGE (ts)",
 )
 
-#: Column order of the binary COPY into `telemetry` (the ingest writer builds tuples so).
-TELEMETRY_COLUMNS = (
-    "asset_id",
-    "seq",
-    "ts",
-    "received_at",
-    "power_kw",
-    "soc_pct",
-    "status",
-    "setpoint_kw",
-    "setpoint_id",
-    "available_min_kw",
-    "available_max_kw",
-    "min_stable_kw",
-    "setpoint_ends_at",
-)
-#: Binary COPY type of each of `TELEMETRY_COLUMNS`, in the same order.
-TELEMETRY_COPY_TYPES = (
-    "text",
-    "int8",
-    "timestamptz",
-    "timestamptz",
-    "float8",
-    "float8",
-    "int2",
-    "float8",
-    "text",
-    "float8",
-    "float8",
-    "float8",
-    "timestamptz",
-)
-
 telemetry_latest = Table(
     "telemetry_latest",
     metadata,
@@ -321,8 +289,6 @@ revoked_certificates = Table(
 
 
 __all__ = [
-    "TELEMETRY_COLUMNS",
-    "TELEMETRY_COPY_TYPES",
     "api_tokens",
     "assets",
     "dispatch_deliveries",

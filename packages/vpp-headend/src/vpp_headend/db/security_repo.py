@@ -99,13 +99,6 @@ async def certificate_revoked(engine: AsyncEngine, fingerprint_sha256: str) -> b
         return bool((await conn.execute(query)).scalar())
 
 
-async def revoked_certificates(engine: AsyncEngine) -> list[tuple[str, str, datetime]]:
-    r = m.revoked_certificates
-    query = select(r.c.fingerprint_sha256, r.c.reason, r.c.revoked_at).order_by(r.c.revoked_at)
-    async with engine.connect() as conn:
-        return [(row[0], row[1], row[2]) for row in await conn.execute(query)]
-
-
 __all__ = [
     "TokenRow",
     "certificate_revoked",
@@ -113,6 +106,5 @@ __all__ = [
     "list_tokens",
     "revoke_certificate",
     "revoke_token",
-    "revoked_certificates",
     "role_of",
 ]

@@ -18,6 +18,14 @@ the others a Release (`release`), whose RELEASED ack makes them ``cancelled``.
 """
 
 from .acks import AckApplied, AckIgnored, AckOutcome
-from .service import DispatchService, DispatchTiming
+from .deps import DispatchDeps, DispatchTiming
+from .service import DispatchService
 
-__all__ = ["AckApplied", "AckIgnored", "AckOutcome", "DispatchService", "DispatchTiming"]
+__all__ = [
+    "AckApplied",
+    "AckIgnored",
+    "AckOutcome",
+    "DispatchDeps",
+    "DispatchService",
+    "DispatchTiming",
+]

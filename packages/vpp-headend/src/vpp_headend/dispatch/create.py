@@ -11,7 +11,8 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..db import dispatch_repo as repo
+from ..db import dispatch_create
+from ..db import dispatch_routing as routing
 from ..db.dispatch_rows import EventRow, NewDelivery, NewDispatch, OpenDelivery, TargetRow
 from ..domain import DeliveryView, DispatchEvent, DispatchRequest, DispatchView, TargetView
 from ..lifecycle import aggregate
@@ -184,7 +185,7 @@ async def insert(
     connect.
     """
     sites = [p.site_id for p in plan.deliveries if not p.skipped]
-    for older, site_id in await repo.pending_same_key_sites(
+    for older, site_id in await routing.pending_same_key_sites(
         conn, req.target_kind, req.target_id, sites, dispatch_id
     ):
         await move(
@@ -192,7 +193,7 @@ async def insert(
         )
     # The epoch fence: send only on a session that is still the site's current one
     # (its gateway_sessions row stays share-locked until commit).
-    current = await repo.current_sessions(
+    current = await routing.current_sessions(
         conn, {site_id: s.session_id for site_id, s in routes.items()}
     )
     fenced = {site_id: s for site_id, s in routes.items() if site_id in current}
@@ -201,7 +202,7 @@ async def insert(
     # Every replica hears of it once committed; the one holding the stream delivers.
     # Nothing pending: nothing for another replica to do.
     pending = any(x.state == "pending" for x in built.new.deliveries)
-    await repo.create(conn, built.new, notify=DISPATCH_CHANNEL if pending else None)
+    await dispatch_create.create(conn, built.new, notify=DISPATCH_CHANNEL if pending else None)
     after.moved(built.moves)
     return built
 
@@ -216,7 +217,7 @@ async def insert_here(
 ) -> Built | None:
     """The hot path: an asset or site dispatch whose site's session is held here
     (``plan`` from `planning.connected_plan`), written ``sent`` on it in one statement
-    (`dispatch_repo.create_if_current`; ``conn`` in autocommit).
+    (`dispatch_create.create_if_current`; ``conn`` in autocommit).
 
     None, with nothing written, when the statement finds the session no longer current
     (the fence), the registry no longer agreeing with the session (an asset moved or not
@@ -226,7 +227,7 @@ async def insert_here(
     """
     site_id = session.site_id
     built = build(dispatch_id, req, plan, now, now, {site_id: session})
-    checks = await repo.create_if_current(
+    checks = await dispatch_create.create_if_current(
         conn,
         built.new,
         site_id=site_id,

@@ -11,22 +11,21 @@ side) turns it into a message. A setpoint carries its time in force (``duration_
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..db import dispatch_repo as repo
+from ..db import dispatch_routing as routing
+from ..db._sql import Writes
 from ..db.dispatch_rows import DeliveryRow, DispatchRow, EventRow, Locked, OpenDelivery
-from ..domain import ReleaseCommand, SetpointCommand, TargetKind
-from ..metrics import Metrics
-from ..sessions import Session, SessionRegistry
+from ..domain import SetpointCommand, TargetKind
+from ..sessions import Session
+from .deps import DispatchDeps
 from .effects import AfterCommit, move, write
 from .transitions import advance
 
-#: Puts a setpoint or a release on a session's stream (False when the session is closing).
-Push = Callable[[Session, SetpointCommand | ReleaseCommand], object]
 _CREATED_HERE_MAX = 10_000
 
 
@@ -45,24 +44,14 @@ def sent_detail(session: Session, timed: bool) -> str:
 class Router:
     """Delivers setpoints to the sessions this replica holds."""
 
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        read: AsyncEngine,
-        sessions: SessionRegistry,
-        metrics: Metrics,
-        push: Push,
-        *,
-        ack_grace: timedelta,
-        clock: Callable[[], datetime],
-    ) -> None:
-        self._engine = engine
-        self._read = read
-        self._sessions = sessions
-        self._metrics = metrics
-        self._push_fn = push
+    def __init__(self, deps: DispatchDeps, *, ack_grace: timedelta) -> None:
+        self._engine = deps.engine
+        self._read = deps.read
+        self._sessions = deps.sessions
+        self._metrics = deps.metrics
+        self._push_fn = deps.push
         self._ack_grace = ack_grace
-        self._clock = clock
+        self._clock = deps.clock
         # Dispatches created here are routed here right after commit: their own NOTIFY,
         # when it comes back to this replica, has nothing left to do.
         self._created_here: OrderedDict[UUID, None] = OrderedDict()
@@ -107,7 +96,7 @@ class Router:
         to_send: OpenDelivery | None = None
         async with self._engine.begin() as conn:
             locked = await repo.lock_with_deliveries(conn, dispatch_id)
-            if locked is None or not await repo.session_is_current(
+            if locked is None or not await routing.session_is_current(
                 conn, session.site_id, session.session_id
             ):
                 return 0
@@ -127,7 +116,7 @@ class Router:
         if self._created_here.pop(dispatch_id, 0) is None:
             return 0  # created (and routed) here
         async with self._read.connect() as conn:
-            pending = await repo.pending_deliveries(conn, dispatch_id)
+            pending = await routing.pending_deliveries(conn, dispatch_id)
         sent = 0
         for site_id, target_kind, target_id in pending:
             session = self.route(target_kind, target_id, site_id)
@@ -150,7 +139,7 @@ class Router:
         """
         now = self._clock()
         async with self._read.connect() as conn:
-            open_ = await repo.open_deliveries_for_site(conn, session.site_id)
+            open_ = await routing.open_deliveries_for_site(conn, session.site_id)
         newest, older = self._newest_per_target(open_, session, now)
         after = AfterCommit(self._metrics)
         for od in older:
@@ -173,9 +162,9 @@ class Router:
             async with self._engine.begin() as conn:
                 locked = await repo.lock_with_deliveries(conn, od.dispatch_id)
                 dlv = locked.deliveries.get(od.site_id) if locked is not None else None
-                if locked is None or dlv is None or dlv.state not in repo.OPEN_STATES:
+                if locked is None or dlv is None or dlv.state not in routing.OPEN_STATES:
                     continue
-                if not await repo.session_is_current(conn, session.site_id, session.session_id):
+                if not await routing.session_is_current(conn, session.site_id, session.session_id):
                     break  # another replica took the site over; it delivers
                 await self._mark_sent(conn, locked, session, now, after)
             self.push(session, _open_delivery(locked.dispatch, dlv))
@@ -216,7 +205,7 @@ class Router:
         attempts = locked.deliveries[site_id].attempts
         if attempts > 0:
             detail = f"re-sent on session epoch {session.epoch} (attempt {attempts + 1})"
-            writes = repo.Writes()
+            writes = Writes()
             writes.add(repo.resent_update(dispatch_id, site_id, now, attempts + 1))
             writes.add(
                 repo.events_insert([EventRow(dispatch_id, now, "sent", "site", site_id, detail)])
@@ -246,4 +235,4 @@ def _open_delivery(dispatch: DispatchRow, delivery: DeliveryRow) -> OpenDelivery
     )
 
 
-__all__ = ["Push", "Router", "sent_detail"]
+__all__ = ["Router", "sent_detail"]

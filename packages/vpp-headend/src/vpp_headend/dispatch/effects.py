@@ -12,6 +12,7 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..db import dispatch_repo as repo
+from ..db._sql import Writes
 from ..db.dispatch_rows import EventRow, TargetRow
 from ..logs import log_event
 from ..metrics import Metrics
@@ -64,7 +65,7 @@ async def write(
     events: Sequence[EventRow] = (),
 ) -> None:
     """Store a transition with per-asset rows and events: one statement for all."""
-    writes = repo.Writes()
+    writes = Writes()
     all_events = list(events)
     if t is not None:
         writes.add(repo.delivery_update(t.dispatch_id, t.delivery))

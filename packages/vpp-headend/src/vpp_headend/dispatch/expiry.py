@@ -16,13 +16,11 @@ when it reconnects ends the delivery ``cancelled``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from ..db import dispatch_repo as repo
-from ..metrics import Metrics
+from ..db import dispatch_routing as routing
+from .deps import DispatchDeps
 from .effects import AfterCommit, write
 from .transitions import advance
 
@@ -45,26 +43,18 @@ def overdue(
 class Sweeper:
     """Ends overdue deliveries, one dispatch per transaction."""
 
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        read: AsyncEngine,
-        metrics: Metrics,
-        *,
-        ack_grace: timedelta,
-        clock: Callable[[], datetime],
-    ) -> None:
-        self._engine = engine
-        self._read = read
-        self._metrics = metrics
+    def __init__(self, deps: DispatchDeps, *, ack_grace: timedelta) -> None:
+        self._engine = deps.engine
+        self._read = deps.read
+        self._metrics = deps.metrics
         self._ack_grace = ack_grace
-        self._clock = clock
+        self._clock = deps.clock
 
     async def sweep(self) -> int:
         """End what is overdue now. Returns deliveries ended."""
         now = self._clock()
         async with self._read.connect() as conn:
-            ids = await repo.expirable(conn, now, now - self._ack_grace)
+            ids = await routing.expirable(conn, now, now - self._ack_grace)
         ended = 0
         for dispatch_id in ids:
             after = AfterCommit(self._metrics)

@@ -7,14 +7,12 @@ window]`` (its site's applied time) is stored per asset, and their sum per dispa
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
-
-from sqlalchemy.ext.asyncio import AsyncEngine
+from collections.abc import Mapping
+from datetime import timedelta
 
 from ..db import delivered_repo
 from ..db.dispatch_rows import Measured
-from ..metrics import Metrics
+from .deps import DispatchDeps
 
 
 def delivered(per_asset: Mapping[str, float | None]) -> float | None:
@@ -28,22 +26,13 @@ def delivered(per_asset: Mapping[str, float | None]) -> float | None:
 class DeliveredMeter:
     """Measures what applied dispatches delivered, a batch per run."""
 
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        read: AsyncEngine,
-        metrics: Metrics,
-        *,
-        window: timedelta,
-        settle: timedelta,
-        clock: Callable[[], datetime],
-    ) -> None:
-        self._engine = engine
-        self._read = read
-        self._metrics = metrics
+    def __init__(self, deps: DispatchDeps, *, window: timedelta, settle: timedelta) -> None:
+        self._engine = deps.engine
+        self._read = deps.read
+        self._metrics = deps.metrics
         self._window = window
         self._settle = settle
-        self._clock = clock
+        self._clock = deps.clock
 
     async def measure(self) -> int:
         """Measure every dispatch that is due. Returns dispatches measured."""

@@ -102,7 +102,7 @@ def connected_plan(req: DispatchRequest, site_id: str) -> Plan:
     """The plan of an asset or site dispatch whose gateway (of ``site_id``) is connected
     to this replica, taken from the session alone: one delivery, online. What it assumes
     of the registry (an asset still registered to that site, and dispatchable) the
-    creating statement checks (`dispatch_repo.create_if_current`); when it does not hold,
+    creating statement checks (`dispatch_create.create_if_current`); when it does not hold,
     the dispatch is planned again by `Planner.plan`."""
     return Plan((DeliveryPlan(site_id, req.power_kw, online=True),))
 

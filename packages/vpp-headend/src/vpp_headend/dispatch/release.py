@@ -16,21 +16,18 @@ site, and its RELEASED ack, whenever it reconnects, ends the delivery ``cancelle
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from ..db import dispatch_repo as repo
+from ..db import dispatch_routing as routing
 from ..db import release_repo
 from ..db._sql import Writes
 from ..db.dispatch_rows import EventRow
 from ..domain import ReleaseCommand
-from ..metrics import Metrics
-from ..sessions import RELEASE_PROTOCOL, Session, SessionRegistry
+from ..sessions import RELEASE_PROTOCOL, Session
 from .cancel import release_text
-from .delivery import Push
+from .deps import DispatchDeps
 from .effects import AfterCommit, write
 from .transitions import advance
 
@@ -47,22 +44,13 @@ def cannot_release(session: Session) -> str:
 class Releaser:
     """Puts Releases on the streams of this replica's sessions."""
 
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        read: AsyncEngine,
-        sessions: SessionRegistry,
-        metrics: Metrics,
-        push: Push,
-        *,
-        clock: Callable[[], datetime],
-    ) -> None:
-        self._engine = engine
-        self._read = read
-        self._sessions = sessions
-        self._metrics = metrics
-        self._push = push
-        self._clock = clock
+    def __init__(self, deps: DispatchDeps) -> None:
+        self._engine = deps.engine
+        self._read = deps.read
+        self._sessions = deps.sessions
+        self._metrics = deps.metrics
+        self._push = deps.push
+        self._clock = deps.clock
 
     async def for_dispatch(self, dispatch_id: UUID) -> int:
         """Releases of one cancelled dispatch whose site's stream is here (after the
@@ -101,7 +89,7 @@ class Releaser:
                 return 0
             if _sent_on(dlv.release_sent_at, session):
                 return 0
-            if not await repo.session_is_current(conn, site_id, session.session_id):
+            if not await routing.session_is_current(conn, site_id, session.session_id):
                 return 0  # another replica took the site over; it sends
             if not session.can_release:
                 t = advance(locked, site_id, "cancelled", now, reason=cannot_release(session))
