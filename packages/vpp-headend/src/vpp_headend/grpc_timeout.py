@@ -9,8 +9,8 @@ INVALID_ARGUMENT; under `MIN_TIMEOUT_S` → DEADLINE_EXCEEDED. Both are trailers
 responses, no handler runs, nothing is logged as an error. Longer timeouts are
 grpclib's: its timer ends the call with DEADLINE_EXCEEDED, logged at INFO.
 
-The one private grpclib name used is `Server._protocol_factory` (the per-connection
-hook; `test_headend_hostile_edges.py` pins it).
+The per-connection hook is `framing.ConnectionHookServer` (where grpclib's private
+names are kept); this module uses only the public methods of `grpclib.protocol`.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from typing import Any
 
 from grpclib.const import Status
 from grpclib.metadata import decode_timeout, encode_grpc_message
-from grpclib.protocol import AbstractHandler, H2Protocol, Stream
-from grpclib.server import Server
+from grpclib.protocol import AbstractHandler, Stream
 from h2.exceptions import H2Error
 
+from .framing import ConnectionHookServer
 from .logs import log_event
 
 log = logging.getLogger(__name__)
@@ -120,17 +120,15 @@ async def _answer(
         release_stream()
 
 
-class TimeoutCheckingServer(Server):
+class TimeoutCheckingServer(ConnectionHookServer):
     """`grpclib.server.Server` whose connections check ``grpc-timeout`` first."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._timeout_refusals: set[asyncio.Task[None]] = set()
 
-    def _protocol_factory(self) -> H2Protocol:
-        protocol = super()._protocol_factory()
-        protocol.handler = _TimeoutGate(protocol.handler, self._timeout_refusals)
-        return protocol
+    def wrap_handler(self, handler: AbstractHandler) -> AbstractHandler:
+        return _TimeoutGate(handler, self._timeout_refusals)
 
     async def wait_closed(self) -> None:
         await super().wait_closed()

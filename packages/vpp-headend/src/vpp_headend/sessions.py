@@ -8,7 +8,6 @@ asked to close with reason ``superseded`` and routing follows the new one at onc
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -51,8 +50,8 @@ class Session:
     last_seen: datetime
     #: What the gateway said in Register; below `RELEASE_PROTOCOL` it cannot release.
     protocol_version: int = 0
-    last_seen_mono: float = field(default_factory=time.monotonic)
-    backpressured: bool = False  # its receiver waits for room in the ingest queue
+    #: Its receiver waits for room in the ingest queue (or for an ack's database write).
+    backpressured: bool = False
     #: Its connect-time setpoints went out: a cancel's Release may go straight to it now
     #: (before, the connect sends it, after the setpoints, so a newer one takes over first).
     caught_up: bool = False
@@ -76,9 +75,8 @@ class Session:
         return self.close_reason is not None
 
     def touch(self, now: datetime) -> None:
-        """The gateway was heard from."""
+        """The gateway was heard from (its silence is the stream's `SilencePolicy`)."""
         self.last_seen = now
-        self.last_seen_mono = time.monotonic()
 
     def send(self, message: pb.HeadendMessage) -> bool:
         """Queue a message for the gateway; False when the session is closing."""
