@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vpp_headend.api.schemas import parse_dispatch
+from vpp_headend.api.bodies import parse_dispatch
 from vpp_headend.db.url import DatabaseUrlError, libpq_url, redacted, sqlalchemy_url
 from vpp_headend.errors import BadRequestError, ValidationFailedError
 from vpp_headend.lifecycle import advances, aggregate

@@ -1,7 +1,7 @@
 """`JsonBody[Struct]`: how a handler's ``data`` is read, and how its schema is published.
 
 Litestar's own JSON decoding would refuse NaN as a syntax error and coerce ``"12"`` to a
-number; this reads the body with `body.decode_json` and `schemas.to_struct` instead,
+number; this reads the body with `body.decode_json` and `bodies.to_struct` instead,
 while the OpenAPI document still shows the struct as the request body.
 """
 
@@ -14,8 +14,8 @@ from litestar.dto import MsgspecDTO
 from litestar.openapi.spec import Reference, Schema
 from litestar.typing import FieldDefinition
 
+from .bodies import to_struct
 from .body import decode_json
-from .schemas import to_struct
 
 S = TypeVar("S", bound=msgspec.Struct)
 

@@ -1,19 +1,12 @@
-"""The headend's own types: frozen dataclasses that services work with.
-
-Wire messages are converted to and from these in `vpp_headend.convert` only.
-"""
+"""Dispatches: the states they move through, what a gateway acks, what is sent to it,
+and a dispatch as the REST API shows it."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 from uuid import UUID
-
-from vpp_protocol.sitefile import AssetConfig
-
-from .limits import MAX_ABS_KW, MAX_CREDENTIAL_CHARS
 
 TargetKind = Literal["asset", "site", "group"]
 DispatchState = Literal[
@@ -34,10 +27,6 @@ DispatchState = Literal[
 AckStateName = Literal["received", "applied", "failed", "rejected", "expired", "released"]
 #: Why the control of a setpoint ended (the wire's ReleaseCause, lower case).
 ReleaseCauseName = Literal["duration_ended", "cancelled", "failsafe"]
-CloseReasonName = Literal[
-    "superseded", "server_shutdown", "heartbeat_timeout", "unauthorized", "protocol_error"
-]
-RejectCodeName = Literal["unknown_asset", "foreign_asset", "duplicate", "invalid", "unauthorized"]
 #: Why an asset took less than asked (the wire's LimitReason, lower case; None = no limit hit).
 LimitReasonName = Literal[
     "available_power",
@@ -84,145 +73,6 @@ STATE_RANK: dict[str, int] = {
     "cancelled": 5,
     "released": 5,
 }
-
-ASSET_KINDS = ("pv", "bess", "meter", "genset", "ev_charger", "load", "other")
-STATUS_NAMES = ("unspecified", "ok", "offline", "fault", "standby")
-
-
-@dataclass(frozen=True, slots=True)
-class Asset:
-    """One registered asset."""
-
-    asset_id: str
-    site_id: str
-    kind: str
-    capacity_kw: float | None = None
-    min_kw: float | None = None
-    max_kw: float | None = None
-    energy_kwh: float | None = None
-
-    @property
-    def dispatchable(self) -> bool:
-        """Meters measure; they take no setpoints and no share of a split."""
-        return self.kind != "meter"
-
-    @property
-    def bounds(self) -> tuple[float, float]:
-        """Effective (min_kw, max_kw), with the site file's per-kind defaults."""
-        kind = self.kind if self.kind in ASSET_KINDS else "other"
-        cfg = AssetConfig(
-            asset_id=self.asset_id,
-            kind=kind,  # type: ignore[arg-type]  # checked just above
-            capacity_kw=self.capacity_kw,
-            min_kw=self.min_kw,
-            max_kw=self.max_kw,
-        )
-        return cfg.bounds
-
-
-@dataclass(frozen=True, slots=True)
-class Site:
-    """One registered site, its assets and its groups."""
-
-    site_id: str
-    assets: tuple[Asset, ...] = ()
-    groups: tuple[str, ...] = ()
-    telemetry_interval_s: float | None = None
-    legacy: bool = False
-
-    @property
-    def capacity_kw(self) -> float:
-        """Aggregate nameplate capacity of the dispatchable assets."""
-        return sum(a.capacity_kw or 0.0 for a in self.assets if a.dispatchable)
-
-    @property
-    def bounds(self) -> tuple[float, float]:
-        """Aggregate (min_kw, max_kw) of the dispatchable assets (may be infinite)."""
-        lo = hi = 0.0
-        for a in self.assets:
-            if a.dispatchable:
-                a_lo, a_hi = a.bounds
-                lo, hi = lo + a_lo, hi + a_hi
-        return lo, hi
-
-
-@dataclass(frozen=True, slots=True)
-class AssetClaim:
-    """An asset as a gateway describes it in Register."""
-
-    asset_id: str
-    kind: str = "other"
-    capacity_kw: float | None = None
-    min_kw: float | None = None
-    max_kw: float | None = None
-    energy_kwh: float | None = None
-    #: The per-asset credential the gateway presented ("" = none); never logged.
-    credential: str = field(default="", repr=False)
-
-    def problem(self) -> str | None:
-        """Why this descriptor is invalid, or None."""
-        for name in ("capacity_kw", "min_kw", "max_kw", "energy_kwh"):
-            value = getattr(self, name)
-            if value is not None and not math.isfinite(value):
-                return f"{name} is not finite"
-            if value is not None and abs(value) > MAX_ABS_KW:
-                return f"{name} is out of range (|{name}| > {MAX_ABS_KW:g})"
-        if len(self.credential) > MAX_CREDENTIAL_CHARS:
-            return f"credential is longer than {MAX_CREDENTIAL_CHARS} characters"
-        if self.capacity_kw is not None and self.capacity_kw < 0:
-            return "capacity_kw is negative"
-        if self.min_kw is not None and self.max_kw is not None and self.min_kw > self.max_kw:
-            return "min_kw is greater than max_kw"
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class RegisterRequest:
-    """A gateway's Register."""
-
-    site_id: str
-    claims: tuple[AssetClaim, ...]
-    agent_version: str = ""
-    protocol_version: int = 0
-    legacy_asset_id: str = ""
-
-    @property
-    def legacy(self) -> bool:
-        """A legacy single-asset agent: only ``asset_id``, no asset list."""
-        return not self.claims and bool(self.legacy_asset_id)
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """A claimed asset the headend refused, and why."""
-
-    asset_id: str
-    code: RejectCodeName
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimOutcome:
-    """The registry's verdict on a Register."""
-
-    site_known: bool
-    accepted: tuple[str, ...]
-    rejected: tuple[Rejection, ...]
-    default_asset_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class RegisterReply:
-    """What the headend answers a Register with."""
-
-    accepted: tuple[str, ...]
-    rejected: tuple[Rejection, ...]
-    session_id: UUID
-    epoch: int
-    watermarks: dict[str, int]
-    protocol_version: int
-    default_asset_id: str
-    heartbeat_interval_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,60 +246,3 @@ class DispatchView:
     def requested_kw(self) -> float:
         """What the operator asked for (the dispatch's power_kw)."""
         return self.power_kw
-
-
-@dataclass(frozen=True, slots=True)
-class LatestReading:
-    """A stored reading of an asset (fields in ``TELEMETRY_COLUMNS`` order)."""
-
-    asset_id: str
-    seq: int
-    ts: datetime
-    received_at: datetime
-    power_kw: float
-    soc_pct: float | None
-    status: int
-    setpoint_kw: float | None
-    setpoint_id: str | None
-    available_min_kw: float | None = None
-    available_max_kw: float | None = None
-    min_stable_kw: float | None = None
-    setpoint_ends_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """An asset's live operating envelope as its newest reading reported it (§3a).
-
-    ``available_min_kw`` / ``available_max_kw``: what the device can be set to now (None:
-    the device did not say; its registered limit applies on that side). ``min_stable_kw``:
-    a semi-continuous asset is off (0) or within [min_stable_kw, available_max_kw] (None
-    or 0: continuous). ``ts``: when the reading was taken (gateway clock).
-    """
-
-    available_min_kw: float | None
-    available_max_kw: float | None
-    min_stable_kw: float | None
-    ts: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class GatewayView:
-    """A known gateway (site) and its connection state."""
-
-    site_id: str
-    connected: bool
-    connected_since: datetime | None
-    last_seen: datetime | None
-    assets_served: tuple[str, ...]
-    remote: str | None
-    agent_version: str | None
-    epoch: int | None = None
-    session_id: UUID | None = None
-    disconnect_reason: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
-
-
-def status_name(code: int) -> str:
-    """Lower-case name of an AssetStatus number (``unspecified`` for unknown values)."""
-    return STATUS_NAMES[code] if 0 <= code < len(STATUS_NAMES) else "unspecified"
