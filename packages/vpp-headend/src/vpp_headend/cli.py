@@ -9,25 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from .db.embedded import EmbeddedUnavailableError, start_embedded
+from .cli_options import DatabaseUrl, DataDir, LogLevel, database, settings_from_env
+from .cli_security import certs_app, tokens_app
 from .db.engine import make_engine
-from .db.migrate import upgrade
 from .db.partitions import drop_partitions_before
-from .db.url import redacted
 from .errors import HeadendError
 from .eventloop import LoopUnavailableError, loop_factory
-from .logs import configure_logging, log_event
+from .logs import configure_logging
+from .registry import Registry
 from .rollup import Rolled, Skipped, delete_rollups_before, rollup
-from .settings import Settings, SettingsError
 
 log = logging.getLogger("vpp_headend.cli")
 
@@ -36,52 +32,6 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schema and retention."
 assets_app = typer.Typer(no_args_is_help=True, help="The asset registry.")
 app.add_typer(db_app, name="db")
 app.add_typer(assets_app, name="assets")
-
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url",
-        help="libpq URL, e.g. postgresql://user@host:5432/vpp (env VPP_DATABASE_URL). "
-        "None: embedded PostgreSQL in --data-dir.",
-        show_default=False,
-    ),
-]
-DataDir = Annotated[
-    Path | None,
-    typer.Option("--data-dir", help="Embedded PostgreSQL data directory (default .vpp/pgdata)"),
-]
-LogLevel = Annotated[str, typer.Option("--log-level", envvar="VPP_LOG_LEVEL")]
-
-
-def _settings(**explicit: Any) -> Settings:
-    try:
-        return Settings.from_env(os.environ, **explicit)
-    except SettingsError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-
-
-@contextmanager
-def _database(settings: Settings, *, migrate: bool) -> Iterator[Settings]:
-    """Settings with a database URL: the configured one, or an embedded server's."""
-    if settings.database_url is not None:
-        if migrate:
-            upgrade(settings.database_url)
-            log_event(log, "migrated", database=redacted(settings.database_url))
-        yield settings
-        return
-    try:
-        embedded = start_embedded(settings.data_dir)
-    except EmbeddedUnavailableError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    log_event(log, "embedded_postgres", data_dir=str(embedded.data_dir), url=embedded.url)
-    try:
-        upgrade(embedded.url)
-        log_event(log, "migrated", database="embedded", data_dir=str(embedded.data_dir))
-        yield settings.with_(database_url=embedded.url)
-    finally:
-        embedded.stop()
 
 
 @app.command()
@@ -132,7 +82,7 @@ def serve(
 ) -> None:
     """Serve the REST API and the gRPC agent service until SIGINT/SIGTERM."""
     configure_logging(log_level)
-    settings = _settings(
+    settings = settings_from_env(
         host=host,
         http_port=http_port,
         grpc_port=grpc_port,
@@ -154,7 +104,7 @@ def serve(
     except LoopUnavailableError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    with _database(settings, migrate=migrate) as ready:
+    with database(settings, migrate=migrate) as ready:
         try:
             with asyncio.Runner(loop_factory=factory) as runner:
                 started = runner.run(run(ready))
@@ -171,8 +121,8 @@ def db_upgrade(
 ) -> None:
     """Migrate the database schema to the newest revision."""
     configure_logging(log_level)
-    settings = _settings(database_url=database_url, data_dir=data_dir)
-    with _database(settings, migrate=True):
+    settings = settings_from_env(database_url=database_url, data_dir=data_dir)
+    with database(settings, migrate=True):
         pass
     typer.echo("database is at the newest schema revision")
 
@@ -192,14 +142,14 @@ def db_prune(
 ) -> None:
     """Drop whole daily telemetry partitions and delete rollups older than the retention."""
     configure_logging(log_level)
-    settings = _settings(
+    settings = settings_from_env(
         database_url=database_url,
         data_dir=data_dir,
         retention_days=days,
         rollup_retention_days=rollup_days,
     )
     now = datetime.now(UTC)
-    with _database(settings, migrate=False) as ready:
+    with database(settings, migrate=False) as ready:
         assert ready.database_url is not None
         cutoff = now.date() - timedelta(days=ready.retention_days)
         rollup_cutoff = now - timedelta(days=ready.rollup_retention_days)
@@ -240,10 +190,10 @@ def db_rollup(
 ) -> None:
     """Roll telemetry up into one-minute rows (telemetry_1m); safe beside running headends."""
     configure_logging(log_level)
-    settings = _settings(database_url=database_url, data_dir=data_dir)
+    settings = settings_from_env(database_url=database_url, data_dir=data_dir)
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
-    with _database(settings, migrate=False) as ready:
+    with database(settings, migrate=False) as ready:
         assert ready.database_url is not None
         done = asyncio.run(_rollup(ready.database_url, since, ready.rollup_overlap_s))
     if isinstance(done, Rolled):
@@ -281,8 +231,8 @@ def assets_import(
     except SiteFileError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    settings = _settings(database_url=database_url, data_dir=data_dir)
-    with _database(settings, migrate=False) as ready:
+    settings = settings_from_env(database_url=database_url, data_dir=data_dir)
+    with database(settings, migrate=False) as ready:
         assert ready.database_url is not None
         try:
             results = asyncio.run(_import(ready.database_url, sites))
@@ -298,8 +248,6 @@ def assets_import(
 
 
 async def _import(url: str, sites: list[Any]) -> list[Any]:
-    from .registry import Registry
-
     engine = make_engine(url, pool_size=1)
     try:
         registry = Registry(engine)
@@ -307,9 +255,6 @@ async def _import(url: str, sites: list[Any]) -> list[Any]:
     finally:
         await engine.dispose()
 
-
-# The security commands use the helpers above, so they are attached last.
-from .cli_security import certs_app, tokens_app  # noqa: E402
 
 app.add_typer(certs_app, name="certs")
 app.add_typer(tokens_app, name="tokens")

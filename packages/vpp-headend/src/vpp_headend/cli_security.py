@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from .cli import DatabaseUrl, DataDir, LogLevel, _database, _settings
+from .cli_options import DatabaseUrl, DataDir, LogLevel, database, settings_from_env
 from .db.engine import make_engine
 from .logs import configure_logging
 
@@ -118,8 +118,8 @@ def certs_revoke(
             fp = cert_fingerprint(Path(what))
         except (OSError, ValueError) as exc:
             raise _fail(f"{what} is neither a sha256 fingerprint nor a PEM file: {exc}") from None
-    settings = _settings(database_url=database_url, data_dir=data_dir)
-    with _database(settings, migrate=False) as ready:
+    settings = settings_from_env(database_url=database_url, data_dir=data_dir)
+    with database(settings, migrate=False) as ready:
         assert ready.database_url is not None
         url = ready.database_url
 
@@ -149,9 +149,9 @@ def tokens_create(
     if role not in ROLES:
         raise _fail(f"--role must be one of {', '.join(ROLES)}, not {role!r}")
     configure_logging(log_level)
-    settings = _settings(database_url=database_url, data_dir=data_dir)
+    settings = settings_from_env(database_url=database_url, data_dir=data_dir)
     token_id, token = new_token()
-    with _database(settings, migrate=False) as ready:
+    with database(settings, migrate=False) as ready:
         assert ready.database_url is not None
         url = ready.database_url
 
@@ -175,8 +175,8 @@ def tokens_list(
     from .db.security_repo import list_tokens
 
     configure_logging(log_level)
-    settings = _settings(database_url=database_url, data_dir=data_dir)
-    with _database(settings, migrate=False) as ready:
+    settings = settings_from_env(database_url=database_url, data_dir=data_dir)
+    with database(settings, migrate=False) as ready:
         assert ready.database_url is not None
         url = ready.database_url
 
@@ -207,8 +207,8 @@ def tokens_revoke(
     from .db.security_repo import revoke_token
 
     configure_logging(log_level)
-    settings = _settings(database_url=database_url, data_dir=data_dir)
-    with _database(settings, migrate=False) as ready:
+    settings = settings_from_env(database_url=database_url, data_dir=data_dir)
+    with database(settings, migrate=False) as ready:
         assert ready.database_url is not None
         url = ready.database_url
 
