@@ -46,9 +46,9 @@ import vpp_protocol as vp
 from vpp_headend import Settings
 from vpp_headend.convert import Row, reading_row
 from vpp_headend.db.migrate import upgrade
+from vpp_headend.db.telemetry_repo import COPY_TELEMETRY, copy_rows
 from vpp_headend.eventloop import loop_factory
 from vpp_headend.headend import Headend
-from vpp_headend.ingest import COPY_TELEMETRY, copy_rows
 from vpp_headend.serve import run
 from vpp_protocol.sitefile import parse_site_file
 from vpp_protocol.upb import pb
@@ -223,26 +223,19 @@ def _site_yaml(site: int, assets: int) -> str:
 
 async def _register_site(url: str, assets: int) -> None:
     """Register site g0 (the dispatch target) without the ingest runs."""
-    headend = Headend(Settings(database_url=url, http_port=0, grpc_port=0))
-    await headend.start()
-    try:
+    async with Headend.open(Settings(database_url=url, http_port=0, grpc_port=0)) as headend:
         await headend.registry.import_site(parse_site_file(_site_yaml(0, assets)))
-    finally:
-        await headend.stop()
 
 
 async def ingest(url: str, args: argparse.Namespace) -> dict[str, float]:
     total = args.gateways * args.readings
     await _truncate(url)
     settings = Settings(database_url=url, http_port=0, grpc_port=0, heartbeat_interval_s=30)
-    headend = Headend(settings)
-    await headend.start()
-    try:
+    async with Headend.open(settings) as headend:
         for g in range(args.gateways):
             await headend.registry.import_site(parse_site_file(_site_yaml(g, args.assets)))
         ctx = mp.get_context("spawn")
         ready, go = ctx.Event(), ctx.Event()
-        assert headend.grpc_port is not None
         client = ctx.Process(
             target=_client_main,
             args=(
@@ -271,8 +264,6 @@ async def ingest(url: str, args: argparse.Namespace) -> dict[str, float]:
         cpu = time.process_time() - cpu0
         stored = stored_rows()
         await asyncio.to_thread(client.join, 30)
-    finally:
-        await headend.stop()
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT count(*) FROM telemetry").fetchone()
         in_db = int(row[0]) if row else 0
@@ -287,7 +278,7 @@ async def ingest(url: str, args: argparse.Namespace) -> dict[str, float]:
 
 async def copy_ceiling(url: str, args: argparse.Namespace) -> dict[str, float]:
     """The database's side alone: the same readings, already rows, written by the
-    headend's own COPY (`ingest.copy_rows`, batches of ``ingest_batch_rows``, a commit
+    headend's own COPY (`db.telemetry_repo.copy_rows`, batches of ``ingest_batch_rows``, a commit
     each) on one connection — no gRPC, no decode. What end to end could reach at best
     with PostgreSQL on these cores."""
     now = datetime.now(UTC)

@@ -75,22 +75,18 @@ async def pilot(tmp_path: Path, db_url: str) -> AsyncIterator[Pilot]:
         tls_client_ca=pki / "ca.pem",
         **HEADEND_FAST,
     )
-    headend = Headend(settings)
-    await headend.start()
     registry = (
         "site_id: site-a\n"
         "assets:\n"
         "  - {asset_id: a-pv-1, kind: pv, capacity_kw: 10}\n"
         f"  - {{asset_id: a-bess-1, kind: bess, capacity_kw: 10, credential: {LOCKED}}}\n"
     )
-    await headend.registry.import_site(parse_site_file(registry))
-    await headend.registry.import_site(
-        parse_site_file("site_id: site-b\nassets:\n  - {asset_id: b-pv-1, kind: pv}\n")
-    )
-    try:
+    async with Headend.open(settings) as headend:
+        await headend.registry.import_site(parse_site_file(registry))
+        await headend.registry.import_site(
+            parse_site_file("site_id: site-b\nassets:\n  - {asset_id: b-pv-1, kind: pv}\n")
+        )
         yield Pilot(tmp_path, headend)
-    finally:
-        await headend.stop()
 
 
 def _site_file(

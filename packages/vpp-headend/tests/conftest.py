@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,6 +16,7 @@ import betterproto2
 import pytest
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError, StreamTerminatedError
+from headend_waits import eventually
 from litestar.testing import AsyncTestClient
 
 import vpp_protocol as vp
@@ -62,10 +62,11 @@ class Running:
 
     headend: Headend
     http: Any  # AsyncTestClient
+    #: Closes the headend (the HTTP client stays open); the fixture calls it at the end too.
+    stop: Callable[[], Awaitable[None]]
 
     @property
     def grpc_port(self) -> int:
-        assert self.headend.grpc_port is not None
         return self.headend.grpc_port
 
     async def import_site(self, yaml_text: str) -> None:
@@ -91,21 +92,19 @@ class Running:
             body = await self.dispatch_state(dispatch_id)
             return bool(body["state"] == state)
 
-        await eventually(check, within, f"dispatch {dispatch_id} never reached {state}: {body}")
+        await eventually(
+            check, within, lambda: f"dispatch {dispatch_id} never reached {state}: {body}"
+        )
         return body
 
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], within: float = 5.0, message: str = "condition not met"
-) -> None:
-    """Poll ``check`` until it is true (a test fails after ``timeout``)."""
-    deadline = time.monotonic() + within
-    while True:
-        if await check():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(message)
-        await asyncio.sleep(0.02)
+    async def nothing_queued_before(self, agent: Agent, asset_id: str) -> str:
+        """Barrier for "nothing was sent": a dispatch to ``asset_id`` POSTed now is the
+        next message ``agent`` gets, so nothing was queued on its stream before it (a
+        session's outbox and its stream are FIFO). Returns the probe's dispatch id."""
+        probe = (await self.dispatch(asset_id=asset_id, power_kw=1.0))["dispatch_id"]
+        got = await agent.setpoint()  # any other message first fails in `Agent.recv`
+        assert got.setpoint_id == probe, f"a setpoint was queued before the probe: {got}"
+        return str(probe)
 
 
 @pytest.fixture
@@ -122,13 +121,11 @@ async def start_headend(
 
     async def start(**overrides: Any) -> Running:
         s = settings.with_(**overrides) if overrides else settings
-        headend = Headend(s)
-        await headend.start()
-        stack.push_async_callback(headend.stop)
-        app = create_app(s, headend)
-        client = AsyncTestClient(app)
-        await stack.enter_async_context(client)
-        return Running(headend, client)
+        own = contextlib.AsyncExitStack()
+        headend = await own.enter_async_context(Headend.open(s))
+        stack.push_async_callback(own.aclose)
+        client = await stack.enter_async_context(AsyncTestClient(create_app(s, headend)))
+        return Running(headend, client, own.aclose)
 
     async with stack:
         yield start
@@ -225,7 +222,9 @@ class Agent:
                     raise AssertionError(f"expected {kind}, got {msg}")
 
     async def no_message(self, kind: str, wait: float = 0.3) -> None:
-        """Assert that no message of ``kind`` arrives within ``wait`` seconds."""
+        """Assert that no message of ``kind`` arrives within ``wait`` seconds. A fixed
+        wait passes when the headend is merely slow: prefer the barrier
+        `Running.nothing_queued_before`."""
         with contextlib.suppress(TimeoutError):
             msg = await self.recv(kind, wait)
             raise AssertionError(f"unexpected {kind}: {msg}")
@@ -343,7 +342,7 @@ def site_yaml() -> Callable[..., str]:
 
 @pytest.fixture(name="eventually")
 def eventually_fixture() -> Callable[..., Awaitable[None]]:
-    """``await eventually(async_check, timeout, message)``."""
+    """``await eventually(check, within, message)``; ``check`` may be sync or async."""
     return eventually
 
 

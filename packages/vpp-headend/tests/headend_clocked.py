@@ -36,7 +36,6 @@ class Clocked:
 
     @property
     def grpc_port(self) -> int:
-        assert self.headend.grpc_port is not None
         return self.headend.grpc_port
 
     async def import_site(self, yaml_text: str) -> None:
@@ -73,10 +72,8 @@ class Clocked:
 async def clocked_headend(settings: Settings) -> AsyncIterator[Clocked]:
     """A started headend with ``settings`` on a `ShiftedClock`, and its REST client."""
     clock = ShiftedClock()
-    headend = Headend(settings, clock=clock)
-    await headend.start()
-    try:
-        async with AsyncTestClient(create_app(settings, headend)) as http:
-            yield Clocked(headend, http, clock)
-    finally:
-        await headend.stop()
+    async with (
+        Headend.open(settings, clock=clock) as headend,
+        AsyncTestClient(create_app(settings, headend)) as http,
+    ):
+        yield Clocked(headend, http, clock)

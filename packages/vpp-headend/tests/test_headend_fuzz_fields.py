@@ -30,6 +30,7 @@ from google.protobuf import text_format
 from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
+from headend_waits import eventually
 from hypothesis import HealthCheck, Phase, assume, event, given, settings
 from hypothesis import strategies as st
 from litestar.testing import AsyncTestClient
@@ -394,9 +395,7 @@ class Stage:
 
     async def _start(self) -> None:
         self._stack = stack = contextlib.AsyncExitStack()
-        self.headend = Headend(self._settings)
-        await self.headend.start()
-        stack.push_async_callback(self.headend.stop)
+        self.headend = await stack.enter_async_context(Headend.open(self._settings))
         app = create_app(self._settings, self.headend)
         self.http = await stack.enter_async_context(AsyncTestClient(app))
         for site, assets, groups in (("site-f", ["f-1", "f-2"], ["g-1"]), ("site-c", ["c-1"], [])):
@@ -436,12 +435,20 @@ class Stage:
         assert not a.ended.is_set(), f"the canary's stream ended ({a.error!r}) after {example}"
         self.seq += 1
         a.send(telemetry=a.telemetry("c-1", 3.0, seq=self.seq))
-        deadline = time.monotonic() + 5.0
-        while (stored := await self.scalar(_CANARY_SEQ)) != self.seq:
-            assert time.monotonic() < deadline, (
+        stored: Any = None
+
+        async def landed() -> bool:
+            nonlocal stored
+            stored = await self.scalar(_CANARY_SEQ)
+            return bool(stored == self.seq)
+
+        await eventually(
+            landed,
+            5.0,
+            lambda: (
                 f"the canary's reading {self.seq} was not stored (have {stored}) after {example}"
-            )
-            await asyncio.sleep(0.02)
+            ),
+        )
 
     async def scalar(self, sql: str) -> Any:
         async with self.headend.engine.connect() as conn:

@@ -299,7 +299,6 @@ class Clocked:
 
     @property
     def grpc_port(self) -> int:
-        assert self.headend.grpc_port is not None
         return self.headend.grpc_port
 
     async def state(self, dispatch_id: str) -> dict[str, Any]:
@@ -326,13 +325,11 @@ async def clocked(
     """A headend on a clock the test moves; ack grace 10 s (of that clock)."""
     clock = ShiftedClock()
     s = settings.with_(ack_grace_s=10.0)
-    headend = Headend(s, clock=clock)
-    await headend.start()
-    try:
-        async with AsyncTestClient(create_app(s, headend)) as http:
-            yield Clocked(headend, http, clock, eventually)
-    finally:
-        await headend.stop()
+    async with (
+        Headend.open(s, clock=clock) as headend,
+        AsyncTestClient(create_app(s, headend)) as http,
+    ):
+        yield Clocked(headend, http, clock, eventually)
 
 
 async def _received_dispatch(clocked: Clocked, agent: Any, site_yaml: Any) -> str:

@@ -4,8 +4,6 @@ one replica to the other is taken over cleanly (epoch fence, SUPERSEDED)."""
 
 from __future__ import annotations
 
-import asyncio
-
 import vpp_protocol as vp
 
 
@@ -77,8 +75,9 @@ async def test_pending_dispatch_is_delivered_by_the_replica_the_gateway_joins(
     assert sp.setpoint_id == body["dispatch_id"]
     gw.ack(sp.setpoint_id, vp.AckState.APPLIED, asset_id="p-1", applied_kw=2.0)
     await a.wait_state(body["dispatch_id"], "applied")
-    # Delivered once: A did not send a copy anywhere and B sends no second one.
-    await gw.no_message("setpoint", 0.3)
+    # Delivered once: A did not send a copy anywhere and B sends no second one. Barrier:
+    # a dispatch POSTed to A now (NOTIFY, then B) is the next message the gateway gets.
+    await a.nothing_queued_before(gw, "p-1")
 
 
 async def test_missed_takeover_notification_is_caught_by_the_epoch_check(
@@ -92,16 +91,21 @@ async def test_missed_takeover_notification_is_caught_by_the_epoch_check(
     on_a = await agents(a.grpc_port, "site-m")
     await on_a.register(["m-1"])
     # Simulate a lost notification: A stops listening before the takeover.
-    listener = a.headend._listener
-    assert listener is not None
+    listener = a.headend.listener
     await listener.stop()
     on_b = await agents(b.grpc_port, "site-m")
     await on_b.register(["m-1"])
     # A still believes it holds the site until it next persists the gateway's last_seen
-    # (at most once per heartbeat interval, 0.5 s here).
+    # (at most once per heartbeat interval, 0.5 s here, on the monotonic clock).
     assert a.headend.sessions.for_site("site-m") is not None
-    for n in range(4):
-        on_a.send(heartbeat=vp.Heartbeat(ts=None, seq=n + 1))
-        await asyncio.sleep(0.25)
+    seq = 0
+
+    def heartbeat_then_check() -> bool:
+        nonlocal seq
+        seq += 1
+        on_a.send(heartbeat=vp.Heartbeat(ts=None, seq=seq))
+        return a.headend.sessions.for_site("site-m") is None
+
+    await eventually(heartbeat_then_check, 5, "A never noticed the takeover", every=0.1)
     assert await on_a.closed_reason(3) == vp.CloseReason.SUPERSEDED
     assert a.headend.sessions.for_site("site-m") is None

@@ -177,7 +177,7 @@ async def test_request_durations_are_exported_by_route_template(running, site_ya
 
 async def test_ready_is_503_when_the_grpc_server_is_down(start_headend) -> None:
     h = await start_headend()
-    await h.headend.stop()
+    await h.stop()
     resp = await h.http.get("/ready")
     assert_problem(resp, 503)
     assert "gRPC" in resp.json()["detail"]

@@ -74,9 +74,15 @@ async def test_agent_heartbeats_keep_the_session_open(running, agents, site_yaml
     agent = await agents(running.grpc_port, "site-a")
     agent.answer_heartbeats = False  # only the heartbeats sent below keep it open
     await agent.register(["a-1"])
-    for n in range(8):  # 2 s, i.e. 4 intervals
-        agent.send(heartbeat=vp.Heartbeat(ts=None, seq=n + 1))
-        await asyncio.sleep(0.25)
+    # The headend's own heartbeat n comes n intervals in: by the 4th, a silent stream
+    # would have been closed (3 intervals), and `recv` fails on a SessionClosed.
+    for n in range(1, 5):
+        agent.send(heartbeat=vp.Heartbeat(ts=None, seq=n))
+        beat = await agent.recv("heartbeat", 3)
+        assert beat.heartbeat is not None
+        assert beat.heartbeat.seq == n
+    body = await running.dispatch(asset_id="a-1", power_kw=1.0)  # the stream still serves
+    assert (await agent.setpoint()).setpoint_id == body["dispatch_id"]
     assert not agent.ended.is_set()
     assert running.headend.sessions.for_site("site-a") is not None
 
@@ -94,7 +100,7 @@ async def test_graceful_shutdown_closes_every_stream_with_a_reason(
     await b.register(["b-1"])
     a.send_batch([a.telemetry("a-1", seq=n) for n in range(1, 51)])
     await asyncio.sleep(0.05)
-    await h.headend.stop()
+    await h.stop()
     assert await a.closed_reason() == vp.CloseReason.SERVER_SHUTDOWN
     assert await b.closed_reason() == vp.CloseReason.SERVER_SHUTDOWN
     await a.wait_ended()
@@ -238,10 +244,10 @@ async def test_heartbeats_persist_last_seen_of_every_gateway(
 
     first = last_seen()
     assert set(first) == set(sites)
-    for n in range(1, 5):  # 4 heartbeats over 2 s: at least one per interval (0.5 s)
+    for n in range(1, 5):  # one heartbeat per interval, paced by the headend's own
         for agent in clients:
+            await agent.recv("heartbeat", 3)
             agent.send(heartbeat=vp.Heartbeat(ts=None, seq=n))
-        await asyncio.sleep(0.5)
 
     async def advanced() -> bool:
         now = last_seen()

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import vpp_protocol as vp
-from vpp_headend.ingest import RowQueue
+from vpp_headend.row_queue import RowQueue
 
 # Readings are stamped on a fixed grid (a second apart, in the recent past).
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=100)
@@ -16,6 +16,12 @@ BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=100)
 
 def _ts(n: int) -> datetime:
     return BASE + timedelta(seconds=n)
+
+
+async def _one_loop_turn() -> None:
+    """Let every task that is ready run up to its next wait: asyncio runs ready tasks in
+    order, so a task created before this call has taken its first step when it returns."""
+    await asyncio.sleep(0)
 
 
 async def test_duplicates_dropped_gaps_counted_latest_and_history(
@@ -71,7 +77,9 @@ async def test_duplicates_dropped_gaps_counted_latest_and_history(
     assert dict(result.telemetry_watermarks) == {"a-1": 9, "a-2": 1}
 
 
-async def test_invalid_readings_are_dropped_and_counted(running, agents, site_yaml) -> None:
+async def test_invalid_readings_are_dropped_and_counted(
+    running, agents, site_yaml, eventually
+) -> None:
     await running.import_site(site_yaml("site-a", ["a-1"]))
     agent = await agents(running.grpc_port, "site-a")
     await agent.register(["a-1"])
@@ -84,7 +92,11 @@ async def test_invalid_readings_are_dropped_and_counted(running, agents, site_ya
             agent.telemetry("a-1", seq=4),
         ]
     )
-    await asyncio.sleep(0.3)
+
+    async def valid_one_stored() -> bool:  # the last of the frame: all of it was handled
+        return (await running.http.get("/telemetry/a-1/history")).json()["count"] >= 1
+
+    await eventually(valid_one_stored, 5, "the valid reading was never stored")
     hist = (await running.http.get("/telemetry/a-1/history")).json()
     assert [r["seq"] for r in hist["readings"]] == [4]
     metrics = (await running.http.get("/metrics")).text
@@ -107,7 +119,7 @@ async def test_restart_keeps_pending_dispatches_and_history(
         return (await first.http.get("/telemetry/a-1/history")).json()["count"] == 20
 
     await eventually(stored, 5, "history not stored before the restart")
-    await first.headend.stop()
+    await first.stop()
     await agent.wait_ended()
 
     second = await start_headend()
@@ -142,13 +154,14 @@ async def test_row_queue_blocks_producers_when_full() -> None:
     row = ("a", 1, datetime.now(UTC), datetime.now(UTC), 1.0, None, 1, None, None)
     await queue.put([row, row])
     blocked = asyncio.create_task(queue.put([row, row]))
-    await asyncio.sleep(0.05)
+    await _one_loop_turn()
     assert not blocked.done()  # backpressure: the producer waits, nothing is dropped
+    assert queue.depth == 2
     assert len(await queue.get(10)) == 2
     await asyncio.wait_for(blocked, 1)
     assert queue.depth == 2
     huge = asyncio.create_task(queue.put([row] * 10))  # bigger than the queue: waits for empty
-    await asyncio.sleep(0.05)
+    await _one_loop_turn()
     assert not huge.done()
     assert len(await queue.get(1)) == 1
     assert len(await queue.get(10)) == 1
@@ -173,7 +186,7 @@ async def test_row_queue_many_waiting_producers_all_get_through() -> None:
             await queue.put(chunk(p, i))
 
     producers = [asyncio.create_task(producer(p)) for p in range(300)]
-    await asyncio.sleep(0.01)
+    await _one_loop_turn()  # each has put what fitted and waits for room
     cancelled = producers[100:110]
     for t in cancelled:
         t.cancel()
@@ -231,16 +244,14 @@ async def test_latest_is_read_from_history_when_this_process_has_none(
 
 
 async def test_latest_values_are_flushed_in_chunks_and_never_move_back(
-    running, agents, site_yaml, db_url, eventually, monkeypatch
+    start_headend, agents, site_yaml, db_url, eventually
 ) -> None:
     """telemetry_latest (what a restarted or other replica starts from) gets the newest
     reading of every asset, over several flush transactions, and a flush never replaces
     a newer row written by someone else (another replica) with an older one."""
     import psycopg
 
-    import vpp_headend.ingest as ingest_module
-
-    monkeypatch.setattr(ingest_module, "_LATEST_CHUNK", 2)  # 5 assets → 3 transactions
+    running = await start_headend(latest_flush_chunk_rows=2)  # 5 assets → 3 transactions
     assets = [f"a-{i}" for i in range(1, 6)]
     await running.import_site(site_yaml("site-a", assets))
     agent = await agents(running.grpc_port, "site-a")
@@ -284,7 +295,9 @@ async def test_a_stream_held_by_backpressure_is_not_a_silent_gateway(
 ) -> None:
     """While the database stalls the writer and the full queue holds a stream, the
     gateway's heartbeats wait in our buffers: the session must not be closed for
-    silence (3 intervals = 1.5 s here), and everything is stored once the stall ends."""
+    silence (3 intervals = 1.5 s here), and everything is stored once the stall ends.
+    The headend's own heartbeats still reach the gateway: each is a turn of the sender
+    that checks for silence, so five of them while the stream is held span the limit."""
     import psycopg
 
     h = await start_headend(ingest_queue_rows=20, ingest_batch_rows=10)
@@ -299,8 +312,17 @@ async def test_a_stream_held_by_backpressure_is_not_a_silent_gateway(
             agent.send_batch(
                 [agent.telemetry("a-1", seq=n, ts=_ts(0)) for n in range(start, start + 50)]
             )
-        await asyncio.sleep(2.5)  # five heartbeat intervals
+
+        async def held() -> bool:
+            return session.backpressured
+
+        await eventually(held, 5, "the full queue never held the stream")
+        while not agent.incoming.empty():  # what was sent before the stream was held
+            agent.incoming.get_nowait()
+        for _ in range(5):
+            await agent.recv("heartbeat", within=2.0)
         assert session.backpressured
+        assert not agent.ended.is_set()
         await blocker.rollback()
 
     async def all_stored() -> bool:

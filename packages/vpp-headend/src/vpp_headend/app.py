@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import TypeAlias
 
 from litestar import Litestar
-from litestar.datastructures import MutableScopeHeaders
-from litestar.di import Provide
+from litestar.datastructures import MutableScopeHeaders, State
+from litestar.di import NamedDependency, Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import Message, Scope
@@ -21,31 +23,28 @@ from .api.registry import RegistryController
 from .api.telemetry import TelemetryController
 from .api.timing import request_timing
 from .auth import SECURITY_HEADERS, STRICT_CSP, auth_guard
+from .dispatch import DispatchService
+from .gateways import GatewayService
 from .headend import Headend
+from .metrics import Metrics
+from .registry import Registry
 from .settings import Settings
+from .telemetry_queries import TelemetryQueries
 
 
-def create_app(
-    settings: Settings, headend: Headend | None = None, *, own_headend: bool | None = None
-) -> Litestar:
-    """The REST app. Without ``headend`` the app creates one and its lifespan starts and
-    stops it (engine, ingest writer, gRPC server); with one, the caller owns it unless
-    ``own_headend`` hands it over (the lifespan then stops it, starting it if needed)."""
-    owned = headend is None if own_headend is None else own_headend
-    runtime = headend if headend is not None else Headend(settings)
+def create_app(settings: Settings, headend: Headend | None = None) -> Litestar:
+    """The REST app. Without ``headend`` its lifespan opens one on ``settings`` (engine,
+    ingest writer, gRPC server) and closes it at shutdown; a given one stays the caller's."""
+    metrics = headend.metrics if headend is not None else Metrics()
 
     @asynccontextmanager
-    async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        if owned and not runtime.started:
-            await runtime.start()
-        try:
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if headend is not None:
             yield
-        finally:
-            if owned:
-                await runtime.stop()
-
-    def provide_headend() -> Headend:
-        return runtime
+            return
+        async with Headend.open(settings, metrics=metrics) as opened:
+            app.state.headend = opened
+            yield
 
     app = Litestar(
         route_handlers=[
@@ -54,11 +53,11 @@ def create_app(
             DispatchController,
             OpsController,
         ],
-        dependencies={"headend": Provide(provide_headend, sync_to_thread=False)},
+        dependencies=dependencies(),
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         guards=[auth_guard, require_json],
-        middleware=[request_timing(runtime.metrics.http_requests)],
+        middleware=[request_timing(metrics.http_requests)],
         before_send=[security_headers],
         openapi_config=OpenAPIConfig(
             title="VPP headend",
@@ -78,7 +77,8 @@ def create_app(
         logging_config=None,
         debug=False,
     )
-    app.state.headend = runtime
+    if headend is not None:
+        app.state.headend = headend
     return app
 
 
@@ -94,6 +94,53 @@ async def security_headers(message: Message, scope: Scope) -> None:
             headers[name] = value
     if not scope["path"].startswith("/schema"):
         headers["Content-Security-Policy"] = STRICT_CSP
+
+
+#: The running headend, as the providers below receive it (named ``headend``).
+Running: TypeAlias = NamedDependency[Headend]
+
+
+def _headend(state: State) -> Headend:
+    headend: Headend = state.headend
+    return headend
+
+
+def _dispatch(headend: Running) -> DispatchService:
+    return headend.dispatch
+
+
+def _gateways(headend: Running) -> GatewayService:
+    return headend.gateways
+
+
+def _registry(headend: Running) -> Registry:
+    return headend.registry
+
+
+def _telemetry(headend: Running) -> TelemetryQueries:
+    return headend.telemetry
+
+
+def _settings(headend: Running) -> Settings:
+    return headend.settings
+
+
+def _now(headend: Running) -> datetime:
+    return headend.clock()
+
+
+def dependencies() -> dict[str, Provide]:
+    """The controllers' named dependencies (`api/deps.py`), from the running headend."""
+    providers: dict[str, Callable[..., object]] = {
+        "headend": _headend,
+        "dispatch": _dispatch,
+        "gateways": _gateways,
+        "registry": _registry,
+        "telemetry": _telemetry,
+        "settings": _settings,
+        "now": _now,
+    }
+    return {name: Provide(fn, sync_to_thread=False) for name, fn in providers.items()}
 
 
 __all__ = ["create_app"]

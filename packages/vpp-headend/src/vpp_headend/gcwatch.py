@@ -1,33 +1,19 @@
 """Garbage-collector pauses: kept short, measured, exported and logged.
 
-A full (generation 2) collection walks every tracked object. With thousands of gateway
-streams (each an HTTP/2 connection, two tasks, buffers) that is millions of objects:
-measured at 5,000 gateways, a 0.6-1.6 s pause every ~20 s, in which no stream, dispatch
-or REST request moves — it set the p99 of both telemetry lag and dispatch latency.
-
 The policy, while a headend runs (process-wide; the last headend to stop restores it):
 
 * young collections on a clock, every ``freeze_interval_s`` (0.1 s), each followed by a
-  freeze (`gc.freeze`) of its survivors. CPython starts a young collection when
-  allocations *minus deallocations* pass a threshold; a stream's awaiting objects
-  (coroutines, futures, timers, the last message: ~12 per stream) are replaced on every
-  frame, so that count hardly moves while the young list fills with every stream's
-  current set: at 10,000 gateways each young or middle collection walked ~100,000
-  objects, 0.1-0.3 s every few seconds, and a 0.3 s stall at 75 % CPU takes ~1 s to
-  drain (it set the p99 of dispatch and telemetry lag). On a clock the young list holds
-  only what was made in the last tick (a few ms to walk); frozen survivors are out of
-  every later walk and leave the frozen set when they are freed, so the middle and old
-  generations stay nearly empty;
+  freeze (`gc.freeze`) of its survivors, so a walk sees only what the last tick made;
 * the threshold-driven young collection stays as a safety net at ``young_threshold``
   allocations (a burst between ticks);
-* every ``full_interval_s`` (6 h) everything is unfrozen and collected once: cyclic
-  garbage from objects frozen while alive is reclaimed then. That pause walks the whole
-  live set — 1.4-2.2 s at 10,000 gateways, after which telemetry runs seconds late for a
-  few seconds more — and it is logged. It is rare because little escapes the young
-  collections: 80 garbage objects in 40 s of steady load at 5,000 gateways.
+* every ``full_interval_s`` (6 h) everything is unfrozen and collected once, reclaiming
+  cyclic garbage of objects frozen while alive; that pause walks the whole live set and
+  is logged.
 
-Pauses are exported as ``vpp_gc_pause_seconds{generation}``; long ones are logged, so an
-operator can tell a GC stall from a slow database.
+Why: with thousands of streams CPython's own thresholds gave pauses of 0.1-1.6 s that set
+the p99 of telemetry lag and dispatch (docs/scaling.md, "Why the hot path looks as it
+does"). Pauses are exported as ``vpp_gc_pause_seconds{generation}``; long ones are logged,
+so an operator can tell a GC stall from a slow database.
 """
 
 from __future__ import annotations

@@ -18,12 +18,10 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class _LagText:
     """``vpp_telemetry_lag_seconds{asset_id}``: now − ts of the latest stored reading.
 
-    Written straight to exposition text, not through prometheus-client's collector: one
-    series per asset is tens of thousands of samples, and the generic path (a Sample per
-    value, label escaping, float formatting) took 430 ms for 30,000 assets and 1.4 s for
-    100,000 — in the event loop, stalling every stream and request at each scrape. Here the
-    escaped series name is kept per asset and the text is built in chunks that give the
-    loop its turn between them.
+    Written straight to exposition text, in chunks that give the loop its turn, with each
+    asset's escaped series name kept: prometheus-client's generic path stalled the loop
+    for a second per scrape at fleet size (docs/scaling.md, "Why the hot path looks as it
+    does").
     """
 
     HEADER = (
@@ -72,6 +70,14 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._lag: list[_LagText] = []
         r = self.registry
+        self._gateways_metrics(r)
+        self._telemetry_metrics(r)
+        self._ingest_metrics(r)
+        self._dispatch_metrics(r)
+        self._process_metrics(r)
+
+    def _gateways_metrics(self, r: CollectorRegistry) -> None:
+        """Sessions, Register refusals and protocol errors."""
         self.gateways_connected = Gauge(
             "vpp_gateways_connected", "Gateway sessions open on this headend", registry=r
         )
@@ -88,6 +94,9 @@ class Metrics:
         self.protocol_errors = Counter(
             "vpp_grpc_protocol_errors", "Malformed or out-of-order gRPC messages", registry=r
         )
+
+    def _telemetry_metrics(self, r: CollectorRegistry) -> None:
+        """Readings received, stored, and refused."""
         self.telemetry_received = Counter(
             "vpp_telemetry_received", "Readings received (before dedupe)", registry=r
         )
@@ -119,6 +128,9 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+
+    def _ingest_metrics(self, r: CollectorRegistry) -> None:
+        """The ingest tasks, queue and writes."""
         self.ingest_task_up = Gauge(
             "vpp_ingest_task_up",
             "1 while an ingest task runs (writer: history; latest: latest values), 0 while "
@@ -141,6 +153,9 @@ class Metrics:
             registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
+
+    def _dispatch_metrics(self, r: CollectorRegistry) -> None:
+        """Dispatch outcomes, acks and tracking error."""
         self.dispatches_created = Counter(
             "vpp_dispatches_created", "Dispatches created, by target kind", ["target"], registry=r
         )
@@ -173,6 +188,15 @@ class Metrics:
             registry=r,
             buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2),
         )
+        self.acks_ignored = Counter(
+            "vpp_setpoint_acks_ignored",
+            "Acks that changed nothing (repeats, unknown setpoint, late)",
+            ["why"],
+            registry=r,
+        )
+
+    def _process_metrics(self, r: CollectorRegistry) -> None:
+        """REST requests and database pool checkouts."""
         self.http_requests = Histogram(
             "vpp_http_request_duration_seconds",
             "REST requests: time in the app (auth, handler, database), by route template",
@@ -185,12 +209,6 @@ class Metrics:
             "Time to get a pooled database connection (waits while all are in use)",
             registry=r,
             buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10),
-        )
-        self.acks_ignored = Counter(
-            "vpp_setpoint_acks_ignored",
-            "Acks that changed nothing (repeats, unknown setpoint, late)",
-            ["why"],
-            registry=r,
         )
 
     def add_lag_source(

@@ -50,18 +50,14 @@ async def run(
 ) -> bool:
     """Serve until SIGINT/SIGTERM or ``stop`` is set; False if HTTP never started.
 
-    The headend starts first (database checks fail fast, with a clear message), then
-    uvicorn serves the app on the same loop. The app's lifespan owns the headend from
-    there: at shutdown (inside uvicorn, which re-raises the signal once it returns) the
-    headend ends every gRPC stream with SERVER_SHUTDOWN, flushes ingest, closes the
-    database.
+    The headend opens first (database checks fail fast, with a clear message), then
+    uvicorn serves the app on the same loop. Once uvicorn has stopped serving HTTP the
+    headend closes: every gRPC stream ends with SERVER_SHUTDOWN, ingest is flushed, the
+    database is closed.
     """
-    headend = Headend(settings)
-    await headend.start()
-    try:
-        app = create_app(settings, headend, own_headend=True)
+    async with Headend.open(settings) as headend:
         config = uvicorn.Config(
-            app,
+            create_app(settings, headend),
             host=settings.host,
             port=settings.http_port,
             log_config=None,
@@ -79,9 +75,6 @@ async def run(
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
         return bool(server.started)
-    finally:
-        if headend.started:  # uvicorn never ran the lifespan (e.g. the port was taken)
-            await headend.stop()
 
 
 async def _stop_on(stop: asyncio.Event, server: uvicorn.Server) -> None:
@@ -99,7 +92,7 @@ async def _announce(
         (s.getsockname()[1] for srv in server.servers for s in (srv.sockets or ())),
         headend.settings.http_port,
     )
-    grpc_port = headend.grpc_port or 0
+    grpc_port = headend.grpc_port
     log_event(
         log,
         "listening",

@@ -3,7 +3,6 @@ GET /dispatches."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, get_args
 from uuid import UUID
 
@@ -12,20 +11,12 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from ..domain import DispatchState
 from ..errors import NotFoundError, ValidationFailedError
-from .deps import HeadendDep
+from .bodies import CancelBody, DispatchBody, cancel_reason, dispatch_request
+from .deps import DispatchDep, NowDep, SettingsDep
+from .dispatch_out import DispatchOut, DispatchSummaryOut, dispatch_out, dispatch_summary_out
 from .dto import JsonBody
 from .params import AssetIdQuery, SiteIdQuery
 from .problems import problem_responses
-from .schemas import (
-    CancelBody,
-    DispatchBody,
-    DispatchOut,
-    DispatchSummaryOut,
-    cancel_reason,
-    dispatch_out,
-    dispatch_request,
-    dispatch_summary_out,
-)
 
 STATES = get_args(DispatchState)
 
@@ -54,23 +45,24 @@ class DispatchController(Controller):
     )
     async def create(
         self,
-        headend: HeadendDep,
+        dispatch: DispatchDep,
+        settings: SettingsDep,
+        now: NowDep,
         data: JSONBody[DispatchBody | None] = None,
         idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
     ) -> Response[DispatchOut]:
         """Validate, create and route; 202 with the dispatch."""
         if data is None:
             raise ValidationFailedError("body must be a JSON object", field="body")
-        s = headend.settings
         req = dispatch_request(
             data,
             idempotency_key=idempotency_key,
-            now=datetime.now(UTC),
-            default_ttl_s=s.default_ttl_s,
-            max_ttl_s=s.max_ttl_s,
-            max_duration_s=s.max_duration_s,
+            now=now,
+            default_ttl_s=settings.default_ttl_s,
+            max_ttl_s=settings.max_ttl_s,
+            max_duration_s=settings.max_duration_s,
         )
-        view, created = await headend.dispatch.create(req)
+        view, created = await dispatch.create(req)
         headers = {"Location": f"/dispatch/{view.dispatch_id}"}
         if not created:
             headers["Idempotent-Replayed"] = "true"
@@ -96,26 +88,26 @@ class DispatchController(Controller):
     )
     async def cancel(
         self,
-        headend: HeadendDep,
+        dispatch: DispatchDep,
         dispatch_id: FromPath[str],
         data: JSONBody[CancelBody | None] = None,
     ) -> Response[DispatchOut]:
         """Cancel; 202 with the dispatch (state ``cancelling`` or ``cancelled``)."""
         reason = cancel_reason(data)
-        view = await headend.dispatch.cancel(_dispatch_uuid(dispatch_id), reason)
+        view = await dispatch.cancel(_dispatch_uuid(dispatch_id), reason)
         return Response(dispatch_out(view), status_code=202)
 
     @get("/dispatch/{dispatch_id:str}", responses=problem_responses(400, 401, 404))
-    async def get_one(self, headend: HeadendDep, dispatch_id: FromPath[str]) -> DispatchOut:
+    async def get_one(self, dispatch: DispatchDep, dispatch_id: FromPath[str]) -> DispatchOut:
         """State, each transition with its time, per-site deliveries and per-asset acks;
         what was requested, allocated (taken by the devices), short, and delivered
         (measured from telemetry after it was applied), per dispatch and per asset."""
-        return dispatch_out(await headend.dispatch.get(_dispatch_uuid(dispatch_id)))
+        return dispatch_out(await dispatch.get(_dispatch_uuid(dispatch_id)))
 
     @get("/dispatches", responses=problem_responses(400, 401, 422))
     async def search(
         self,
-        headend: HeadendDep,
+        dispatch: DispatchDep,
         asset_id: AssetIdQuery = None,
         site_id: SiteIdQuery = None,
         state_filter: Annotated[
@@ -127,7 +119,7 @@ class DispatchController(Controller):
         """Dispatches, newest first."""
         if state_filter is not None and state_filter not in STATES:
             raise ValidationFailedError(f"state must be one of {', '.join(STATES)}", field="state")
-        views = await headend.dispatch.search(
+        views = await dispatch.search(
             asset_id=asset_id, site_id=site_id, state=state_filter, limit=limit
         )
         return [dispatch_summary_out(v) for v in views]

@@ -6,7 +6,7 @@ from litestar import Controller, Response, get
 
 from ..errors import UnavailableError
 from ..metrics import CONTENT_TYPE
-from .deps import HeadendDep
+from .deps import GatewaysDep, HeadendDep
 from .problems import problem_responses
 from .schemas import GatewayOut, gateway_out
 
@@ -35,6 +35,6 @@ class OpsController(Controller):
         return Response(await headend.metrics.render(), media_type=CONTENT_TYPE)
 
     @get("/gateways", responses=problem_responses(401))
-    async def gateways(self, headend: HeadendDep) -> list[GatewayOut]:
+    async def gateways(self, gateways: GatewaysDep) -> list[GatewayOut]:
         """Connected and known gateways (every registered site)."""
-        return [gateway_out(g) for g in await headend.gateways.list_gateways()]
+        return [gateway_out(g) for g in await gateways.list_gateways()]

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from litestar import Controller, get
 from litestar.params import QueryParameter
 
-from ..db.telemetry_repo import history, rollups
-from ..errors import NotFoundError, ValidationFailedError
-from .deps import HeadendDep
+from ..errors import ValidationFailedError
+from .bodies import utc
+from .deps import NowDep, TelemetryDep
 from .params import AssetIdPath
 from .problems import problem_responses
 from .schemas import (
@@ -20,7 +20,6 @@ from .schemas import (
     minute_out,
     reading_out,
     telemetry_out,
-    utc,
 )
 
 MAX_HISTORY = 10_000
@@ -33,18 +32,17 @@ class TelemetryController(Controller):
     tags = ["telemetry"]  # noqa: RUF012
 
     @get("/{asset_id:str}", responses=problem_responses(400, 401, 404))
-    async def latest(self, headend: HeadendDep, asset_id: AssetIdPath) -> TelemetryOut:
+    async def latest(
+        self, telemetry: TelemetryDep, now: NowDep, asset_id: AssetIdPath
+    ) -> TelemetryOut:
         """The newest stored reading with its lag (now − ts); 404 if none yet."""
-        asset = await headend.registry.get_asset(asset_id)
-        reading = await headend.ingest.latest(asset_id)
-        if reading is None:
-            raise NotFoundError(f"no telemetry stored for asset {asset_id!r} yet", field="asset_id")
-        return telemetry_out(reading, asset.site_id, datetime.now(UTC))
+        asset, reading = await telemetry.latest(asset_id)
+        return telemetry_out(reading, asset.site_id, now)
 
     @get("/{asset_id:str}/history", responses=problem_responses(400, 401, 404, 422))
     async def history(
         self,
-        headend: HeadendDep,
+        telemetry: TelemetryDep,
         asset_id: AssetIdPath,
         start: Annotated[datetime | None, QueryParameter()] = None,
         end: Annotated[datetime | None, QueryParameter()] = None,
@@ -52,9 +50,7 @@ class TelemetryController(Controller):
     ) -> HistoryOut:
         """Stored readings with start <= ts < end, newest first, at most ``limit``."""
         start, end = _window(start, end)
-        await headend.registry.get_asset(asset_id)
-        async with headend.reader.connect() as conn:
-            rows = await history(conn, asset_id, start=start, end=end, limit=limit)
+        rows = await telemetry.history(asset_id, start=start, end=end, limit=limit)
         return HistoryOut(
             asset_id=asset_id,
             start=start,
@@ -67,7 +63,7 @@ class TelemetryController(Controller):
     @get("/{asset_id:str}/rollup", responses=problem_responses(400, 401, 404, 422))
     async def rollup(
         self,
-        headend: HeadendDep,
+        telemetry: TelemetryDep,
         asset_id: AssetIdPath,
         start: Annotated[datetime | None, QueryParameter()] = None,
         end: Annotated[datetime | None, QueryParameter()] = None,
@@ -77,9 +73,7 @@ class TelemetryController(Controller):
         newest first, at most ``limit``. The current minute appears once it has closed and
         the rollup job has run (every ``rollup_interval_s``)."""
         start, end = _window(start, end)
-        await headend.registry.get_asset(asset_id)
-        async with headend.reader.connect() as conn:
-            rows = await rollups(conn, asset_id, start=start, end=end, limit=limit)
+        rows = await telemetry.rollups(asset_id, start=start, end=end, limit=limit)
         return RollupOut(
             asset_id=asset_id,
             start=start,
@@ -93,7 +87,7 @@ class TelemetryController(Controller):
 def _window(
     start: datetime | None, end: datetime | None
 ) -> tuple[datetime | None, datetime | None]:
-    """The query window in UTC (`schemas.utc`: aware and in range, else 422 naming the
+    """The query window in UTC (`bodies.utc`: aware and in range, else 422 naming the
     bound); 422 naming ``start`` when it is not before ``end``."""
     start = None if start is None else utc(start, "start")
     end = None if end is None else utc(end, "end")
