@@ -8,14 +8,21 @@ import contextlib
 import gc
 import weakref
 
+from headend_waits import eventually
 from prometheus_client import CollectorRegistry, generate_latest
 
 from vpp_headend.gcwatch import GcWatch
 
 
-def _cycle() -> None:
-    a: list[object] = []
-    a.append(a)  # garbage only a collection frees
+def _pauses(registry: CollectorRegistry, generation: int) -> float:
+    """Collections of ``generation`` timed so far (`GcWatch`'s histogram)."""
+    count = registry.get_sample_value("vpp_gc_pause_seconds_count", {"generation": str(generation)})
+    return count or 0.0
+
+
+def _tracked(obj: object) -> bool:
+    """Still walked by the collector (not frozen)."""
+    return any(o is obj for g in range(3) for o in gc.get_objects(g))
 
 
 async def test_policy_freezes_survivors_and_collects_everything_now_and_then() -> None:
@@ -26,11 +33,16 @@ async def test_policy_freezes_survivors_and_collects_everything_now_and_then() -
     try:
         assert gc.get_threshold()[0] == 40_000
         task = asyncio.create_task(watch.run(freeze_interval_s=0.05, full_interval_s=0.12))
-        await asyncio.sleep(0.08)
-        assert gc.get_freeze_count() > 0  # survivors left the collector's walk
-        for _ in range(100):
-            _cycle()
-        await asyncio.sleep(0.15)  # a full collection ran (then froze again)
+        node = _Node()
+        ref = weakref.ref(node)
+        # Survivors left the collector's walk: a tick froze the live node.
+        await eventually(lambda: not _tracked(ref()), 5, "the live node was never frozen")
+        assert gc.get_freeze_count() > 0
+        del node  # garbage now, but frozen: young collections skip it
+        # Only the periodic full collection (unfreeze + collect) frees a frozen cycle.
+        await eventually(lambda: ref() is None, 5, "no full collection freed the frozen cycle")
+        assert _pauses(registry, 2) >= 2  # the start-up one and a periodic one
+        assert gc.get_freeze_count() > 0  # ... then froze again (same step of the loop)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -45,19 +57,21 @@ async def test_policy_freezes_survivors_and_collects_everything_now_and_then() -
 
 
 async def test_young_garbage_is_collected_on_the_clock_and_survivors_are_frozen() -> None:
-    watch = GcWatch(CollectorRegistry())
+    registry = CollectorRegistry()
+    watch = GcWatch(registry)
     watch.install(young_threshold=1_000_000)  # no threshold-driven collection in this test
     task = asyncio.create_task(watch.run(freeze_interval_s=0.02, full_interval_s=3600))
     try:
-        await asyncio.sleep(0.05)  # the start-up full collection has run
+        # The start-up full collection (and the freeze right after it) has run.
+        await eventually(lambda: _pauses(registry, 2) >= 1, 5, "no start-up collection")
         garbage = _Node()
         dead = weakref.ref(garbage)
         del garbage  # a cycle: only a collection frees it
         alive = _Node()
-        await asyncio.sleep(0.1)  # a few ticks
-        assert dead() is None  # the young collection on the clock freed it, not a freeze
-        # The live one left the collector's generations: later walks skip it.
-        assert not any(o is alive for g in range(3) for o in gc.get_objects(g))
+        await eventually(lambda: dead() is None, 5, "the young garbage was never collected")
+        # The young collection on the clock freed it, not a freeze; the tick that did
+        # froze the live one in the same step: later walks skip it.
+        assert not _tracked(alive)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from headend_waits import eventually
 from sqlalchemy import text
 
 from vpp_headend import create_app
@@ -68,9 +69,7 @@ async def served(running: Any, settings: Any, site_yaml: Any) -> AsyncIterator[S
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(10):
-        while not server.started:  # noqa: ASYNC110 - uvicorn has only this flag
-            await asyncio.sleep(0.01)
+    await eventually(lambda: server.started, 10, "uvicorn did not start")  # only a flag
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:

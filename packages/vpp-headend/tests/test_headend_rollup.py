@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
 from vpp_headend.cli import app
+from vpp_headend.db.rollup_repo import ROLLUP
 from vpp_headend.rollup import (
-    _ROLLUP,
     LOCK_KEY,
     Rolled,
     Skipped,
@@ -189,7 +189,7 @@ async def test_the_rollup_reads_its_window_not_the_whole_partition(running: Any)
             {"ts": start + timedelta(seconds=5)},
         )
     async with engine.connect() as conn:
-        explain = text("EXPLAIN (ANALYZE, FORMAT JSON) " + _ROLLUP.text)
+        explain = text("EXPLAIN (ANALYZE, FORMAT JSON) " + ROLLUP.text)
         plan = (
             await conn.execute(explain, {"start": start, "end": start + timedelta(minutes=3)})
         ).scalar_one()[0]["Plan"]

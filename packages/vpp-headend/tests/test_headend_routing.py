@@ -3,8 +3,6 @@ checked against the registry; legacy single-asset agents work."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -41,7 +39,8 @@ async def test_each_dispatch_reaches_only_the_stream_serving_its_asset(
             assert target.kind == "asset"
             got[sp.setpoint_id] = target.id
         assert got == expected[site_id]
-        await agent.no_message("setpoint", 0.2)
+        # Nothing more was sent to it: a dispatch made now is its next message.
+        await running.nothing_queued_before(agent, sites[site_id][0])
 
     gateways = (await running.http.get("/gateways")).json()
     assert {g["site_id"]: g["connected"] for g in gateways} == dict.fromkeys(sites, True)
@@ -78,7 +77,7 @@ async def test_legacy_agent_gets_default_asset_telemetry_and_setpoints(
 
 
 async def test_foreign_and_unknown_assets_are_rejected_and_not_routable(
-    running, agents, site_yaml
+    running, agents, site_yaml, eventually
 ) -> None:
     await running.import_site(site_yaml("site-a", ["a-1"]))
     await running.import_site(site_yaml("site-b", ["b-1"]))
@@ -100,13 +99,16 @@ async def test_foreign_and_unknown_assets_are_rejected_and_not_routable(
     resp = await running.http.post("/dispatch", json={"asset_id": "ghost-1", "power_kw": 1})
     assert resp.status_code == 404
     assert resp.json()["field"] == "asset_id"
-    await agent.no_message("setpoint", 0.3)
+    await running.nothing_queued_before(agent, "b-1")  # site-b got neither of them
 
     # Telemetry for the foreign asset is dropped and counted, the stream stays up.
     agent.send_batch([agent.telemetry("a-1", seq=1), agent.telemetry("b-1", seq=1)])
-    await asyncio.sleep(0.3)
+
+    async def own_stored() -> bool:  # the frame was processed: its own reading landed
+        return (await running.http.get("/telemetry/b-1")).status_code == 200
+
+    await eventually(own_stored, 5, "b-1's reading of the same frame never landed")
     assert (await running.http.get("/telemetry/a-1")).status_code == 404
-    assert (await running.http.get("/telemetry/b-1")).status_code == 200
     metrics = (await running.http.get("/metrics")).text
     assert 'vpp_telemetry_dropped_total{reason="foreign_asset"} 1.0' in metrics
     assert 'vpp_assets_rejected_total{code="foreign_asset"} 1.0' in metrics
@@ -151,7 +153,7 @@ async def test_site_and_group_targets_are_split_across_sites(
         sp = await a1.setpoint()
         assert vp.setpoint_target(sp) == vp.SetpointTarget("site", "s1")
         assert sp.power_kw == 60.0
-        await a2.no_message("setpoint", 0.2)
+        await running.nothing_queued_before(a2, "s2-a")  # s2 is not part of site s1
         a1.ack(sp.setpoint_id, vp.AckState.APPLIED, allocations={"s1-a": 30.0, "s1-b": 30.0})
         done = await running.wait_state(body["dispatch_id"], "applied")
         assert {a["asset_id"]: a["allocation_kw"] for a in done["allocations"]} == {

@@ -3,7 +3,6 @@ under that asset; per-asset credentials are enforced from the registry."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -33,6 +32,11 @@ async def _count(running: Any, sql: str, **params: Any) -> int:
         return int((await conn.execute(text(sql), params)).scalar() or 0)
 
 
+def _metric(running: Any, name: str, **labels: str) -> float:
+    """A sample of the headend's metrics (what /metrics serves)."""
+    return running.headend.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
 async def test_register_claiming_a_foreign_asset_is_refused(
     running: Any, agents: AgentFactory, site_yaml: Callable[..., str], caplog: Any
 ) -> None:
@@ -46,6 +50,8 @@ async def test_register_claiming_a_foreign_asset_is_refused(
         "zz-unknown": vp.RejectCode.UNKNOWN_ASSET,
     }
     assert "site-b" not in str(result.rejected)  # the owner is not disclosed
+    assert _metric(running, "vpp_assets_rejected_total", code="foreign_asset") == 1
+    # The audit record: which site claimed whose asset (no metric names them).
     assert "event=asset_rejected site_id=site-a asset_id=b-1 code=foreign_asset" in caplog.text
     session = running.headend.sessions.for_site("site-a")
     assert session is not None
@@ -67,16 +73,20 @@ async def test_telemetry_for_an_asset_outside_the_session_is_dropped(
     await a.register(["a-1"])  # a-2 is site-a's too but not claimed in this session
     a.send_batch([a.telemetry("b-1", 999.0), a.telemetry("a-2", 5.0), a.telemetry("a-1", 1.0)])
     a.send(telemetry=a.telemetry("b-1", 999.0, seq=7))
+    # Barrier: a later reading of its own on the same stream. The stream is read in order
+    # and ingest is one FIFO writer: once it is stored, both frames before it were handled.
+    a.send(telemetry=a.telemetry("a-1", 2.0))
 
     async def stored_own() -> bool:
-        return await _count(running, "SELECT count(*) FROM telemetry WHERE asset_id='a-1'") == 1
+        return await _count(running, "SELECT count(*) FROM telemetry WHERE asset_id='a-1'") == 2
 
-    await eventually(stored_own, 5.0, "a-1's own reading was never stored")
-    await asyncio.sleep(0.3)
+    await eventually(stored_own, 5.0, "a-1's own readings were never stored")
     foreign = "SELECT count(*) FROM telemetry WHERE asset_id IN ('b-1', 'a-2')"
     assert await _count(running, foreign) == 0
     assert await _count(running, "SELECT count(*) FROM telemetry_latest WHERE asset_id='b-1'") == 0
     assert (await running.http.get("/telemetry/b-1")).status_code == 404
+    assert _metric(running, "vpp_telemetry_dropped_total", reason="foreign_asset") == 3
+    # The audit record names the site and the asset (logged once per session and reason).
     assert "event=telemetry_dropped site_id=site-a asset_id=b-1 reason=foreign_asset" in caplog.text
 
 
@@ -92,13 +102,20 @@ async def test_ack_for_a_setpoint_sent_to_another_site_is_ignored(
     sp = await b.setpoint()
     assert sp.setpoint_id == d["dispatch_id"]
     await running.wait_state(d["dispatch_id"], "sent")
+    own = await running.dispatch(asset_id="a-1", power_kw=1.0)
+    assert (await a.setpoint()).setpoint_id == own["dispatch_id"]
     # site-a pretends to have applied site-b's setpoint, with and without the asset id
     a.ack(d["dispatch_id"], vp.AckState.APPLIED, asset_id="b-1", applied_kw=10.0)
     a.ack(d["dispatch_id"], vp.AckState.FAILED, reason="sabotage")
-    await asyncio.sleep(0.5)
+    # Barrier: acks on a stream are handled in order, so once site-a's ack of its own
+    # setpoint has landed, both forged ones before it were handled.
+    a.ack(own["dispatch_id"], vp.AckState.APPLIED, asset_id="a-1", applied_kw=1.0)
+    await running.wait_state(own["dispatch_id"], "applied")
     state = await running.dispatch_state(d["dispatch_id"])
     assert state["state"] == "sent"
     assert all(t["state"] != "applied" for t in state["allocations"])
+    assert _metric(running, "vpp_setpoint_acks_ignored_total", why="unknown_setpoint") == 2
+    # The audit record names the site that sent them.
     assert "event=ack_ignored site_id=site-a" in caplog.text
 
 
@@ -124,7 +141,8 @@ async def test_ack_allocations_naming_a_foreign_asset_are_not_stored(
     assert {t["asset_id"] for t in body["allocations"]} == {"a-1", "a-2"}
     stored = "SELECT count(*) FROM dispatch_targets WHERE asset_id='b-1'"
     assert await _count(running, stored) == 0
-    assert "event=ack_foreign_asset site_id=site-a" in caplog.text
+    assert _metric(running, "vpp_setpoint_acks_ignored_total", why="foreign_asset") == 1
+    assert "event=ack_foreign_asset site_id=site-a" in caplog.text  # the audit record
 
 
 # -- per-asset credentials -------------------------------------------------------------------
@@ -199,8 +217,10 @@ async def test_asset_credentials_are_required_where_the_registry_says_so(
         },
     )
     assert sorted(right.accepted_asset_ids) == ["c-hashed", "c-locked", "c-open"]
+    assert _metric(running, "vpp_assets_rejected_total", code="unauthorized") == 4
+    # Credentials are never logged, also not in the refusals that are.
     assert "code=unauthorized" in caplog.text
-    assert "tok-c-locked" not in caplog.text  # credentials are never logged
+    assert "tok-c-locked" not in caplog.text
 
 
 async def test_legacy_register_cannot_claim_a_credentialed_asset(

@@ -8,11 +8,10 @@ truncated); the seed is ``VPP_FUZZ_SEED`` (default 7) so a failure can be replay
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -126,27 +125,15 @@ async def fleet(
     running: Any,
     agents: Callable[..., Awaitable[Any]],
     site_yaml: Callable[..., str],
-) -> AsyncIterator[Any]:
-    """site-a and a well-behaved site-b whose session must survive everything."""
+) -> Any:
+    """site-a and a well-behaved site-b whose session must survive everything (it answers
+    every headend Heartbeat, as a live gateway does: `Agent.answer_heartbeats`)."""
     await running.import_site(site_yaml("site-a", ["a-1"]))
     await running.import_site(site_yaml("site-b", ["b-1"]))
     good = await agents(running.grpc_port, "site-b")
+    assert good.answer_heartbeats
     assert (await good.register(["b-1"])).accepted_asset_ids == ["b-1"]
-
-    async def heartbeats() -> None:  # a live gateway keeps talking
-        seq = 0
-        while True:
-            seq += 1
-            good.send(heartbeat=vp.Heartbeat(ts=datetime.now(UTC), seq=seq))
-            await asyncio.sleep(0.2)
-
-    task = asyncio.create_task(heartbeats())
-    try:
-        yield good
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return good
 
 
 async def _still_served(

@@ -133,9 +133,7 @@ async def offline(running: Any, eventually: Any, site_id: str) -> None:
 async def first_setpoint_is(running: Any, agent: Any, asset_id: str) -> None:
     """Barrier: a dispatch made now is the next message the agent gets (so nothing was
     queued before it)."""
-    probe = await running.dispatch(asset_id=asset_id, power_kw=1.0)
-    [(kind, body)] = await messages(agent, 1)
-    assert (kind, body.setpoint_id) == ("setpoint", probe["dispatch_id"])
+    await running.nothing_queued_before(agent, asset_id)
 
 
 def problem(resp: Any, status: int) -> dict[str, Any]:
@@ -440,13 +438,15 @@ async def test_cancel_of_an_applied_dispatch_releases_it_and_answers_the_same_tw
     await eventually(counted, 5, "cancelled was not counted")
 
 
-async def test_cancel_unknown_or_ended_dispatches(running, site_yaml) -> None:
-    assert problem(await cancel(running.http, str(uuid.uuid4())), 404)["field"] == "dispatch_id"
-    problem(await cancel(running.http, "not-a-uuid"), 404)
-    await running.import_site(site_yaml("site-a", ["a-1"]))
-    body = await running.dispatch(asset_id="a-1", power_kw=1.0, ttl_s=0.2)
-    await running.wait_state(body["dispatch_id"], "expired")
-    refused = problem(await cancel(running.http, body["dispatch_id"]), 409)
+async def test_cancel_unknown_or_ended_dispatches(clocked, site_yaml) -> None:
+    assert problem(await cancel(clocked.http, str(uuid.uuid4())), 404)["field"] == "dispatch_id"
+    problem(await cancel(clocked.http, "not-a-uuid"), 404)
+    await clocked.import_site(site_yaml("site-a", ["a-1"]))
+    did = await clocked.dispatch_id(asset_id="a-1", power_kw=1.0, ttl_s=1)  # site offline
+    clocked.clock.advance(2)  # past expires_at on the headend's clock
+    assert await clocked.headend.dispatch.sweep() == 1
+    assert (await clocked.get(did))["state"] == "expired"
+    refused = problem(await cancel(clocked.http, did), 409)
     assert "expired" in refused["detail"]
 
 
