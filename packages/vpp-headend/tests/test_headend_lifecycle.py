@@ -142,6 +142,7 @@ async def test_unacked_setpoint_is_resent_after_reconnect(running, agents, site_
 async def test_dispatch_queries(running, agents, site_yaml) -> None:
     await running.import_site(site_yaml("site-a", ["a-1"]))
     await running.import_site(site_yaml("site-b", ["b-1"]))
+    # Apart in time: the list is ordered by creation time, newest first.
     d1 = await running.dispatch(asset_id="a-1", power_kw=1.0)
     await asyncio.sleep(0.01)
     d2 = await running.dispatch(asset_id="b-1", power_kw=2.0)

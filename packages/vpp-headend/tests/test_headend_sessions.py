@@ -99,7 +99,7 @@ async def test_graceful_shutdown_closes_every_stream_with_a_reason(
     b = await agents(h.grpc_port, "site-b")
     await b.register(["b-1"])
     a.send_batch([a.telemetry("a-1", seq=n) for n in range(1, 51)])
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # readings in flight when the stop begins (none asserted)
     await h.stop()
     assert await a.closed_reason() == vp.CloseReason.SERVER_SHUTDOWN
     assert await b.closed_reason() == vp.CloseReason.SERVER_SHUTDOWN
