@@ -33,11 +33,11 @@ from vpp_headend.db import dispatch_create as repo
 from vpp_headend.db import models as m
 from vpp_headend.db import security_repo
 from vpp_headend.db.engine import reader
+from vpp_headend.db.notify_repo import DISPATCH_CHANNEL
 from vpp_headend.dispatch import create as creating
 from vpp_headend.dispatch.planning import NOT_DISPATCHABLE_KINDS, connected_plan
 from vpp_headend.domain import ASSET_KINDS, Asset, DispatchRequest
 from vpp_headend.errors import ConflictError
-from vpp_headend.notify import DISPATCH_CHANNEL
 
 
 @asynccontextmanager

@@ -21,11 +21,11 @@ from vpp_protocol import PROTOCOL_VERSION
 from .db import security_repo
 from .db import session_repo as repo
 from .db.engine import reader
+from .db.notify_repo import notify_session
 from .domain import ClaimOutcome, GatewayView, RegisterReply, RegisterRequest
 from .ingest import Ingest
 from .logs import log_event
 from .metrics import Metrics
-from .notify import notify_session
 from .registry import authorize_in
 from .session_records import SessionRecords
 from .sessions import Session, SessionRegistry

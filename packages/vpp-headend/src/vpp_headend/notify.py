@@ -10,9 +10,10 @@ replica hears of it only once it is committed and visible:
 - ``vpp_session``: payload ``<site_id> <epoch> <session_id>``; a gateway registered. A
   replica holding an older session of that site closes it (SUPERSEDED).
 
-`Listener` keeps one dedicated autocommit psycopg connection LISTENing and reconnects
-when the database drops it; after a reconnect it calls ``on_resync`` so the caller can
-catch up on what it may have missed (NOTIFY is not replayed).
+The channels and the NOTIFY statements are in `db.notify_repo`. `Listener` keeps one
+dedicated autocommit psycopg connection LISTENing and reconnects when the database drops
+it; after a reconnect it calls ``on_resync`` so the caller can catch up on what it may
+have missed (NOTIFY is not replayed).
 """
 
 from __future__ import annotations
@@ -24,34 +25,12 @@ from collections.abc import Awaitable, Callable
 from uuid import UUID
 
 import psycopg
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .db.notify_repo import DISPATCH_CHANNEL, RELEASE_CHANNEL, SESSION_CHANNEL, listen
 from .db.url import libpq_url
 from .logs import log_event
 
 log = logging.getLogger(__name__)
-
-DISPATCH_CHANNEL = "vpp_dispatch"
-SESSION_CHANNEL = "vpp_session"
-RELEASE_CHANNEL = "vpp_release"
-
-
-async def notify_session(conn: AsyncConnection, site_id: str, epoch: int, session_id: UUID) -> None:
-    """Announce a new session of a site (delivered when ``conn``'s transaction commits)."""
-    await conn.execute(
-        text("SELECT pg_notify(:c, :p)"),
-        {"c": SESSION_CHANNEL, "p": f"{site_id} {epoch} {session_id}"},
-    )
-
-
-async def notify_release(conn: AsyncConnection, dispatch_id: UUID) -> None:
-    """Announce a cancel with releases to send (delivered when ``conn``'s transaction
-    commits)."""
-    await conn.execute(
-        text("SELECT pg_notify(:c, :p)"), {"c": RELEASE_CHANNEL, "p": str(dispatch_id)}
-    )
-
 
 OnDispatch = Callable[[UUID], Awaitable[None]]
 OnSession = Callable[[str, int, UUID], Awaitable[None]]
@@ -112,9 +91,7 @@ class Listener:
     async def _listen(self) -> None:
         conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
         async with conn:
-            await conn.execute(f"LISTEN {DISPATCH_CHANNEL}")
-            await conn.execute(f"LISTEN {SESSION_CHANNEL}")
-            await conn.execute(f"LISTEN {RELEASE_CHANNEL}")
+            await listen(conn)
             self.connects += 1
             self.listening.set()
             if self.connects > 1:
@@ -148,11 +125,4 @@ class Listener:
             log_event(log, "notify_handler_failed", level=logging.WARNING, error=exc)
 
 
-__all__ = [
-    "DISPATCH_CHANNEL",
-    "RELEASE_CHANNEL",
-    "SESSION_CHANNEL",
-    "Listener",
-    "notify_release",
-    "notify_session",
-]
+__all__ = ["Listener"]

@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..db import release_repo
 from ..db._sql import Writes
 from ..db.dispatch_rows import EventRow, Locked, TargetRow
+from ..db.notify_repo import notify_release
 from ..domain import IN_FLIGHT_STATES, SETTLED_STATES, TERMINAL_STATES
-from ..notify import notify_release
 from .effects import write
 from .transitions import Transition, advance
 

@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..db import dispatch_create
 from ..db import dispatch_routing as routing
 from ..db.dispatch_rows import EventRow, NewDelivery, NewDispatch, OpenDelivery, TargetRow
+from ..db.notify_repo import DISPATCH_CHANNEL
 from ..domain import DeliveryView, DispatchEvent, DispatchRequest, DispatchView, TargetView
 from ..lifecycle import aggregate
-from ..notify import DISPATCH_CHANNEL
 from ..sessions import Session
 from .delivery import sent_detail
 from .effects import AfterCommit, move
