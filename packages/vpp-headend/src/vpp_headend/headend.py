@@ -94,11 +94,15 @@ class Headend:
         running."""
         if settings.database_url is None:
             raise ValueError("Headend needs settings.database_url (the CLI starts embedded)")
+        started = False
         try:
             async with AsyncExitStack() as stack:
-                yield await _start(stack, settings, clock, metrics or Metrics())
+                headend = await _start(stack, settings, clock, metrics or Metrics())
+                started = True
+                yield headend
         finally:
-            log_event(log, "stopped")
+            if started:
+                log_event(log, "stopped")
 
     @property
     def grpc_listening(self) -> bool:
