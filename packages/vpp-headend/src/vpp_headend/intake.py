@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Final, Literal
 
 from vpp_protocol.upb import pb
 
@@ -40,6 +40,10 @@ class Drop:
 
 
 _NO_DROPS: tuple[Drop, ...] = ()
+#: A row's seq, as a literal index (typed, and no lookup per reading); checked at import.
+_SEQ: Final = 1
+if convert.ROW_SEQ != _SEQ:
+    raise ImportError(f"telemetry rows moved seq to {convert.ROW_SEQ}; update intake._SEQ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +95,7 @@ class TelemetryIntake:
             else:
                 row = convert.reading_row(r, asset_id, received_at)
                 if not isinstance(row, str):
-                    if accept(asset_id, row[1]):
+                    if accept(asset_id, row[_SEQ]):
                         rows.append(row)
                     continue
                 drop = Drop(asset_id, "invalid", row, r.seq)

@@ -16,10 +16,11 @@ from .outgoing import (
     session_closed,
     setpoint_message,
 )
-from .readings import REJECT_REASONS, RejectReason, Row, reading_row, timestamp
+from .readings import REJECT_REASONS, ROW_SEQ, RejectReason, Row, reading_row, timestamp
 
 __all__ = [
     "REJECT_REASONS",
+    "ROW_SEQ",
     "AgentFrame",
     "RejectReason",
     "Row",

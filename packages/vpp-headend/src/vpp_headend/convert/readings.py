@@ -10,7 +10,7 @@ from typing import Literal, get_args
 
 from vpp_protocol.upb import pb
 
-from ..db.telemetry_repo import Row  # re-exported: the row `reading_row` builds
+from ..db.telemetry_repo import ROW_SEQ, Row  # re-exported: the row `reading_row` builds
 from ..limits import MAX_ABS_KW, MAX_ID_CHARS
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -142,4 +142,12 @@ def _reject_reason(r: pb.Telemetry) -> RejectReason:
     return "power_out_of_range"
 
 
-__all__ = ["REJECT_REASONS", "RejectReason", "Row", "reading_row", "sane_kw", "timestamp"]
+__all__ = [
+    "REJECT_REASONS",
+    "ROW_SEQ",
+    "RejectReason",
+    "Row",
+    "reading_row",
+    "sane_kw",
+    "timestamp",
+]
