@@ -9,15 +9,15 @@ batches by `session_records.SessionRecords`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from uuid import UUID, uuid4
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from vpp_protocol import PROTOCOL_VERSION
 
+from .clock import Clock, utc_now
 from .db import security_repo
 from .db import session_repo as repo
 from .db.engine import reader
@@ -57,7 +57,7 @@ class GatewayService:
         settings: Settings,
         *,
         seen_flush_interval_s: float = 1.0,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = utc_now,
     ) -> None:
         self._engine = engine
         self._read = reader(engine)  # autocommit: reads cost no BEGIN/ROLLBACK

@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from uuid import UUID
 
 from grpclib._typing import IServable
@@ -28,6 +27,7 @@ from vpp_protocol.keepalive import keepalive_config
 
 from . import convert
 from .auth import TokenCache
+from .clock import Clock, utc_now
 from .db import security_repo
 from .db.engine import make_engine, ping, reader
 from .dispatch import DispatchDeps, DispatchService, DispatchTiming
@@ -55,12 +55,6 @@ log = logging.getLogger(__name__)
 # net.core.somaxconn.
 _GRPC_BACKLOG = 4096
 
-Clock = Callable[[], datetime]
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Headend:
@@ -87,7 +81,7 @@ class Headend:
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, settings: Settings, *, clock: Clock = _utc_now, metrics: Metrics | None = None
+        cls, settings: Settings, *, clock: Clock = utc_now, metrics: Metrics | None = None
     ) -> AsyncIterator[Headend]:
         """Start a headend on ``settings``; UnavailableError names what stopped it (an
         unreachable or unmigrated database, unreadable TLS files), with nothing left

@@ -21,12 +21,13 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from .clock import Clock, utc_now
 from .db import telemetry_repo as repo
 from .db.engine import reader
 from .db.telemetry_repo import ROW_ASSET_ID, ROW_ENVELOPE, ROW_SEQ, ROW_TS, Row
@@ -51,7 +52,7 @@ class Ingest:
         metrics: Metrics,
         settings: Settings,
         *,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = utc_now,
     ) -> None:
         self._engine = engine
         self._read = reader(engine)  # autocommit: reads cost no BEGIN/ROLLBACK

@@ -10,10 +10,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .clock import Clock
 from .db.partitions import ensure_partitions
 from .logs import log_event
 from .rollup import Rolled, rollup
@@ -22,9 +23,7 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 
-async def create_partitions(
-    engine: AsyncEngine, clock: Callable[[], datetime], days_ahead: int
-) -> None:
+async def create_partitions(engine: AsyncEngine, clock: Clock, days_ahead: int) -> None:
     """Create the telemetry partitions from yesterday to ``days_ahead``; log new ones."""
     created = await ensure_partitions(engine, clock().date(), days_ahead)
     if created:
@@ -34,9 +33,7 @@ async def create_partitions(
 class PeriodicJobs:
     """Owns the partition and rollup tasks between `start` and `stop`."""
 
-    def __init__(
-        self, engine: AsyncEngine, settings: Settings, clock: Callable[[], datetime]
-    ) -> None:
+    def __init__(self, engine: AsyncEngine, settings: Settings, clock: Clock) -> None:
         self._engine = engine
         self._settings = settings
         self._clock = clock

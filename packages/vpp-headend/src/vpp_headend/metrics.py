@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from .clock import Clock, utc_now
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -30,9 +32,7 @@ class _LagText:
     )
     CHUNK = 5_000
 
-    def __init__(
-        self, source: Callable[[], Iterable[tuple[str, datetime]]], clock: Callable[[], datetime]
-    ) -> None:
+    def __init__(self, source: Callable[[], Iterable[tuple[str, datetime]]], clock: Clock) -> None:
         self._source = source
         self._clock = clock
         self._names: dict[str, str] = {}
@@ -214,7 +214,7 @@ class Metrics:
     def add_lag_source(
         self,
         source: Callable[[], Iterable[tuple[str, datetime]]],
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = utc_now,
     ) -> None:
         """Export per-asset lag computed from ``source`` at scrape time."""
         self._lag.append(_LagText(source, clock))

@@ -12,7 +12,6 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Final, NoReturn, cast
 
 from grpclib.exceptions import StreamTerminatedError
@@ -20,6 +19,7 @@ from grpclib.exceptions import StreamTerminatedError
 from vpp_protocol.upb import pb
 
 from . import convert
+from .clock import Clock, utc_now
 from .domain import CloseReasonName
 from .limits import Limits
 from .sessions import CLOSE, TICK, Session
@@ -29,15 +29,11 @@ from .settings import Settings
 SILENCE_INTERVALS = 3
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclass(frozen=True, slots=True)
 class StreamClock:
     """A stream's time: ``now`` for timestamps, ``monotonic`` for intervals and silence."""
 
-    now: Callable[[], datetime] = _utc_now
+    now: Clock = utc_now
     monotonic: Callable[[], float] = time.monotonic
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..clock import Clock, utc_now
 from ..db.engine import reader
 from ..domain import ReleaseCommand, SetpointCommand
 from ..metrics import Metrics
@@ -20,10 +20,6 @@ from .planning import Envelopes
 
 #: Puts a setpoint or a release on a session's stream (False when the session is closing).
 Push = Callable[[Session, SetpointCommand | ReleaseCommand], object]
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,7 +54,7 @@ class DispatchDeps:
     metrics: Metrics
     push: Push
     envelopes: Envelopes
-    clock: Callable[[], datetime] = _utc_now
+    clock: Clock = utc_now
     new_id: Callable[[], UUID] = uuid4
     #: ``engine`` in autocommit, made once: reads cost no BEGIN/ROLLBACK.
     read: AsyncEngine = field(init=False, repr=False)
