@@ -197,12 +197,7 @@ class Ingest:
         when it holds none or that reading reported no envelope (an older gateway). Not
         checked for age: `envelopes` is the planner's call."""
         row = self._latest.get(asset_id)
-        if row is None:
-            return None
-        lo, hi, stable = row[ROW_ENVELOPE]
-        if lo is None and hi is None and stable is None:
-            return None
-        return Envelope(lo, hi, stable, row[ROW_TS])
+        return None if row is None else _envelope(row)
 
     async def envelopes(self, asset_ids: Iterable[str], max_age_s: float) -> dict[str, Envelope]:
         """Fresh envelopes of ``asset_ids``, by asset; an asset left out has none fresh, and
@@ -226,10 +221,8 @@ class Ingest:
             row = self._latest.get(asset_id)
             if row is None or row[ROW_TS] < since:
                 ask.append(asset_id)
-                continue
-            lo, hi, stable = row[ROW_ENVELOPE]
-            if lo is not None or hi is not None or stable is not None:
-                out[asset_id] = Envelope(lo, hi, stable, row[ROW_TS])
+            elif (envelope := _envelope(row)) is not None:
+                out[asset_id] = envelope
         if ask:
             async with self._read.connect() as conn:
                 out |= await repo.fresh_envelopes(conn, ask, since)
@@ -290,6 +283,15 @@ class Ingest:
         except BaseException:
             self._dirty.update(ids[start:])
             raise
+
+
+def _envelope(row: Sequence[Any]) -> Envelope | None:
+    """The envelope a held row reported, with its reading's ts; None when it reported none
+    (an older gateway)."""
+    lo, hi, stable = row[ROW_ENVELOPE]
+    if lo is None and hi is None and stable is None:
+        return None
+    return Envelope(lo, hi, stable, row[ROW_TS])
 
 
 __all__ = ["Ingest"]
