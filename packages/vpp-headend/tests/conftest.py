@@ -16,8 +16,8 @@ import betterproto2
 import pytest
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError, StreamTerminatedError
+from headend_http import app_client
 from headend_waits import eventually
-from litestar.testing import AsyncTestClient
 
 import vpp_protocol as vp
 from vpp_headend import Headend, Settings, create_app
@@ -61,7 +61,7 @@ class Running:
     """A started headend with an HTTP client on its app."""
 
     headend: Headend
-    http: Any  # AsyncTestClient
+    http: Any  # httpx.AsyncClient on the app (headend_http.app_client)
     #: Closes the headend (the HTTP client stays open); the fixture calls it at the end too.
     stop: Callable[[], Awaitable[None]]
 
@@ -124,7 +124,7 @@ async def start_headend(
         own = contextlib.AsyncExitStack()
         headend = await own.enter_async_context(Headend.open(s))
         stack.push_async_callback(own.aclose)
-        client = await stack.enter_async_context(AsyncTestClient(create_app(s, headend)))
+        client = await stack.enter_async_context(app_client(create_app(s, headend)))
         return Running(headend, client, own.aclose)
 
     async with stack:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from litestar.testing import AsyncTestClient
+from headend_http import app_client
 
 from vpp_headend import Headend, Settings, create_app
 from vpp_protocol.sitefile import parse_site_file
@@ -74,6 +74,6 @@ async def clocked_headend(settings: Settings) -> AsyncIterator[Clocked]:
     clock = ShiftedClock()
     async with (
         Headend.open(settings, clock=clock) as headend,
-        AsyncTestClient(create_app(settings, headend)) as http,
+        app_client(create_app(settings, headend)) as http,
     ):
         yield Clocked(headend, http, clock)

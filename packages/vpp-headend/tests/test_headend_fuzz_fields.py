@@ -30,10 +30,10 @@ from google.protobuf import text_format
 from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError, StreamTerminatedError
+from headend_http import app_client
 from headend_waits import eventually
 from hypothesis import HealthCheck, Phase, assume, event, given, settings
 from hypothesis import strategies as st
-from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 
 from vpp_headend import Headend, Settings, create_app
@@ -397,7 +397,7 @@ class Stage:
         self._stack = stack = contextlib.AsyncExitStack()
         self.headend = await stack.enter_async_context(Headend.open(self._settings))
         app = create_app(self._settings, self.headend)
-        self.http = await stack.enter_async_context(AsyncTestClient(app))
+        self.http = await stack.enter_async_context(app_client(app))
         for site, assets, groups in (("site-f", ["f-1", "f-2"], ["g-1"]), ("site-c", ["c-1"], [])):
             yaml = self._site_yaml(site, assets, groups=groups)
             await self.headend.registry.import_site(parse_site_file(yaml))

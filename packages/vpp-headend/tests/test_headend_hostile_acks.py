@@ -18,9 +18,9 @@ import betterproto2
 import psycopg
 import pytest
 from headend_clocked import ShiftedClock
+from headend_http import app_client
 from hypothesis import given
 from hypothesis import strategies as st
-from litestar.testing import AsyncTestClient
 
 import vpp_protocol as vp
 from vpp_headend import Headend, Settings, create_app
@@ -327,7 +327,7 @@ async def clocked(
     s = settings.with_(ack_grace_s=10.0)
     async with (
         Headend.open(s, clock=clock) as headend,
-        AsyncTestClient(create_app(s, headend)) as http,
+        app_client(create_app(s, headend)) as http,
     ):
         yield Clocked(headend, http, clock, eventually)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -164,16 +163,16 @@ class RoundTrips:
 def round_trips(running: Any) -> Iterator[RoundTrips]:
     """Round trips to PostgreSQL of the REST requests made while the block runs, as libpq
     traces them: one per ReadyForQuery (BEGIN and COMMIT are round trips of their own,
-    which SQLAlchemy's cursor events do not see). The test client runs the app on a
-    thread of its own, so only connections checked out off this thread are traced; the
-    headend's background tasks run on this one."""
+    which SQLAlchemy's cursor events do not see). The test client runs the app in this
+    test's task (`headend_http.app_client`), so only connections that task checks out
+    are traced; the headend's background tasks are tasks of their own."""
     found = RoundTrips()
     fd, path = tempfile.mkstemp(prefix="vpp-trace-")
-    here = threading.get_ident()
+    here = asyncio.current_task()
     traced: set[int] = set()
 
     def on_checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
-        if threading.get_ident() == here:
+        if asyncio.current_task() is not here:
             return
         pgconn = dbapi_conn.driver_connection.pgconn
         pgconn.trace(fd)
