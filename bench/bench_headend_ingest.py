@@ -367,7 +367,7 @@ async def dispatch_latency(url: str, n: int) -> list[float]:
     out: list[float] = []
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as http:
-            while (await http.get("/gateways")).json()[0]["connected"] is not True:  # noqa: ASYNC110
+            while (await http.get("/gateways")).json()["items"][0]["connected"] is not True:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
             for i in range(n):
                 t = time.perf_counter()

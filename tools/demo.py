@@ -104,6 +104,17 @@ class Demo:
         resp.raise_for_status()
         return resp.json()
 
+    async def get_all(self, path: str, **params: Any) -> list[dict[str, Any]]:
+        """Every item of a paged list (``{"items", "next"}``), following ``next``."""
+        items: list[dict[str, Any]] = []
+        query: dict[str, Any] = {**params, "limit": 1000}
+        while True:
+            page = await self.get(path, **query)
+            items += page["items"]
+            if page["next"] is None:
+                return items
+            query["cursor"] = page["next"]
+
     async def dispatch(self, power_kw: float, **target: str) -> str:
         assert self.http is not None
         resp = await self.http.post("/dispatch", json={"power_kw": power_kw, **target})
@@ -245,7 +256,7 @@ class Demo:
             self.gateways[name] = await self.launcher.gateway(path, name=f"gw-{name}").start()
         for name in names:
             await self.gateways[name].wait_for_log(r"event=connected", timeout=30)
-        rows = [r for r in await self.get("/gateways") if r["connected"]]
+        rows = [r for r in await self.get_all("/gateways") if r["connected"]]
         table(
             ["site", "mode", "assets served", "remote", "epoch"],
             [
@@ -263,7 +274,7 @@ class Demo:
 
     async def telemetry(self) -> None:
         section("2. Telemetry arriving per asset (GET /telemetry/{asset_id})")
-        assets = await self.get("/assets")
+        assets = await self.get_all("/assets")
         self.kinds = {a["asset_id"]: a["kind"] for a in assets}
         self.site_a = [a["asset_id"] for a in assets if a["site_id"] == "site-a"]
         ids = list(self.kinds)
@@ -432,7 +443,7 @@ class Demo:
         say("site-a gateway stopped (SIGTERM)")
 
         async def offline() -> bool:
-            rows = await self.get("/gateways")
+            rows = await self.get_all("/gateways")
             return not next(r for r in rows if r["site_id"] == "site-a")["connected"]
 
         await self.until(offline, "site-a offline")
@@ -451,7 +462,7 @@ class Demo:
 
     async def summary(self) -> None:
         section("8. Summary")
-        rows = await self.get("/dispatches", limit=20)
+        rows = (await self.get("/dispatches", limit=20))["items"]
         table(
             ["dispatch", "target", "power_kw", "state"],
             [
@@ -494,6 +505,7 @@ class Demo:
      OpenAPI docs     http://127.0.0.1:8000/schema   (always open)
      gateways         curl -H "authorization: Bearer $TOKEN" localhost:8000/gateways
      telemetry        curl -H "authorization: Bearer $TOKEN" localhost:8000/telemetry/site-a-bess-1
+     site-a, summed   curl -H "authorization: Bearer $TOKEN" localhost:8000/sites/site-a/telemetry
      metrics          curl -H "authorization: Bearer $TOKEN" localhost:8000/metrics
      dispatch         curl -X POST localhost:8000/dispatch -H "authorization: Bearer $TOKEN" \\
                         -H 'content-type: application/json' \\

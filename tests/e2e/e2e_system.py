@@ -67,6 +67,17 @@ class System:
         resp.raise_for_status()
         return resp.json()
 
+    async def get_all(self, path: str, **params: Any) -> list[dict[str, Any]]:
+        """Every item of a paged list (``{"items", "next"}``), following ``next``."""
+        items: list[dict[str, Any]] = []
+        query: dict[str, Any] = {**params, "limit": 1000}
+        while True:
+            page = await self.get(path, **query)
+            items += page["items"]
+            if page["next"] is None:
+                return items
+            query["cursor"] = page["next"]
+
     async def get_or_none(self, path: str) -> Any:
         resp = await self.http.get(path)
         if resp.status_code == 404:
@@ -114,7 +125,7 @@ class System:
         return await eventually(probe, timeout=timeout, what=f"telemetry seq≥{min_seq}")
 
     async def gateway_row(self, site_id: str) -> dict[str, Any]:
-        rows = await self.get("/gateways")
+        rows = await self.get_all("/gateways")
         return next(r for r in rows if r["site_id"] == site_id)
 
     async def wait_connected(

@@ -53,7 +53,7 @@ async def test_one_gateway_serves_many_assets_over_one_stream(system: System) ->
 
     # one connection: the gateway process holds exactly one TCP connection to the gRPC port
     conns = tcp_connections(gw.pid, system.grpc_port)
-    sessions = [r for r in await system.get("/gateways") if r["connected"]]
+    sessions = [r for r in await system.get_all("/gateways") if r["connected"]]
     print(f"\n[one-stream] {len(ids)} assets, gateway TCP connections to gRPC port: {conns}")
     assert conns == 1, f"{conns} TCP connections from the gateway for {len(ids)} assets"
     assert len(sessions) == 1, sessions
@@ -111,7 +111,7 @@ async def test_asset_dispatch_changes_only_that_asset(system: System) -> None:
         )
         unchanged.append(asset_id)
     assert len(unchanged) == len(ids) - 1
-    others = await system.get("/dispatches", asset_id=ids[0])
+    others = await system.get_all("/dispatches", asset_id=ids[0])
     assert others == [], "no dispatch recorded for an asset that was not targeted"
 
 
@@ -173,7 +173,7 @@ async def test_legacy_and_gateway_mode_side_by_side(system: System) -> None:
     legacy_ids = [p.stem for p in legacy_paths]
     latest = await system.wait_telemetry([*ids, *legacy_ids], min_seq=2)
 
-    rows = {r["site_id"]: r for r in await system.get("/gateways") if r["connected"]}
+    rows = {r["site_id"]: r for r in await system.get_all("/gateways") if r["connected"]}
     assert len(rows) == 1 + len(legacy_ids)
     assert sorted(rows["site-mix"]["assets_served"]) == sorted(ids)
     for asset_id in legacy_ids:

@@ -51,7 +51,7 @@ async def test_site_dispatch_met_by_batteries_is_allocated_exactly_and_delivered
     await system.start_headend()
     await system.launcher.gateway(path).start()
     await system.wait_connected("site-a")
-    assets = [a for a in await system.get("/assets") if a["site_id"] == "site-a"]
+    assets = await system.get_all("/assets", site_id="site-a")
     pv = sorted(a["asset_id"] for a in assets if a["kind"] == "pv")
     assert len(pv) == 4
     latest = await system.wait_telemetry([a["asset_id"] for a in assets], min_seq=2)

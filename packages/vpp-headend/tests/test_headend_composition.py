@@ -73,7 +73,7 @@ async def test_an_app_given_no_headend_opens_one_for_its_lifespan(settings: Sett
         assert ready.status_code == 200, ready.text
         port = ready.json()["grpc_port"]
         assert await _accepts(port)
-        assert (await http.get("/sites")).json() == []
+        assert (await http.get("/sites")).json() == {"items": [], "next": None}
     assert not await _accepts(port)  # its lifespan closed the gRPC server
     assert settings.database_url is not None
     assert _other_connections(settings.database_url) == 0

@@ -137,8 +137,8 @@ async def test_an_ack_short_of_the_request_is_partially_applied_with_its_shortfa
     )
     assert [t["state"] for t in done["transitions"]] == ["pending", "sent", "partially_applied"]
     listed = await running.http.get("/dispatches", params={"state": "partially_applied"})
-    assert [d["dispatch_id"] for d in listed.json()] == [body["dispatch_id"]]
-    [summary] = listed.json()  # the list shows what was delivered too
+    assert [d["dispatch_id"] for d in listed.json()["items"]] == [body["dispatch_id"]]
+    [summary] = listed.json()["items"]  # the list shows what was delivered too
     assert (summary["requested_kw"], summary["allocated_kw"], summary["shortfall_kw"]) == (
         50.0,
         30.0,

@@ -42,7 +42,7 @@ def _stream_is_open(agent: Any) -> None:
 
 
 async def _gateway(http: Any, site_id: str) -> dict[str, Any]:
-    gateways = (await http.get("/gateways")).json()
+    gateways = (await http.get("/gateways")).json()["items"]
     return next(g for g in gateways if g["site_id"] == site_id)
 
 

@@ -228,7 +228,7 @@ async def test_a_control_character_in_the_idempotency_key_is_a_422(running: Any,
     )
     assert resp.status_code == 422, resp.text
     assert resp.json()["field"] == "Idempotency-Key"
-    assert (await running.http.get("/dispatches")).json() == []
+    assert (await running.http.get("/dispatches")).json()["items"] == []
 
 
 # -- content type -------------------------------------------------------------------------

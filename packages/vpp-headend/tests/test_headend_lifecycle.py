@@ -118,7 +118,7 @@ async def test_idempotency_key_returns_the_original_dispatch(running, site_yaml)
     )
     assert other.status_code == 409
     assert other.json()["field"] == "Idempotency-Key"
-    listed = (await running.http.get("/dispatches")).json()
+    listed = (await running.http.get("/dispatches")).json()["items"]
     assert len(listed) == 1
 
 
@@ -148,15 +148,15 @@ async def test_dispatch_queries(running, agents, site_yaml) -> None:
     d2 = await running.dispatch(asset_id="b-1", power_kw=2.0)
     await asyncio.sleep(0.01)
     d3 = await running.dispatch(site_id="site-b", power_kw=3.0)
-    ids = [d["dispatch_id"] for d in (await running.http.get("/dispatches")).json()]
+    ids = [d["dispatch_id"] for d in (await running.http.get("/dispatches")).json()["items"]]
     assert ids == [d3["dispatch_id"], d2["dispatch_id"], d1["dispatch_id"]]
-    by_site = (await running.http.get("/dispatches", params={"site_id": "site-b"})).json()
+    by_site = (await running.http.get("/dispatches", params={"site_id": "site-b"})).json()["items"]
     assert [d["dispatch_id"] for d in by_site] == [d3["dispatch_id"], d2["dispatch_id"]]
-    by_asset = (await running.http.get("/dispatches", params={"asset_id": "a-1"})).json()
+    by_asset = (await running.http.get("/dispatches", params={"asset_id": "a-1"})).json()["items"]
     assert [d["dispatch_id"] for d in by_asset] == [d1["dispatch_id"]]
-    limited = (await running.http.get("/dispatches", params={"limit": 1})).json()
+    limited = (await running.http.get("/dispatches", params={"limit": 1})).json()["items"]
     assert len(limited) == 1
-    pending = (await running.http.get("/dispatches", params={"state": "pending"})).json()
+    pending = (await running.http.get("/dispatches", params={"state": "pending"})).json()["items"]
     assert len(pending) == 3
     bad = await running.http.get("/dispatches", params={"state": "bogus"})
     assert bad.status_code == 422

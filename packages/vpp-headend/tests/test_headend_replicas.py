@@ -53,7 +53,7 @@ async def test_dispatch_crosses_replicas_and_a_moving_gateway_is_fenced(
 
     # Both replicas agree on who holds the site.
     for replica in (a, b):
-        gateways = (await replica.http.get("/gateways")).json()
+        gateways = (await replica.http.get("/gateways")).json()["items"]
         [gw] = [g for g in gateways if g["site_id"] == "site-r"]
         assert gw["connected"] is True
         assert gw["epoch"] == second.epoch

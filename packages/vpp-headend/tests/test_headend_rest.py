@@ -59,7 +59,7 @@ async def test_dispatch_validation(running, site_yaml, body, status, field) -> N
         "/dispatch", content=json.dumps(body), headers={"content-type": "application/json"}
     )
     assert_problem(resp, status, field)
-    assert (await running.http.get("/dispatches")).json() == []  # nothing half-written
+    assert (await running.http.get("/dispatches")).json()["items"] == []  # nothing half-written
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b"", b'"power"', b"\xff\xfe"])
@@ -107,7 +107,7 @@ async def test_history_parameters_are_bounded(running, site_yaml) -> None:
 async def test_registry_endpoints(running, site_yaml) -> None:
     await running.import_site(site_yaml("site-a", ["a-1", "a-2"], groups=["g1"]))
     await running.import_site(site_yaml("site-b", ["b-1"], kind="pv", capacity_kw=50))
-    sites = (await running.http.get("/sites")).json()
+    sites = (await running.http.get("/sites")).json()["items"]
     assert [s["site_id"] for s in sites] == ["site-a", "site-b"]
     assert sites[0]["groups"] == ["g1"]
     assert sites[0]["capacity_kw"] == 200.0
@@ -121,9 +121,9 @@ async def test_registry_endpoints(running, site_yaml) -> None:
         "max_kw": None,
         "energy_kwh": None,
     }
-    assets = (await running.http.get("/assets")).json()
+    assets = (await running.http.get("/assets")).json()["items"]
     assert [a["asset_id"] for a in assets] == ["a-1", "a-2", "b-1"]
-    only_a = (await running.http.get("/assets", params={"site_id": "site-a"})).json()
+    only_a = (await running.http.get("/assets", params={"site_id": "site-a"})).json()["items"]
     assert [a["asset_id"] for a in only_a] == ["a-1", "a-2"]
     assert (await running.http.get("/assets/a-2")).json()["site_id"] == "site-a"
 

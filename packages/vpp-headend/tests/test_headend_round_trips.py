@@ -117,7 +117,7 @@ async def test_a_dispatch_is_created_in_one_statement_and_read_in_one(
         listed = await running.http.get("/dispatches", params={"site_id": "s2"})
     assert listed.status_code == 200
     assert len(about_dispatches(sql)) == 1, sql
-    [only] = listed.json()
+    [only] = listed.json()["items"]
     assert only["dispatch_id"] == body["dispatch_id"]
     assert {d["site_id"] for d in only["deliveries"]} == {"s1", "s2"}
 
@@ -394,7 +394,7 @@ async def test_concurrent_posts_with_one_idempotency_key_make_one_dispatch(
     assert sorted(created for _, created in made) == [False, False, False, False, True]
     sp = await agent.setpoint()
     assert sp.setpoint_id == str(made[0][0].dispatch_id)
-    listed = (await running.http.get("/dispatches")).json()
+    listed = (await running.http.get("/dispatches")).json()["items"]
     assert [x["dispatch_id"] for x in listed] == [sp.setpoint_id]
     other = DispatchRequest("asset", "s1-a", 8.0, expires, idempotency_key="same-key")
     with pytest.raises(ConflictError):

@@ -42,7 +42,7 @@ async def test_each_dispatch_reaches_only_the_stream_serving_its_asset(
         # Nothing more was sent to it: a dispatch made now is its next message.
         await running.nothing_queued_before(agent, sites[site_id][0])
 
-    gateways = (await running.http.get("/gateways")).json()
+    gateways = (await running.http.get("/gateways")).json()["items"]
     assert {g["site_id"]: g["connected"] for g in gateways} == dict.fromkeys(sites, True)
     assert sorted(gateways[0]["assets_served"]) == sites["site-a"]
 

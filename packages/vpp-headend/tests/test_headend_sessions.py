@@ -33,7 +33,7 @@ async def test_newer_session_supersedes_older_and_routing_follows(
 
     body = await running.dispatch(asset_id="a-1", power_kw=2.0)
     assert (await second.setpoint()).setpoint_id == body["dispatch_id"]
-    gateways = (await running.http.get("/gateways")).json()
+    gateways = (await running.http.get("/gateways")).json()["items"]
     assert gateways[0]["connected"] is True
     assert gateways[0]["epoch"] == r2.epoch
     assert "event=disconnect site_id=site-a" in caplog.text
@@ -60,7 +60,7 @@ async def test_headend_sends_heartbeats_and_closes_silent_streams(
     await agent.wait_ended()
 
     async def recorded() -> bool:
-        gateways = (await running.http.get("/gateways")).json()
+        gateways = (await running.http.get("/gateways")).json()["items"]
         return gateways[0]["connected"] is False and (
             gateways[0]["disconnect_reason"] == "heartbeat_timeout"
         )
@@ -270,7 +270,7 @@ async def test_a_disconnect_storm_is_recorded_even_with_a_small_pool(
         agent = await agents(h.grpc_port, f"storm-{i}")
         await agent.register([f"storm-{i}-a"])
         made.append(agent)
-    gateways = (await h.http.get("/gateways")).json()
+    gateways = (await h.http.get("/gateways", params={"limit": 1000})).json()["items"]
     assert sum(g["connected"] for g in gateways) == n
     for agent in made:
         agent.drop()  # all vanish at once

@@ -129,7 +129,7 @@ async def test_restart_keeps_pending_dispatches_and_history(
     assert hist["count"] == 20
     latest = (await second.http.get("/telemetry/a-1")).json()
     assert latest["seq"] == 20
-    gateways = {g["site_id"]: g for g in (await second.http.get("/gateways")).json()}
+    gateways = {g["site_id"]: g for g in (await second.http.get("/gateways")).json()["items"]}
     assert gateways["site-a"]["connected"] is False
     assert gateways["site-a"]["disconnect_reason"] == "server_shutdown"
 

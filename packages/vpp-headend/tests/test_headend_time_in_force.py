@@ -174,7 +174,7 @@ async def test_a_bad_time_in_force_is_a_422_naming_the_field_and_stores_nothing(
     )
     body = problem(resp, 422)
     assert body["field"] == field, body
-    assert (await running.http.get("/dispatches")).json() == []
+    assert (await running.http.get("/dispatches")).json()["items"] == []
 
 
 async def test_the_time_in_force_is_stored_shown_and_part_of_the_idempotency_key(
@@ -188,7 +188,7 @@ async def test_the_time_in_force_is_stored_shown_and_part_of_the_idempotency_key
     assert timed["duration_s"] == 90.5
     got = await running.dispatch_state(timed["dispatch_id"])
     assert (got["duration_s"], got["ends_at"]) == (90.5, None)
-    listed = (await running.http.get("/dispatches")).json()
+    listed = (await running.http.get("/dispatches")).json()["items"]
     assert [d["duration_s"] for d in listed] == [90.5, None]
 
     # ends_at: the delivery deadline never runs past the end of control.
@@ -258,7 +258,7 @@ async def test_a_duration_that_ends_completes_the_dispatch_with_its_events(
     }
     ended = {(e["scope"], e["scope_id"]) for e in done["events"] if e["state"] == "completed"}
     assert ended == {("dispatch", None), ("site", "site-a"), ("asset", "a-1"), ("asset", "a-2")}
-    listed = (await running.http.get("/dispatches", params={"state": "completed"})).json()
+    listed = (await running.http.get("/dispatches", params={"state": "completed"})).json()["items"]
     assert [d["dispatch_id"] for d in listed] == [did]
 
     async def counted() -> bool:

@@ -237,14 +237,20 @@ class GatewayService:
                 detail=detail,
             )
 
-    async def list_gateways(self) -> list[GatewayView]:
-        """Every registered site with its gateway's connection state, by site id."""
+    async def list_gateways(
+        self, *, after: repo.GatewayKey | None = None, limit: int | None = None
+    ) -> list[GatewayView]:
+        """Registered sites with their gateway's connection state, by site id: every one,
+        or a page (those after ``after``, at most ``limit``). The page's sites come from
+        the database; a session this replica holds overrides its stored record."""
         async with self._read.connect() as conn:
-            records = await repo.records(conn)
+            records = await repo.records(conn, after=after, limit=limit)
         out: list[GatewayView] = []
         for r in records:
             live = self.sessions.for_site(r.site_id)
-            out.append(_live_view(live) if live is not None else self._record_view(r))
+            out.append(
+                _live_view(live, self._replica) if live is not None else self._record_view(r)
+            )
         return out
 
     def _record_view(self, r: repo.SessionRecord) -> GatewayView:
@@ -260,6 +266,8 @@ class GatewayService:
             epoch=r.epoch,
             session_id=r.session_id,
             disconnect_reason=r.disconnect_reason,
+            replica=r.replica,
+            disconnected_at=r.disconnected_at,
         )
 
     def _update_gauges(self) -> None:
@@ -267,7 +275,7 @@ class GatewayService:
         self._metrics.assets_served.set(self.sessions.assets_served)
 
 
-def _live_view(live: Session) -> GatewayView:
+def _live_view(live: Session, replica: str) -> GatewayView:
     return GatewayView(
         site_id=live.site_id,
         connected=True,
@@ -278,6 +286,7 @@ def _live_view(live: Session) -> GatewayView:
         agent_version=live.agent_version,
         epoch=live.epoch,
         session_id=live.session_id,
+        replica=replica,
     )
 
 

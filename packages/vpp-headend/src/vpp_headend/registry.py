@@ -59,10 +59,13 @@ class Registry:
 
     # -- queries -------------------------------------------------------------------------
 
-    async def list_sites(self) -> list[Site]:
-        """Every site with its assets and groups, by site id."""
+    async def list_sites(
+        self, *, after: repo.SiteKey | None = None, limit: int | None = None
+    ) -> list[Site]:
+        """Sites with their assets and groups, by site id: every one, or a page (those
+        after ``after``, at most ``limit``)."""
         async with self._read.connect() as conn:
-            return await repo.sites(conn, None)
+            return await repo.sites(conn, None, after=after, limit=limit)
 
     async def get_site(self, site_id: str) -> Site:
         """One site; `NotFoundError` when unknown."""
@@ -72,10 +75,17 @@ class Registry:
             raise NotFoundError(f"unknown site {site_id!r}", field="site_id")
         return found[0]
 
-    async def list_assets(self, site_id: str | None = None) -> list[Asset]:
-        """Registered assets (of one site when given), by asset id."""
+    async def list_assets(
+        self,
+        site_id: str | None = None,
+        *,
+        after: repo.AssetKey | None = None,
+        limit: int | None = None,
+    ) -> list[Asset]:
+        """Registered assets (of one site when given), by asset id: every one, or a page
+        (those after ``after``, at most ``limit``)."""
         async with self._read.connect() as conn:
-            return await repo.assets(conn, site_id)
+            return await repo.assets(conn, site_id, after=after, limit=limit)
 
     async def get_asset(self, asset_id: str) -> Asset:
         """One asset; `NotFoundError` when unknown."""

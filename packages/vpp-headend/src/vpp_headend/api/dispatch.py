@@ -9,12 +9,14 @@ from uuid import UUID
 from litestar import Controller, Response, get, post
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
+from ..db.dispatch_views import DispatchKey, dispatch_key
 from ..domain import DispatchState
 from ..errors import NotFoundError, ValidationFailedError
 from .bodies import CancelBody, DispatchBody, cancel_reason, dispatch_request
 from .deps import DispatchDep, NowDep, SettingsDep
-from .dispatch_out import DispatchOut, DispatchSummaryOut, dispatch_out, dispatch_summary_out
+from .dispatch_out import DispatchOut, DispatchPage, dispatch_out, dispatch_summary_out
 from .dto import JsonBody
+from .paging import DEFAULT_LIMIT, CursorQuery, LimitQuery, pager
 from .params import AssetIdQuery, SiteIdQuery
 from .problems import problem_responses
 
@@ -114,15 +116,31 @@ class DispatchController(Controller):
             str | None,
             QueryParameter(name="state", description=f"one of {', '.join(STATES)}"),
         ] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
-    ) -> list[DispatchSummaryOut]:
-        """Dispatches, newest first."""
+        limit: LimitQuery = DEFAULT_LIMIT,
+        cursor: CursorQuery = None,
+    ) -> DispatchPage:
+        """Dispatches, newest first (by issued_at), a page at a time; a dispatch created
+        while the pages are walked appears on none of the later pages."""
         if state_filter is not None and state_filter not in STATES:
             raise ValidationFailedError(f"state must be one of {', '.join(STATES)}", field="state")
-        views = await dispatch.search(
-            asset_id=asset_id, site_id=site_id, state=state_filter, limit=limit
+        page = pager(
+            "dispatches",
+            DispatchKey,
+            limit=limit,
+            cursor=cursor,
+            asset_id=asset_id,
+            site_id=site_id,
+            state=state_filter,
         )
-        return [dispatch_summary_out(v) for v in views]
+        views = await dispatch.search(
+            asset_id=asset_id,
+            site_id=site_id,
+            state=state_filter,
+            limit=page.fetch,
+            after=page.after,
+        )
+        rows, next_cursor = page.page(views, dispatch_key)
+        return DispatchPage(items=[dispatch_summary_out(v) for v in rows], next=next_cursor)
 
 
 def _dispatch_uuid(dispatch_id: str) -> UUID:

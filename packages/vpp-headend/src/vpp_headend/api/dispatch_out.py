@@ -1,4 +1,4 @@
-"""Response shapes of a dispatch (GET /dispatch/{dispatch_id}, GET /dispatches) and
+"""Response shapes of a dispatch (GET /dispatch/{dispatch_id}, GET /dispatches: a page) and
 the builders that fill them from a `DispatchView`."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from uuid import UUID
 import msgspec
 
 from ..domain import DispatchView
+from .paging import Page
 
 
 class TargetRef(msgspec.Struct):
@@ -107,6 +108,10 @@ class DispatchSummaryOut(msgspec.Struct):
     shortfall_kw: float | None = None
     delivered_kw: float | None = None
     measured_at: datetime | None = None
+
+
+class DispatchPage(Page, kw_only=True):
+    items: list[DispatchSummaryOut]
 
 
 def _deliveries(v: DispatchView) -> list[DeliveryOut]:

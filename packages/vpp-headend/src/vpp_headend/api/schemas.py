@@ -1,5 +1,6 @@
 """Response shapes of the REST API for sites, assets, telemetry and gateways (msgspec
-structs) and the builders that fill them from domain values."""
+structs, one concrete page struct per list: `paging.Page`) and the builders that fill
+them from domain values."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from uuid import UUID
 
 import msgspec
 
-from ..db.telemetry_repo import RollupMinute
-from ..domain import Asset, GatewayView, LatestReading, Site, status_name
+from ..db.telemetry_repo import RollupMinute, SiteMinute
+from ..domain import Asset, GatewayView, LatestReading, Site, SiteTelemetry, status_name
+from .paging import Page
 
 
 class AssetOut(msgspec.Struct):
@@ -34,6 +36,14 @@ class SiteOut(msgspec.Struct):
 
 class SiteDetailOut(SiteOut):
     assets: list[AssetOut] = msgspec.field(default_factory=list)
+
+
+class SitePage(Page, kw_only=True):
+    items: list[SiteOut]
+
+
+class AssetPage(Page, kw_only=True):
+    items: list[AssetOut]
 
 
 class TelemetryOut(msgspec.Struct):
@@ -77,6 +87,7 @@ class HistoryOut(msgspec.Struct):
     limit: int
     count: int
     readings: list[ReadingOut]
+    next: str | None  # the cursor of the next (older) page; null on the last
 
 
 class MinuteOut(msgspec.Struct):
@@ -97,6 +108,53 @@ class RollupOut(msgspec.Struct):
     limit: int
     count: int
     minutes: list[MinuteOut]
+    next: str | None  # the cursor of the next (older) page; null on the last
+
+
+class SiteAssetReadingOut(msgspec.Struct):
+    asset_id: str
+    kind: str
+    reading: TelemetryOut | None  # as GET /telemetry/{asset_id}; null: none stored yet
+
+
+class SiteTotalOut(msgspec.Struct):
+    """The site's newest readings summed: ``power_kw`` over its dispatchable assets (not
+    meters: a meter sees the same flow at the grid point), ``meter_kw`` over its meters."""
+
+    power_kw: float | None  # null when no asset has reported
+    meter_kw: float | None  # null when no meter has reported
+    assets_reporting: int
+    assets: int
+    newest_ts: datetime | None
+    oldest_ts: datetime | None
+    worst_lag_s: float | None  # now − oldest_ts
+
+
+class SiteTelemetryOut(msgspec.Struct):
+    site_id: str
+    at: datetime  # the headend's clock when read (lags are counted to it)
+    assets: list[SiteAssetReadingOut]
+    total: SiteTotalOut
+
+
+class SiteMinuteOut(msgspec.Struct):
+    """One UTC minute of a site: its dispatchable assets' rollups summed."""
+
+    minute: datetime
+    assets: int  # assets with a rollup that minute
+    min_power_kw: float
+    avg_power_kw: float
+    max_power_kw: float
+
+
+class SiteRollupOut(msgspec.Struct):
+    site_id: str
+    start: datetime | None
+    end: datetime | None
+    limit: int
+    count: int
+    minutes: list[SiteMinuteOut]
+    next: str | None
 
 
 class GatewayOut(msgspec.Struct):
@@ -110,6 +168,12 @@ class GatewayOut(msgspec.Struct):
     epoch: int | None
     session_id: UUID | None
     disconnect_reason: str | None
+    replica: str | None = None  # the replica holding (or that last held) the stream
+    disconnected_at: datetime | None = None
+
+
+class GatewayPage(Page, kw_only=True):
+    items: list[GatewayOut]
 
 
 def asset_out(a: Asset) -> AssetOut:
@@ -142,11 +206,52 @@ def telemetry_out(r: LatestReading, site_id: str, now: datetime) -> TelemetryOut
         status=status_name(r.status),
         setpoint_kw=r.setpoint_kw,
         setpoint_id=r.setpoint_id,
-        lag_s=round(max(0.0, (now - r.ts).total_seconds()), 3),
+        lag_s=lag_s(now, r.ts),
         available_min_kw=r.available_min_kw,
         available_max_kw=r.available_max_kw,
         min_stable_kw=r.min_stable_kw,
         setpoint_ends_at=r.setpoint_ends_at,
+    )
+
+
+def lag_s(now: datetime, ts: datetime) -> float:
+    """How long ago (by the headend clock) a reading was taken, in s (0 for one ahead)."""
+    return round(max(0.0, (now - ts).total_seconds()), 3)
+
+
+def site_telemetry_out(t: SiteTelemetry, now: datetime) -> SiteTelemetryOut:
+    total = t.total
+    site_id = t.site.site_id
+    return SiteTelemetryOut(
+        site_id=site_id,
+        at=now,
+        assets=[
+            SiteAssetReadingOut(
+                asset_id=a.asset_id,
+                kind=a.kind,
+                reading=None if r is None else telemetry_out(r, site_id, now),
+            )
+            for a, r in t.readings
+        ],
+        total=SiteTotalOut(
+            power_kw=None if total is None else total.power_kw,
+            meter_kw=None if total is None else total.meter_kw,
+            assets_reporting=0 if total is None else total.assets_reporting,
+            assets=len(t.readings),
+            newest_ts=None if total is None else total.newest_ts,
+            oldest_ts=None if total is None else total.oldest_ts,
+            worst_lag_s=None if total is None else lag_s(now, total.oldest_ts),
+        ),
+    )
+
+
+def site_minute_out(m: SiteMinute) -> SiteMinuteOut:
+    return SiteMinuteOut(
+        minute=m.bucket,
+        assets=m.assets,
+        min_power_kw=m.min_power_kw,
+        avg_power_kw=m.avg_power_kw,
+        max_power_kw=m.max_power_kw,
     )
 
 
@@ -190,4 +295,6 @@ def gateway_out(g: GatewayView) -> GatewayOut:
         epoch=g.epoch,
         session_id=g.session_id,
         disconnect_reason=g.disconnect_reason,
+        replica=g.replica,
+        disconnected_at=g.disconnected_at,
     )

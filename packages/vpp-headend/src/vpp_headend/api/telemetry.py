@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, TypeAlias
 
 from litestar import Controller, get
 from litestar.params import QueryParameter
 
+from ..db.telemetry_repo import HistoryKey, MinuteKey, history_key, minute_key
 from ..errors import ValidationFailedError
 from .bodies import utc
 from .deps import NowDep, TelemetryDep
+from .paging import CursorQuery, pager
 from .params import AssetIdPath
 from .problems import problem_responses
 from .schemas import (
@@ -23,6 +25,17 @@ from .schemas import (
 )
 
 MAX_HISTORY = 10_000
+
+#: The window and page size of the history and rollup reads (an asset's or a site's).
+StartQuery: TypeAlias = Annotated[
+    datetime | None, QueryParameter(description="only from this time on (inclusive)")
+]
+EndQuery: TypeAlias = Annotated[
+    datetime | None, QueryParameter(description="only before this time (exclusive)")
+]
+WindowLimitQuery: TypeAlias = Annotated[
+    int, QueryParameter(ge=1, le=MAX_HISTORY, description=f"page size, 1 to {MAX_HISTORY}")
+]
 
 
 class TelemetryController(Controller):
@@ -44,13 +57,27 @@ class TelemetryController(Controller):
         self,
         telemetry: TelemetryDep,
         asset_id: AssetIdPath,
-        start: Annotated[datetime | None, QueryParameter()] = None,
-        end: Annotated[datetime | None, QueryParameter()] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=MAX_HISTORY)] = 100,
+        start: StartQuery = None,
+        end: EndQuery = None,
+        limit: WindowLimitQuery = 100,
+        cursor: CursorQuery = None,
     ) -> HistoryOut:
-        """Stored readings with start <= ts < end, newest first, at most ``limit``."""
-        start, end = _window(start, end)
-        rows = await telemetry.history(asset_id, start=start, end=end, limit=limit)
+        """Stored readings with start <= ts < end, newest first, at most ``limit``;
+        ``next`` pages on to older ones."""
+        start, end = query_window(start, end)
+        page = pager(
+            "history",
+            HistoryKey,
+            limit=limit,
+            cursor=cursor,
+            asset_id=asset_id,
+            start=start,
+            end=end,
+        )
+        found = await telemetry.history(
+            asset_id, start=start, end=end, limit=page.fetch, after=page.after
+        )
+        rows, next_cursor = page.page(found, history_key)
         return HistoryOut(
             asset_id=asset_id,
             start=start,
@@ -58,6 +85,7 @@ class TelemetryController(Controller):
             limit=limit,
             count=len(rows),
             readings=[reading_out(r) for r in rows],
+            next=next_cursor,
         )
 
     @get("/{asset_id:str}/rollup", responses=problem_responses(400, 401, 404, 422))
@@ -65,15 +93,23 @@ class TelemetryController(Controller):
         self,
         telemetry: TelemetryDep,
         asset_id: AssetIdPath,
-        start: Annotated[datetime | None, QueryParameter()] = None,
-        end: Annotated[datetime | None, QueryParameter()] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=MAX_HISTORY)] = 100,
+        start: StartQuery = None,
+        end: EndQuery = None,
+        limit: WindowLimitQuery = 100,
+        cursor: CursorQuery = None,
     ) -> RollupOut:
         """One-minute rollups (min/avg/max power, count, last SoC) with start <= minute < end,
-        newest first, at most ``limit``. The current minute appears once it has closed and
-        the rollup job has run (every ``rollup_interval_s``)."""
-        start, end = _window(start, end)
-        rows = await telemetry.rollups(asset_id, start=start, end=end, limit=limit)
+        newest first, at most ``limit``; ``next`` pages on to older ones. The current
+        minute appears once it has closed and the rollup job has run (every
+        ``rollup_interval_s``)."""
+        start, end = query_window(start, end)
+        page = pager(
+            "rollup", MinuteKey, limit=limit, cursor=cursor, asset_id=asset_id, start=start, end=end
+        )
+        found = await telemetry.rollups(
+            asset_id, start=start, end=end, limit=page.fetch, after=page.after
+        )
+        rows, next_cursor = page.page(found, minute_key)
         return RollupOut(
             asset_id=asset_id,
             start=start,
@@ -81,10 +117,11 @@ class TelemetryController(Controller):
             limit=limit,
             count=len(rows),
             minutes=[minute_out(m) for m in rows],
+            next=next_cursor,
         )
 
 
-def _window(
+def query_window(
     start: datetime | None, end: datetime | None
 ) -> tuple[datetime | None, datetime | None]:
     """The query window in UTC (`bodies.utc`: aware and in range, else 422 naming the

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeAlias
 from uuid import UUID
 
-from sqlalchemy import select, true
+from sqlalchemy import select, true, tuple_
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -77,6 +78,14 @@ async def view(
     return _to_view(row._mapping, full) if row is not None else None
 
 
+#: Sort key of GET /dispatches, newest first: (issued_at, dispatch_id).
+DispatchKey: TypeAlias = tuple[datetime, UUID]
+
+
+def dispatch_key(v: DispatchView) -> DispatchKey:
+    return (v.issued_at, v.dispatch_id)
+
+
 async def search(
     conn: AsyncConnection,
     *,
@@ -84,10 +93,17 @@ async def search(
     site_id: str | None,
     state: str | None,
     limit: int,
+    after: DispatchKey | None = None,
 ) -> list[DispatchView]:
     """Dispatches, newest first, filtered by asset (target or allocation), site and state;
-    with their deliveries (one statement)."""
+    with their deliveries (one statement). ``after``: only those older than that key
+    (the next page)."""
     query = _view_query(False).order_by(d.c.issued_at.desc(), d.c.dispatch_id.desc()).limit(limit)
+    if after is not None:
+        # The plain bound lets the planner walk ix_dispatches_issued from the cursor on.
+        query = query.where(
+            d.c.issued_at <= after[0], tuple_(d.c.issued_at, d.c.dispatch_id) < tuple_(*after)
+        )
     if asset_id is not None:
         query = query.where(
             d.c.dispatch_id.in_(select(t.c.dispatch_id).where(t.c.asset_id == asset_id))
@@ -101,4 +117,4 @@ async def search(
     return [_to_view(r._mapping, False) for r in await conn.execute(query)]
 
 
-__all__ = ["search", "view"]
+__all__ = ["DispatchKey", "dispatch_key", "search", "view"]

@@ -4,7 +4,7 @@ writes, and the lookups and enrolments of a Register's claims."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 from sqlalchemy import ARRAY, Text, any_, bindparam, delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
@@ -176,15 +176,41 @@ async def replace_groups(conn: AsyncConnection, site_id: str, groups: Sequence[s
 # -- queries -------------------------------------------------------------------------------
 
 
-async def sites(conn: AsyncConnection, site_ids: Sequence[str] | None) -> list[Site]:
-    """The sites (all when ``site_ids`` is None) with their assets and groups, by site id."""
-    sq = select(m.sites).order_by(m.sites.c.site_id)
-    aq = select(m.assets).order_by(m.assets.c.asset_id)
-    gq = select(m.group_members).order_by(m.group_members.c.group_id)
+#: Sort key of GET /sites (and /gateways): the site id.
+SiteKey: TypeAlias = tuple[str]
+#: Sort key of GET /assets: the asset id.
+AssetKey: TypeAlias = tuple[str]
+
+
+def site_key(site: Site) -> SiteKey:
+    return (site.site_id,)
+
+
+def asset_key(asset: Asset) -> AssetKey:
+    return (asset.asset_id,)
+
+
+async def sites(
+    conn: AsyncConnection,
+    site_ids: Sequence[str] | None,
+    *,
+    after: SiteKey | None = None,
+    limit: int | None = None,
+) -> list[Site]:
+    """The sites (all when ``site_ids`` is None) with their assets and groups, by site id;
+    those after ``after``, at most ``limit`` (a page: its assets and groups only)."""
+    sq = select(m.sites).order_by(m.sites.c.site_id).limit(limit)
     if site_ids is not None:
         sq = sq.where(m.sites.c.site_id.in_(site_ids))
-        aq = aq.where(m.assets.c.site_id.in_(site_ids))
-        gq = gq.where(m.group_members.c.site_id.in_(site_ids))
+    if after is not None:
+        sq = sq.where(m.sites.c.site_id > after[0])
+    site_rows = (await conn.execute(sq)).all()
+    aq = select(m.assets).order_by(m.assets.c.asset_id)
+    gq = select(m.group_members).order_by(m.group_members.c.group_id)
+    if site_ids is not None or after is not None or limit is not None:
+        ids = bindparam("ids", [r.site_id for r in site_rows], type_=ARRAY(Text))
+        aq = aq.where(m.assets.c.site_id == any_(ids))
+        gq = gq.where(m.group_members.c.site_id == any_(ids))
     assets_by_site: dict[str, list[Asset]] = {}
     for row in await conn.execute(aq):
         asset = _asset(row)
@@ -200,15 +226,24 @@ async def sites(conn: AsyncConnection, site_ids: Sequence[str] | None) -> list[S
             telemetry_interval_s=row.telemetry_interval_s,
             legacy=row.legacy,
         )
-        for row in await conn.execute(sq)
+        for row in site_rows
     ]
 
 
-async def assets(conn: AsyncConnection, site_id: str | None) -> list[Asset]:
-    """Registered assets (of one site when given), by asset id."""
-    query = select(m.assets).order_by(m.assets.c.asset_id)
+async def assets(
+    conn: AsyncConnection,
+    site_id: str | None,
+    *,
+    after: AssetKey | None = None,
+    limit: int | None = None,
+) -> list[Asset]:
+    """Registered assets (of one site when given), by asset id; those after ``after``, at
+    most ``limit``."""
+    query = select(m.assets).order_by(m.assets.c.asset_id).limit(limit)
     if site_id is not None:
         query = query.where(m.assets.c.site_id == site_id)
+    if after is not None:
+        query = query.where(m.assets.c.asset_id > after[0])
     return [_asset(r) for r in await conn.execute(query)]
 
 
@@ -239,8 +274,11 @@ async def counts(conn: AsyncConnection) -> tuple[int, int]:
 
 
 __all__ = [
+    "AssetKey",
     "Claimed",
+    "SiteKey",
     "asset",
+    "asset_key",
     "assets",
     "claimed",
     "counts",
@@ -252,6 +290,7 @@ __all__ = [
     "remove_assets_except",
     "replace_groups",
     "site_exists",
+    "site_key",
     "sites",
     "upsert_asset",
     "upsert_site",

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias
 from uuid import UUID
 
 from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..domain import GatewayView
 from . import models as m
 
 g = m.gateway_sessions
@@ -74,6 +75,7 @@ class SessionRecord(NamedTuple):
     session_id: UUID | None
     disconnect_reason: str | None
     replica: str | None
+    disconnected_at: datetime | None
 
 
 async def close_left_open(conn: AsyncConnection, replica: str, at: datetime) -> None:
@@ -151,8 +153,19 @@ async def owners(conn: AsyncConnection, site_ids: Sequence[str]) -> dict[str, UU
     return {r.site_id: r.session_id for r in rows}
 
 
-async def records(conn: AsyncConnection) -> list[SessionRecord]:
-    """Every registered site with its session row, by site id."""
+#: Sort key of GET /gateways: the site id (as `registry_repo.SiteKey`).
+GatewayKey: TypeAlias = tuple[str]
+
+
+def gateway_key(view: GatewayView) -> GatewayKey:
+    return (view.site_id,)
+
+
+async def records(
+    conn: AsyncConnection, *, after: GatewayKey | None = None, limit: int | None = None
+) -> list[SessionRecord]:
+    """Registered sites with their session rows, by site id: every one, or those after
+    ``after``, at most ``limit``."""
     query = (
         select(
             m.sites.c.site_id,
@@ -160,7 +173,10 @@ async def records(conn: AsyncConnection) -> list[SessionRecord]:
         )
         .select_from(m.sites.outerjoin(g, g.c.site_id == m.sites.c.site_id))
         .order_by(m.sites.c.site_id)
+        .limit(limit)
     )
+    if after is not None:
+        query = query.where(m.sites.c.site_id > after[0])
     out: list[SessionRecord] = []
     for row in await conn.execute(query):
         r = row._mapping
@@ -175,10 +191,12 @@ async def records(conn: AsyncConnection) -> list[SessionRecord]:
 
 
 __all__ = [
+    "GatewayKey",
     "Gone",
     "Seen",
     "SessionRecord",
     "close_left_open",
+    "gateway_key",
     "owners",
     "record_connect",
     "record_disconnects",

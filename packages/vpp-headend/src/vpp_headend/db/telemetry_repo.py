@@ -12,11 +12,11 @@ from datetime import datetime
 from typing import Annotated, Any, NamedTuple, TypeAlias, get_args
 
 import psycopg
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text, true, tuple_
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..domain import Envelope, LatestReading
+from ..domain import NOT_DISPATCHABLE_KINDS, Asset, Envelope, LatestReading, Site, SiteTotal
 from . import models as m
 from .engine import DB_UNAVAILABLE
 
@@ -114,6 +114,32 @@ _ENVELOPES = text(
     """
 )
 
+# Every site's newest readings summed, in `SiteTotal` field order (`site_totals`).
+_SITE_TOTALS = text(
+    """
+    SELECT a.site_id,
+           COALESCE(sum(l.power_kw) FILTER (WHERE NOT a.kind = ANY(k.measure_only)), 0),
+           sum(l.power_kw) FILTER (WHERE a.kind = ANY(k.measure_only)),
+           count(*), max(l.ts), min(l.ts), max(l.received_at)
+    FROM telemetry_latest l
+    JOIN assets a ON a.asset_id = l.asset_id
+    CROSS JOIN (SELECT CAST(:not_dispatchable AS text[]) AS measure_only) k
+    GROUP BY a.site_id
+    """
+)
+# A site's row and its groups (its assets come with their readings, `site_latest`).
+_SITE = text(
+    """
+    SELECT s.site_id, s.telemetry_interval_s, s.legacy,
+           ARRAY(SELECT gm.group_id FROM group_members gm
+                 WHERE gm.site_id = s.site_id ORDER BY gm.group_id) AS groups
+    FROM sites s
+    WHERE s.site_id = :s
+    """
+)
+#: Columns of an `Asset`, in its field order.
+_ASSET_COLUMNS = tuple(Asset.__dataclass_fields__)
+
 
 class RollupMinute(NamedTuple):
     """One row of ``telemetry_1m``."""
@@ -125,6 +151,30 @@ class RollupMinute(NamedTuple):
     avg_power_kw: float
     max_power_kw: float
     last_soc_pct: float | None
+
+
+class SiteMinute(NamedTuple):
+    """One minute of a site: its dispatchable assets' ``telemetry_1m`` rows summed."""
+
+    bucket: datetime
+    assets: int  # how many assets have a row that minute
+    min_power_kw: float
+    avg_power_kw: float
+    max_power_kw: float
+
+
+#: Sort key of an asset's history, newest first: (ts, seq).
+HistoryKey: TypeAlias = tuple[datetime, int]
+#: Sort key of rollup minutes (an asset's or a site's), newest first.
+MinuteKey: TypeAlias = tuple[datetime]
+
+
+def history_key(r: LatestReading) -> HistoryKey:
+    return (r.ts, r.seq)
+
+
+def minute_key(m: RollupMinute | SiteMinute) -> MinuteKey:
+    return (m.bucket,)
 
 
 def reading(values: Sequence[Any]) -> LatestReading:
@@ -231,8 +281,10 @@ async def history(
     start: datetime | None,
     end: datetime | None,
     limit: int,
+    after: HistoryKey | None = None,
 ) -> list[LatestReading]:
-    """Stored readings of an asset with start <= ts < end, newest first, at most ``limit``."""
+    """Stored readings of an asset with start <= ts < end, newest first, at most ``limit``;
+    ``after``: only those older than that key (the next page)."""
     t = m.telemetry
     query = (
         select(*(t.c[name] for name in TELEMETRY_COLUMNS))
@@ -240,6 +292,9 @@ async def history(
         .order_by(t.c.ts.desc(), t.c.seq.desc())
         .limit(limit)
     )
+    if after is not None:
+        # The plain bound is what (asset_id, ts) and the partitions' ranges can use.
+        query = query.where(t.c.ts <= after[0], tuple_(t.c.ts, t.c.seq) < tuple_(*after))
     if start is not None:
         query = query.where(t.c.ts >= start)
     if end is not None:
@@ -254,20 +309,113 @@ async def rollups(
     start: datetime | None,
     end: datetime | None,
     limit: int,
+    after: MinuteKey | None = None,
 ) -> list[RollupMinute]:
-    """Rollup minutes of an asset with start <= minute < end, newest first, at most ``limit``."""
+    """Rollup minutes of an asset with start <= minute < end, newest first, at most
+    ``limit``; ``after``: only those before that minute (the next page)."""
     r = m.telemetry_1m
     query = (
         select(*(r.c[name] for name in RollupMinute._fields))
-        .where(r.c.asset_id == asset_id)
+        .where(r.c.asset_id == asset_id, *_minute_bounds(r.c.bucket, start, end, after))
         .order_by(r.c.bucket.desc())
         .limit(limit)
     )
-    if start is not None:
-        query = query.where(r.c.bucket >= start)
-    if end is not None:
-        query = query.where(r.c.bucket < end)
     return [RollupMinute(*row) for row in await conn.execute(query)]
+
+
+async def site_rollups(
+    conn: AsyncConnection,
+    site_id: str,
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    limit: int,
+    after: MinuteKey | None = None,
+) -> list[SiteMinute]:
+    """A site's minutes with start <= minute < end, newest first, at most ``limit``: the
+    sums of its dispatchable assets' rollups (meters left out, as in `site_totals`).
+
+    Each asset has at most one row a minute, so the newest ``limit`` minutes of the site
+    are among the newest ``limit`` rows of each asset: one bounded index scan per asset
+    (LATERAL), then the sums, whatever the table's size.
+    """
+    a, r = m.assets, m.telemetry_1m
+    newest = (
+        select(r.c.bucket, r.c.min_power_kw, r.c.avg_power_kw, r.c.max_power_kw)
+        .where(r.c.asset_id == a.c.asset_id, *_minute_bounds(r.c.bucket, start, end, after))
+        .order_by(r.c.bucket.desc())
+        .limit(limit)
+        .lateral("newest")
+    )
+    query = (
+        select(
+            newest.c.bucket,
+            func.count(),
+            func.sum(newest.c.min_power_kw),
+            func.sum(newest.c.avg_power_kw),
+            func.sum(newest.c.max_power_kw),
+        )
+        .select_from(a.join(newest, true()))
+        .where(a.c.site_id == site_id, a.c.kind.not_in(NOT_DISPATCHABLE_KINDS))
+        .group_by(newest.c.bucket)
+        .order_by(newest.c.bucket.desc())
+        .limit(limit)
+    )
+    return [SiteMinute(*row) for row in await conn.execute(query)]
+
+
+def _minute_bounds(
+    bucket: Any, start: datetime | None, end: datetime | None, after: MinuteKey | None
+) -> list[Any]:
+    bounds = []
+    if start is not None:
+        bounds.append(bucket >= start)
+    if end is not None:
+        bounds.append(bucket < end)
+    if after is not None:
+        bounds.append(bucket < after[0])
+    return bounds
+
+
+async def site_latest(
+    conn: AsyncConnection, site_id: str
+) -> tuple[Site, list[tuple[Asset, LatestReading | None]]] | None:
+    """A site with its groups and assets, and each asset's row of ``telemetry_latest``
+    (None when it has none), by asset id; None for an unknown site. Two statements
+    however many assets (that table has no site column: assets joins it)."""
+    found = (await conn.execute(_SITE, {"s": site_id})).first()
+    if found is None:
+        return None
+    a, latest = m.assets, m.telemetry_latest
+    query = (
+        select(
+            *(a.c[name] for name in _ASSET_COLUMNS),
+            *(latest.c[name].label(f"l_{name}") for name in TELEMETRY_COLUMNS),
+        )
+        .select_from(a.outerjoin(latest, latest.c.asset_id == a.c.asset_id))
+        .where(a.c.site_id == site_id)
+        .order_by(a.c.asset_id)
+    )
+    width = len(_ASSET_COLUMNS)
+    readings: list[tuple[Asset, LatestReading | None]] = []
+    for row in await conn.execute(query):
+        stored = row[width:]
+        readings.append((Asset(*row[:width]), None if stored[0] is None else reading(stored)))
+    site = Site(
+        site_id=found.site_id,
+        assets=tuple(asset for asset, _ in readings),
+        groups=tuple(found.groups),
+        telemetry_interval_s=found.telemetry_interval_s,
+        legacy=found.legacy,
+    )
+    return site, readings
+
+
+async def site_totals(conn: AsyncConnection) -> dict[str, SiteTotal]:
+    """The total of every site with a row in ``telemetry_latest``, by site id: one
+    GROUP BY over that table joined to assets (a hash join of two small tables)."""
+    found = await conn.execute(_SITE_TOTALS, {"not_dispatchable": list(NOT_DISPATCHABLE_KINDS)})
+    return {row[0]: SiteTotal(*row) for row in found}
 
 
 __all__ = [
@@ -278,15 +426,24 @@ __all__ = [
     "ROW_TS",
     "TELEMETRY_COLUMNS",
     "TELEMETRY_COPY_TYPES",
+    "HistoryKey",
+    "MinuteKey",
     "RollupMinute",
     "Row",
+    "SiteMinute",
     "copy_rows",
     "fresh_envelopes",
     "history",
+    "history_key",
+    "minute_key",
     "newest",
     "reading",
     "refused_rows",
     "rolled_back",
+    "rollups",
+    "site_latest",
+    "site_rollups",
+    "site_totals",
     "stored_watermarks",
     "upsert_latest",
     "write_history",

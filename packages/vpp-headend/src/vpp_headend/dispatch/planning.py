@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from vpp_split import AssetShare, split
 
-from ..domain import DeliveryPlan, DispatchRequest, Envelope, Site
+from ..domain import NOT_DISPATCHABLE_KINDS, DeliveryPlan, DispatchRequest, Envelope, Site
 from ..errors import ValidationFailedError
 from ..registry import Registry
 
@@ -30,8 +30,6 @@ _UNBOUNDED_KW = 1e9
 # stays proportional for the others (a zero weight makes vpp_split fall back to equal).
 _MIN_WEIGHT = 1e-3
 SKIPPED_REASON = "offline at dispatch time"
-#: Kinds that take no setpoints (`Asset.dispatchable`), for checks done in SQL.
-NOT_DISPATCHABLE_KINDS = ("meter",)
 _STEP_KW = 0.001  # vpp_split's default grid
 _PER_KW = 1000  # grid points per kW
 

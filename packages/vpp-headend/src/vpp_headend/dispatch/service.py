@@ -215,12 +215,18 @@ class DispatchService:
         return found
 
     async def search(
-        self, *, asset_id: str | None, site_id: str | None, state: str | None, limit: int
+        self,
+        *,
+        asset_id: str | None,
+        site_id: str | None,
+        state: str | None,
+        limit: int,
+        after: views.DispatchKey | None = None,
     ) -> list[DispatchView]:
-        """Dispatches, newest first."""
+        """Dispatches, newest first, at most ``limit``; ``after``: older than that key."""
         async with self._read.connect() as conn:
             return await views.search(
-                conn, asset_id=asset_id, site_id=site_id, state=state, limit=limit
+                conn, asset_id=asset_id, site_id=site_id, state=state, limit=limit, after=after
             )
 
 

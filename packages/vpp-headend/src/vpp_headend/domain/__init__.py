@@ -31,6 +31,7 @@ from .dispatch import (
 )
 from .registry import (
     ASSET_KINDS,
+    NOT_DISPATCHABLE_KINDS,
     Asset,
     AssetClaim,
     ClaimOutcome,
@@ -42,12 +43,21 @@ from .registry import (
     Rejection,
     Site,
 )
-from .telemetry import STATUS_NAMES, Envelope, LatestReading, status_name
+from .telemetry import (
+    STATUS_NAMES,
+    Envelope,
+    LatestReading,
+    SiteTelemetry,
+    SiteTotal,
+    site_total,
+    status_name,
+)
 
 __all__ = [
     "ASSET_KINDS",
     "CONTROL_ENDED_STATES",
     "IN_FLIGHT_STATES",
+    "NOT_DISPATCHABLE_KINDS",
     "OUTCOME_STATES",
     "SETTLED_STATES",
     "STATE_RANK",
@@ -78,7 +88,10 @@ __all__ = [
     "ReleaseCommand",
     "SetpointCommand",
     "Site",
+    "SiteTelemetry",
+    "SiteTotal",
     "TargetKind",
     "TargetView",
+    "site_total",
     "status_name",
 ]

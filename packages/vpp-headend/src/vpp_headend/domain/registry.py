@@ -21,6 +21,9 @@ CloseReasonName = Literal[
 RejectCodeName = Literal["unknown_asset", "foreign_asset", "duplicate", "invalid", "unauthorized"]
 
 ASSET_KINDS = ("pv", "bess", "meter", "genset", "ev_charger", "load", "other")
+#: Kinds that take no setpoints and add to no site total (`Asset.dispatchable`), for the
+#: checks and sums done in SQL.
+NOT_DISPATCHABLE_KINDS = ("meter",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +41,7 @@ class Asset:
     @property
     def dispatchable(self) -> bool:
         """Meters measure; they take no setpoints and no share of a split."""
-        return self.kind != "meter"
+        return self.kind not in NOT_DISPATCHABLE_KINDS
 
     @property
     def bounds(self) -> tuple[float, float]:
@@ -174,3 +177,6 @@ class GatewayView:
     session_id: UUID | None = None
     disconnect_reason: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    #: The replica holding (or that last held) the stream; when it ended.
+    replica: str | None = None
+    disconnected_at: datetime | None = None

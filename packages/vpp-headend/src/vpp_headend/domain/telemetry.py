@@ -1,9 +1,13 @@
-"""Telemetry: an asset's stored reading and its live operating envelope."""
+"""Telemetry: an asset's stored reading, its live operating envelope, and a site's
+latest readings with their total."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+
+from .registry import Asset, Site
 
 STATUS_NAMES = ("unspecified", "ok", "offline", "fault", "standby")
 
@@ -41,6 +45,56 @@ class Envelope:
     available_max_kw: float | None
     min_stable_kw: float | None
     ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SiteTotal:
+    """A site's newest readings summed (DESIGN.md §5, ``GET /sites/{site_id}/telemetry``).
+
+    ``power_kw``: the sum over the dispatchable assets that have reported (every kind but
+    ``meter``; + export / discharge), 0.0 when only meters have. A meter measures the
+    same flow at the grid point: adding it would count that power twice, so meters sum
+    apart in ``meter_kw`` (None when no meter of the site has reported).
+    ``assets_reporting`` counts the assets with a reading, meters included; the
+    timestamps span those readings.
+    """
+
+    site_id: str
+    power_kw: float
+    meter_kw: float | None
+    assets_reporting: int
+    newest_ts: datetime
+    oldest_ts: datetime
+    newest_received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SiteTelemetry:
+    """A site, the newest reading of each of its assets (None: not reported yet), by
+    asset id, and their total (None when none has reported)."""
+
+    site: Site
+    readings: tuple[tuple[Asset, LatestReading | None], ...]
+    total: SiteTotal | None
+
+
+def site_total(
+    site_id: str, readings: Iterable[tuple[Asset, LatestReading | None]]
+) -> SiteTotal | None:
+    """The `SiteTotal` of a site's newest readings; None when no asset has reported."""
+    reported = [(a, r) for a, r in readings if r is not None]
+    if not reported:
+        return None
+    meters = [r.power_kw for a, r in reported if not a.dispatchable]
+    return SiteTotal(
+        site_id=site_id,
+        power_kw=sum((r.power_kw for a, r in reported if a.dispatchable), 0.0),
+        meter_kw=sum(meters, 0.0) if meters else None,
+        assets_reporting=len(reported),
+        newest_ts=max(r.ts for _, r in reported),
+        oldest_ts=min(r.ts for _, r in reported),
+        newest_received_at=max(r.received_at for _, r in reported),
+    )
 
 
 def status_name(code: int) -> str:
