@@ -23,25 +23,33 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 S = TypeVar("S", bound=msgspec.Struct)
 
 
+def _about(description: str) -> msgspec.Meta:
+    """A field's description in the OpenAPI document (no constraint)."""
+    return msgspec.Meta(description=description)
+
+
 class DispatchBody(msgspec.Struct, forbid_unknown_fields=True):
     """POST /dispatch: exactly one of asset_id / site_id / group_id; ttl_s or expires_at
     (delivery deadline); duration_s or ends_at (time in force once applied)."""
 
-    power_kw: float
-    asset_id: Id | None = None
-    site_id: Id | None = None
-    group_id: Id | None = None
-    ttl_s: float | None = None
-    expires_at: AwareDatetime | None = None
-    duration_s: float | None = None
-    ends_at: AwareDatetime | None = None
+    power_kw: Annotated[
+        float,
+        _about(f"kW: + export / discharge, - import / charge; finite, within ±{MAX_ABS_KW:,.0f}"),
+    ]
+    asset_id: Annotated[Id, _about("target: one asset (give exactly one target)")] | None = None
+    site_id: Annotated[Id, _about("target: a site's assets, sharing the power")] | None = None
+    group_id: Annotated[Id, _about("target: a group's sites, sharing the power")] | None = None
+    ttl_s: Annotated[float, _about("delivery deadline in s; not with expires_at")] | None = None
+    expires_at: Annotated[AwareDatetime, _about("delivery deadline; not with ttl_s")] | None = None
+    duration_s: Annotated[float, _about("s in force once applied; not with ends_at")] | None = None
+    ends_at: Annotated[AwareDatetime, _about("end of control; not with duration_s")] | None = None
 
 
 class CancelBody(msgspec.Struct, forbid_unknown_fields=True):
     """POST /dispatch/{dispatch_id}/cancel: an optional reason, kept with the dispatch
     and sent to the gateway with the Release."""
 
-    reason: str | None = None
+    reason: Annotated[str, _about("why, at most 200 printable characters")] | None = None
 
 
 #: The longest cancel reason taken (the gateway's log and the dispatch keep it).
