@@ -2,9 +2,10 @@
 
 `Headend.open(settings)` is the composition root: an async context manager that checks
 the database, starts every part in order and yields a frozen `Headend` whose fields are
-all running; leaving it stops them in reverse order (streams end with SERVER_SHUTDOWN
-first, the engine closes last). The Litestar lifespan and `serve.run` use it, and tests
-use it to run a headend in their own event loop on ephemeral ports.
+all running; leaving it stops them in reverse order (the GET /events streams end first,
+then the gateways' with SERVER_SHUTDOWN; the engine closes last). The Litestar lifespan
+and `serve.run` use it, and tests use it to run a headend in their own event loop on
+ephemeral ports.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .db import security_repo
 from .db.engine import make_engine, ping, reader
 from .dispatch import DispatchDeps, DispatchService, DispatchTiming
 from .domain import ReleaseCommand, SetpointCommand
+from .events import EventFeed
 from .gateways import GatewayService
 from .gcwatch import GcWatch
 from .grpc_service import AgentService, StreamClock, StreamSettings
@@ -77,6 +79,8 @@ class Headend:
     listener: Listener
     agent: AgentService
     grpc_port: int
+    #: GET /events: what changed, read from the database while a client listens (events.py).
+    events: EventFeed
 
     @classmethod
     @asynccontextmanager
@@ -154,6 +158,9 @@ async def _start(stack: AsyncExitStack, s: Settings, clock: Clock, metrics: Metr
     stream = StreamSettings.from_settings(s)
     agent = AgentService(gateways, dispatch, ingest, metrics, stream, clock=StreamClock(now=clock))
     grpc_port = await _serve_grpc(stack, s, agent, sessions)
+    # Stopped first: the browsers' streams end (and they reconnect elsewhere) before ours.
+    events = EventFeed(ro, metrics, s, clock=clock)
+    stack.push_async_callback(events.stop)
     return Headend(
         settings=s,
         clock=clock,
@@ -173,6 +180,7 @@ async def _start(stack: AsyncExitStack, s: Settings, clock: Clock, metrics: Metr
         listener=listener,
         agent=agent,
         grpc_port=grpc_port,
+        events=events,
     )
 
 

@@ -75,6 +75,7 @@ class Metrics:
         self._ingest_metrics(r)
         self._dispatch_metrics(r)
         self._process_metrics(r)
+        self._events_metrics(r)
 
     def _gateways_metrics(self, r: CollectorRegistry) -> None:
         """Sessions, Register refusals and protocol errors."""
@@ -209,6 +210,23 @@ class Metrics:
             "Time to get a pooled database connection (waits while all are in use)",
             registry=r,
             buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10),
+        )
+
+    def _events_metrics(self, r: CollectorRegistry) -> None:
+        """The live event streams of GET /events (events.py)."""
+        self.events_clients = Gauge(
+            "vpp_events_clients", "Clients subscribed to GET /events on this headend", registry=r
+        )
+        self.events_sent = Counter(
+            "vpp_events_sent",
+            "Events handed to GET /events clients, by event",
+            ["event"],
+            registry=r,
+        )
+        self.events_dropped = Counter(
+            "vpp_events_dropped",
+            "Events dropped for GET /events clients whose queue was full (each is told: overflow)",
+            registry=r,
         )
 
     def add_lag_source(

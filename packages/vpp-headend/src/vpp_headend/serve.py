@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator
 
@@ -13,6 +14,7 @@ import uvicorn
 
 from .app import create_app
 from .eventloop import running_loop_name
+from .events import EventFeed
 from .headend import Headend
 from .logs import log_event
 from .settings import Settings
@@ -28,6 +30,10 @@ class _Server(uvicorn.Server):
     the process exits normally instead.
     """
 
+    def __init__(self, config: uvicorn.Config, events: EventFeed) -> None:
+        super().__init__(config)
+        self.events = events
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         if threading.current_thread() is not threading.main_thread():
@@ -40,6 +46,12 @@ class _Server(uvicorn.Server):
         finally:
             for sig, handler in original.items():
                 signal.signal(sig, handler)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """End the GET /events streams first: uvicorn waits for every open response
+        before it returns, and those end only when the feed lets them."""
+        await self.events.stop()
+        await super().shutdown(sockets)
 
 
 async def run(
@@ -64,7 +76,7 @@ async def run(
             access_log=False,
             lifespan="on",
         )
-        server = _Server(config)
+        server = _Server(config, headend.events)
         helpers = [asyncio.create_task(_announce(server, headend, on_ready))]
         if stop is not None:
             helpers.append(asyncio.create_task(_stop_on(stop, server)))

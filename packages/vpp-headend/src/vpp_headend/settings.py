@@ -87,6 +87,11 @@ class Settings:
     max_message_bytes: int = 4 * 1024 * 1024  # one gRPC message from a gateway
     max_assets_per_register: int = 1_000
     max_readings_per_message: int = 10_000
+    # -- live events: GET /events (docs/decisions.md, "Live events (/events)") -----------
+    events_interval_s: float = 1.0  # the feed reads what changed this often, while subscribed
+    events_client_queue: int = 256  # messages waiting per client at most; more are dropped
+    events_keepalive_s: float = 15.0  # a comment line this often on a quiet stream (proxies)
+    events_stall_s: float = 30.0  # a client whose queue stays full this long is dropped
 
     @property
     def tls(self) -> bool:
@@ -138,6 +143,7 @@ class Settings:
             "admit_concurrency",
             "gc_young_threshold",
             "db_pool_size",
+            "events_client_queue",
         ):
             if getattr(self, name) < 1:
                 problems.append(f"{name}: must be at least 1")

@@ -9,6 +9,7 @@ from typing import Protocol, TypeAlias, runtime_checkable
 from litestar.di import NamedDependency
 
 from ..dispatch import DispatchService
+from ..events import EventFeed
 from ..gateways import GatewayService
 from ..metrics import Metrics
 from ..registry import Registry
@@ -36,5 +37,6 @@ GatewaysDep: TypeAlias = NamedDependency[GatewayService]  # as ``gateways``
 RegistryDep: TypeAlias = NamedDependency[Registry]  # as ``registry``
 TelemetryDep: TypeAlias = NamedDependency[TelemetryQueries]  # as ``telemetry``
 SettingsDep: TypeAlias = NamedDependency[Settings]  # as ``settings``
+EventsDep: TypeAlias = NamedDependency[EventFeed]  # as ``events``
 #: The headend clock's reading for this request, injected as ``now``.
 NowDep: TypeAlias = NamedDependency[datetime]
