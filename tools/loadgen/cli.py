@@ -31,6 +31,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start one more headend that holds no gateways and serves all REST traffic",
     )
+    parser.add_argument(
+        "--console",
+        action="store_true",
+        help="also fetch the console's fleet page once a second and keep one browser's "
+        "/events stream open (the figures of issue 18)",
+    )
     parser.add_argument("--client-procs", type=int, default=d.client_procs)
     parser.add_argument("--connect-rate", type=float, default=d.connect_rate)
     parser.add_argument("--lag-poll", type=float, default=d.lag_poll_s)
@@ -71,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         connect_timeout_s=args.connect_timeout,
         client=args.client,
         control_replica=args.control_replica,
+        console=args.console,
     )
     report = run(cfg, args.database_url, log_dir=args.log_dir)
     print(report.table(), flush=True)

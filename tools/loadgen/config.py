@@ -27,6 +27,9 @@ class LoadConfig:
     # One more headend process that holds no gateway streams and takes all REST traffic
     # (dispatch POST/GET): the control plane off the telemetry loops (DESIGN.md §7).
     control_replica: bool = False
+    # The operator console under load: the fleet page once a second and one browser's
+    # /events stream (tools/loadgen/console.py).
+    console: bool = False
 
     def __post_init__(self) -> None:
         if self.gateways < 1 or self.assets < 1 or self.replicas < 1 or self.client_procs < 1:

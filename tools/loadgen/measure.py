@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import httpx
 
 from .config import LoadConfig
+from .console import ConsoleSeen, probe_fleet_page, watch_events
 from .dbsample import backend_pids, db_watch, lag_monitor, server_applied_ms
 from .dispatcher import Rest, run_dispatcher
 from .fleet import ClientProcs, HeadendProc
@@ -50,6 +51,7 @@ class _Seen:
     rest: Rest
     db_slow: list[tuple[float, str, str, float, str]]
     server_ms: list[float]
+    console: ConsoleSeen
 
 
 async def measure(
@@ -68,7 +70,7 @@ async def measure(
         )
         start = await _opening(http, headends, pids)
         stop = asyncio.Event()
-        seen = _Seen(lags=[], rest=Rest(), db_slow=[], server_ms=[])
+        seen = _Seen(lags=[], rest=Rest(), db_slow=[], server_ms=[], console=ConsoleSeen())
         probes = [asset_id(g, 0) for g in range(min(cfg.probe_assets, cfg.gateways))]
         monitor = asyncio.create_task(
             lag_monitor(url, probes, time.time(), stop, cfg.lag_poll_s, seen.lags)
@@ -76,6 +78,14 @@ async def measure(
         watch = asyncio.create_task(db_watch(url, stop, seen.db_slow))
         rest = headends[cfg.replicas :] if cfg.control_replica else headends
         dispatcher = asyncio.create_task(run_dispatcher(rest, cfg, stop, seen.rest, report.errors))
+        console = (
+            [
+                asyncio.create_task(probe_fleet_page(rest[0], stop, seen.console)),
+                asyncio.create_task(watch_events(rest[0], stop, seen.console)),
+            ]
+            if cfg.console
+            else []
+        )
         await asyncio.sleep(cfg.duration_s)
         end = await _closing(http, headends, pids)
         report.headend_rss_mb = [rss_mb(p) for p in pids.headends]
@@ -83,10 +93,12 @@ async def measure(
         report.dispatches = await dispatcher
         await monitor
         await watch
+        await asyncio.gather(*console)
         seen.server_ms = await server_applied_ms(url)
     _fill_window(report, start, end)
     _fill_latency(report, seen)
     _fill_buckets(report, start.buckets, end.buckets)
+    _fill_console(report, seen.console)
 
 
 async def _await_connected(
@@ -162,6 +174,21 @@ def _fill_latency(report: Report, seen: _Seen) -> None:
         report.server_applied_p99_ms = pct(seen.server_ms, 0.99)
 
 
+def _fill_console(report: Report, seen: ConsoleSeen) -> None:
+    """The fleet page's round trips and size, one browser's live message rate."""
+    report.fleet_page_p50_ms, report.fleet_page_p99_ms = p50_p99_ms(seen.page_s)
+    report.fleet_page_count = len(seen.page_s)
+    report.fleet_page_kb = max(seen.page_bytes, default=0) / 1024
+    if seen.page_errors:
+        report.errors["fleet_page"] = seen.page_errors
+    if seen.events_window_s > 0:
+        report.events_per_s = {
+            name: n / seen.events_window_s for name, n in sorted(seen.events.items())
+        }
+    if seen.batch_sites:
+        report.events_batch_sites_max = max(seen.batch_sites)
+
+
 def _fill_buckets(
     report: Report,
     before: dict[str, dict[float, float]],
@@ -177,3 +204,6 @@ def _fill_buckets(
     report.gc_young_p50_ms, report.gc_young_p99_ms = bucket_p50_p99_ms(window["gc_young"])
     report.gc_young_count = int(window["gc_young"].get(math.inf, 0.0))
     report.db_checkout_p50_ms, report.db_checkout_p99_ms = bucket_p50_p99_ms(window["db_checkout"])
+    report.fleet_page_in_app_p50_ms, report.fleet_page_in_app_p99_ms = bucket_p50_p99_ms(
+        window["fleet_page"]
+    )

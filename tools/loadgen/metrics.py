@@ -22,6 +22,10 @@ _BUCKETS: dict[str, tuple[str, dict[str, str]]] = {
     ),
     "gc_young": ("vpp_gc_pause_seconds", {"generation": "0"}),
     "db_checkout": ("vpp_db_pool_checkout_seconds", {}),
+    "fleet_page": (
+        "vpp_http_request_duration_seconds",
+        {"method": "GET", "route": "/ui", "status": "200"},
+    ),
 }
 _BUCKET_LINE = re.compile(r"^(\w+)_bucket\{([^}]*)\} (\S+)$", re.M)
 _LABEL = re.compile(r'(\w+)="([^"]*)"')

@@ -50,6 +50,16 @@ class Report:
     # Time to get a pooled connection (vpp_db_pool_checkout_seconds): waits on the pool.
     db_checkout_p50_ms: float | None = None
     db_checkout_p99_ms: float | None = None
+    # The console (--console): GET /ui/ round trips on loopback, its time in the app
+    # (bucket bounds), its size; one browser's /events messages per second by event.
+    fleet_page_p50_ms: float | None = None
+    fleet_page_p99_ms: float | None = None
+    fleet_page_in_app_p50_ms: float | None = None
+    fleet_page_in_app_p99_ms: float | None = None
+    fleet_page_count: int = 0
+    fleet_page_kb: float = 0.0
+    events_per_s: dict[str, float] = field(default_factory=dict)
+    events_batch_sites_max: int = 0
     dispatches: int = 0
     dispatches_applied: int = 0
     headend_cpu_pct: list[float] = field(default_factory=list)
@@ -109,11 +119,26 @@ class Report:
             f"  PostgreSQL backends CPU   {self.db_backend_cpu_pct:>9.0f}%   "
             f"clients CPU {self.client_cpu_pct:.0f}% "
             f"({self.client_cpu_total_s:.1f} CPU-s in all)",
+            *self._console_lines(),
             f"  errors                    {self.errors or 'none'}",
             *(f"    {k}: {v}" for k, v in self.error_samples.items()),
             f"  load average              {' '.join(f'{x:.2f}' for x in self.loadavg)}",
         ]
         return "\n".join(lines)
+
+    def _console_lines(self) -> list[str]:
+        if not self.config.get("console"):
+            return []
+        rates = ", ".join(f"{k} {v:.2f}/s" for k, v in self.events_per_s.items()) or "none"
+        return [
+            f"  fleet page GET /ui/       {_fmt(self.fleet_page_p50_ms, 'ms')} / "
+            f"{_fmt(self.fleet_page_p99_ms, 'ms')} p50 / p99 round trip, in the app <= "
+            f"{_fmt(self.fleet_page_in_app_p50_ms, 'ms')} / "
+            f"<= {_fmt(self.fleet_page_in_app_p99_ms, 'ms')} "
+            f"({self.fleet_page_count} pages, {self.fleet_page_kb:.0f} kB)",
+            f"  one browser's /events     {rates} "
+            f"(at most {self.events_batch_sites_max} sites in a telemetry batch)",
+        ]
 
 
 def _fmt(value: float | None, unit: str) -> str:

@@ -10,26 +10,29 @@ from typing import TypeAlias
 from litestar import Litestar
 from litestar.datastructures import MutableScopeHeaders, State
 from litestar.di import NamedDependency, Provide
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import Message, Scope
 
 from ._version import __version__
 from .api.body import require_json
 from .api.dispatch import DispatchController
+from .api.events import EventsController
+from .api.openapi import SCHEMA_CSP, openapi_config, static_router
 from .api.ops import OpsController
 from .api.problems import EXCEPTION_HANDLERS
 from .api.registry import RegistryController
+from .api.sites import SitesController
 from .api.telemetry import TelemetryController
 from .api.timing import request_timing
-from .auth import SECURITY_HEADERS, STRICT_CSP, auth_guard
+from .auth import CONSOLE_CSP, SECURITY_HEADERS, STRICT_CSP, auth_guard
 from .dispatch import DispatchService
+from .events import EventFeed
 from .gateways import GatewayService
 from .headend import Headend
 from .metrics import Metrics
 from .registry import Registry
 from .settings import Settings
 from .telemetry_queries import TelemetryQueries
+from .web import console_router
 
 
 def create_app(settings: Settings, headend: Headend | None = None) -> Litestar:
@@ -49,9 +52,13 @@ def create_app(settings: Settings, headend: Headend | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[
             RegistryController,
+            SitesController,
             TelemetryController,
             DispatchController,
             OpsController,
+            EventsController,
+            console_router(),
+            static_router(),
         ],
         dependencies=dependencies(),
         exception_handlers=EXCEPTION_HANDLERS,
@@ -59,21 +66,7 @@ def create_app(settings: Settings, headend: Headend | None = None) -> Litestar:
         guards=[auth_guard, require_json],
         middleware=[request_timing(metrics.http_requests)],
         before_send=[security_headers],
-        openapi_config=OpenAPIConfig(
-            title="VPP headend",
-            version=__version__,
-            path="/schema",
-            components=Components(
-                security_schemes={
-                    "BearerToken": SecurityScheme(
-                        type="http",
-                        scheme="bearer",
-                        description="`vpp-headend tokens create --role viewer|operator`",
-                    )
-                }
-            ),
-            security=[{"BearerToken": []}],
-        ),
+        openapi_config=openapi_config(__version__),
         logging_config=None,
         debug=False,
     )
@@ -92,7 +85,12 @@ async def security_headers(message: Message, scope: Scope) -> None:
     for name, value in SECURITY_HEADERS.items():
         if name not in headers:
             headers[name] = value
-    if not scope["path"].startswith("/schema"):
+    path = scope["path"]
+    if path == "/schema" or path.startswith("/schema/"):
+        headers["Content-Security-Policy"] = SCHEMA_CSP
+    elif path == "/" or path == "/ui" or path.startswith("/ui/"):
+        headers["Content-Security-Policy"] = CONSOLE_CSP
+    else:
         headers["Content-Security-Policy"] = STRICT_CSP
 
 
@@ -121,6 +119,10 @@ def _telemetry(headend: Running) -> TelemetryQueries:
     return headend.telemetry
 
 
+def _events(headend: Running) -> EventFeed:
+    return headend.events
+
+
 def _settings(headend: Running) -> Settings:
     return headend.settings
 
@@ -137,6 +139,7 @@ def dependencies() -> dict[str, Provide]:
         "gateways": _gateways,
         "registry": _registry,
         "telemetry": _telemetry,
+        "events": _events,
         "settings": _settings,
         "now": _now,
     }

@@ -23,6 +23,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from litestar.connection import ASGIConnection
@@ -37,6 +38,9 @@ ROLE_OPT = "role"
 #: Route handler ``opt`` key: True for routes open to everyone.
 PUBLIC_OPT = "public"
 PUBLIC_PREFIXES = ("/schema",)
+#: The console's session cookie: the bearer token the operator signed in with, HttpOnly
+#: and SameSite=Strict (web/session.py), accepted wherever the header is.
+SESSION_COOKIE = "vpp_session"
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="vpp-headend"'}
 
 
@@ -99,14 +103,52 @@ class TokenCache:
 
 
 def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    """The request's token: the Authorization header's bearer token, else the console's
+    session cookie (`SESSION_COOKIE`); None when neither is sent, "" when malformed."""
     header = connection.headers.get("authorization")
     if not header:
-        return None
+        cookie = connection.cookies.get(SESSION_COOKIE)
+        if cookie is None:
+            return None
+        return cookie if 0 < len(cookie) <= 200 else ""
     scheme, _, value = header.partition(" ")
     value = value.strip()
     if scheme.lower() != "bearer" or not value or len(value) > 200:
         return ""
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent a request: the role of its token (None: no token or an unknown one),
+    whether a token was sent, and whether tokens are enforced at all."""
+
+    role: Role | None
+    token_sent: bool
+    enforced: bool
+
+    def may(self, need: Role) -> bool:
+        """True when the request may do what needs ``need`` (always, when not enforced)."""
+        if not self.enforced:
+            return True
+        return self.role is not None and _RANK[self.role] >= _RANK[need]
+
+
+async def identify(connection: ASGIConnection[Any, Any, Any, Any]) -> Caller:
+    """The `Caller` of a request (one `TokenCache` lookup)."""
+    headend = connection.app.state.headend
+    token = _bearer(connection)
+    role, any_active = await headend.tokens.role_of(hash_token(token) if token else "")
+    enforced = headend.settings.rest_auth == "required" or any_active
+    return Caller(role=role, token_sent=token is not None, enforced=enforced)
+
+
+async def role_of_token(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> Role | None:
+    """The role of an active token (the console's sign-in), None for an unknown one."""
+    if not token or len(token) > 200:
+        return None
+    role, _ = await connection.app.state.headend.tokens.role_of(hash_token(token))
+    return role  # type: ignore[no-any-return]
 
 
 async def auth_guard(
@@ -115,19 +157,15 @@ async def auth_guard(
     """Litestar guard run for every route: 401 / 403 unless the request may go on."""
     if handler.opt.get(PUBLIC_OPT) or connection.url.path.startswith(PUBLIC_PREFIXES):
         return
-    headend = connection.app.state.headend
     need: Role = handler.opt.get(ROLE_OPT, "viewer")
-    token = _bearer(connection)
-    role, any_active = await headend.tokens.role_of(hash_token(token) if token else "")
-    enforced = headend.settings.rest_auth == "required" or any_active
-    if not enforced:
+    caller = await identify(connection)
+    if caller.may(need):
         return
-    if token is None:
+    if not caller.token_sent:
         raise NotAuthorizedException("a bearer token is required", headers=_CHALLENGE)
-    if role is None:
+    if caller.role is None:
         raise NotAuthorizedException("the bearer token is unknown or revoked", headers=_CHALLENGE)
-    if _RANK[role] < _RANK[need]:
-        raise PermissionDeniedException(f"this needs the {need} role; the token is {role}")
+    raise PermissionDeniedException(f"this needs the {need} role; the token is {caller.role}")
 
 
 #: Sent with every response. The OpenAPI pages under /schema load their UI from a CDN,
@@ -139,18 +177,29 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 STRICT_CSP = "default-src 'none'; frame-ancestors 'none'"
+#: The console's pages (/, /ui/): their own scripts, styles and event stream only; no
+#: inline script or style, forms post back to the headend only.
+CONSOLE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
 
 
 __all__ = [
+    "CONSOLE_CSP",
     "PUBLIC_OPT",
     "ROLES",
     "ROLE_OPT",
     "SECURITY_HEADERS",
+    "SESSION_COOKIE",
     "STRICT_CSP",
+    "Caller",
     "Role",
     "RoleLookup",
     "TokenCache",
     "auth_guard",
     "hash_token",
+    "identify",
     "new_token",
+    "role_of_token",
 ]

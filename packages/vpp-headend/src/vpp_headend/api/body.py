@@ -16,6 +16,9 @@ from litestar.handlers import BaseRouteHandler, HTTPRouteHandler
 
 from ..errors import BadRequestError
 
+#: Route handler ``opt`` key: True for the console's HTML form posts, which are
+#: ``application/x-www-form-urlencoded`` and checked for a same-origin request instead.
+FORM_OPT = "form"
 #: Deeper bodies are refused before parsing (the decoder recurses once per level).
 MAX_DEPTH = 32
 _UNSAFE = frozenset({"POST", "PUT", "PATCH"})
@@ -29,6 +32,8 @@ def require_json(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRo
     """Litestar guard: a request that carries a body, or goes to a route that takes one,
     declares ``application/json`` (an optional charset must be UTF-8); 415 otherwise."""
     if connection.scope.get("method") not in _UNSAFE:
+        return
+    if handler.opt.get(FORM_OPT):  # the console's forms: same-origin checked (web/session.py)
         return
     headers = connection.headers
     has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
@@ -84,4 +89,4 @@ def _check_depth(text: str) -> None:
         raise BadRequestError(f"body nests deeper than {MAX_DEPTH} levels")
 
 
-__all__ = ["MAX_DEPTH", "decode_json", "is_json", "require_json"]
+__all__ = ["FORM_OPT", "MAX_DEPTH", "decode_json", "is_json", "require_json"]
