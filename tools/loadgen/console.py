@@ -71,15 +71,18 @@ async def watch_events(headend: HeadendProc, stop: asyncio.Event, seen: ConsoleS
 async def _read(http: httpx.AsyncClient, url: str, seen: ConsoleSeen) -> None:
     params = {"topics": "telemetry,gateway"}
     async with http.stream("GET", url, params=params) as resp:
-        event = "message"
+        event, data = "message", False
         async for line in resp.aiter_lines():
             if line.startswith("event:"):
                 event = line[6:].strip()
-            elif line.startswith("data:") and event == "telemetry_batch":
-                seen.batch_sites.append(line.count('"site_id"'))
+            elif line.startswith("data:"):
+                data = True
+                if event == "telemetry_batch":
+                    seen.batch_sites.append(line.count('"site_id"'))
             elif not line:
-                seen.events[event] = seen.events.get(event, 0) + 1
-                event = "message"
+                if data:  # a message; `retry:` and keepalive comments are not
+                    seen.events[event] = seen.events.get(event, 0) + 1
+                event, data = "message", False
 
 
 __all__ = ["ConsoleSeen", "probe_fleet_page", "watch_events"]

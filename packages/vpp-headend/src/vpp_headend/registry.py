@@ -67,6 +67,11 @@ class Registry:
         async with self._read.connect() as conn:
             return await repo.sites(conn, None, after=after, limit=limit)
 
+    async def overview(self) -> list[repo.SiteOverview]:
+        """Every site with its asset count, by site id (the fleet view)."""
+        async with self._read.connect() as conn:
+            return await repo.overview(conn)
+
     async def get_site(self, site_id: str) -> Site:
         """One site; `NotFoundError` when unknown."""
         async with self._read.connect() as conn:

@@ -190,6 +190,27 @@ def asset_key(asset: Asset) -> AssetKey:
     return (asset.asset_id,)
 
 
+class SiteOverview(NamedTuple):
+    """A site as the fleet view lists it: no asset rows, just how many it has."""
+
+    site_id: str
+    telemetry_interval_s: float | None
+    assets: int
+
+
+_OVERVIEW = text(
+    "SELECT s.site_id, s.telemetry_interval_s, count(a.asset_id)"
+    " FROM sites s LEFT JOIN assets a USING (site_id)"
+    " GROUP BY s.site_id ORDER BY s.site_id"
+)
+
+
+async def overview(conn: AsyncConnection) -> list[SiteOverview]:
+    """Every site with its asset count, by site id (one statement; the fleet page at
+    1,000 sites reads 1,000 rows instead of building 10,000 assets)."""
+    return [SiteOverview(r[0], r[1], int(r[2])) for r in await conn.execute(_OVERVIEW)]
+
+
 async def sites(
     conn: AsyncConnection,
     site_ids: Sequence[str] | None,
@@ -277,6 +298,7 @@ __all__ = [
     "AssetKey",
     "Claimed",
     "SiteKey",
+    "SiteOverview",
     "asset",
     "asset_key",
     "assets",
@@ -287,6 +309,7 @@ __all__ = [
     "foreign_asset",
     "group_exists",
     "group_member_sites",
+    "overview",
     "remove_assets_except",
     "replace_groups",
     "site_exists",

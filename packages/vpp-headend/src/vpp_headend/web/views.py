@@ -11,6 +11,7 @@ from datetime import datetime
 
 from ..db import alerts_repo
 from ..db.alerts_repo import LaggingAsset
+from ..db.registry_repo import SiteOverview
 from ..domain import Asset, GatewayView, LatestReading, Site, SiteTelemetry, SiteTotal
 from ..domain.telemetry import status_name
 from ..headend import Headend
@@ -21,7 +22,7 @@ DEFAULT_INTERVAL_S = 4.0
 STALE_INTERVALS = 3.0
 
 
-def stale_after_s(site: Site, flush_s: float) -> float:
+def stale_after_s(site: Site | SiteOverview, flush_s: float) -> float:
     """How old a site's oldest newest reading may be before the console calls it stale:
     three telemetry intervals, plus the time the stored latest values may trail the
     stream (``latest_flush_interval_s``; the fleet view reads the stored ones)."""
@@ -32,7 +33,7 @@ def stale_after_s(site: Site, flush_s: float) -> float:
 class FleetRow:
     """One site on the fleet page."""
 
-    site: Site
+    site: SiteOverview
     gateway: GatewayView | None
     total: SiteTotal | None
     worst_lag_s: float | None
@@ -78,7 +79,7 @@ async def gateways_by_site(headend: Headend) -> dict[str, GatewayView]:
 
 async def fleet(headend: Headend, now: datetime) -> list[FleetRow]:
     """Every registered site with its gateway and telemetry summary: three queries."""
-    sites = await headend.registry.list_sites()
+    sites = await headend.registry.overview()
     gateways = await gateways_by_site(headend)
     totals = await headend.telemetry.site_totals()
     flush_s = headend.settings.latest_flush_interval_s
@@ -106,7 +107,11 @@ async def site_page(headend: Headend, site_id: str, now: datetime) -> SitePage:
 
 
 def _stale(
-    site: Site, gateway: GatewayView | None, lag_s: float | None, now: datetime, flush_s: float
+    site: Site | SiteOverview,
+    gateway: GatewayView | None,
+    lag_s: float | None,
+    now: datetime,
+    flush_s: float,
 ) -> bool:
     """An online site whose oldest newest reading is too old, or that has stored none
     although connected for longer than that (the stored latest values trail the stream
@@ -124,7 +129,7 @@ async def alerts(headend: Headend, now: datetime) -> Alerts:
     """Gateways offline and assets whose telemetry lags (dispatches: the page asks the
     dispatch service per state)."""
     gateways = await gateways_by_site(headend)
-    sites = await headend.registry.list_sites()
+    sites = await headend.registry.overview()
     offline = tuple(
         gateways.get(s.site_id) or GatewayView(s.site_id, False, None, None, (), None, None)
         for s in sites
