@@ -186,6 +186,17 @@ async def test_site_page_lists_its_assets_and_updates_live(page: Page, console: 
         "href", re.compile(r"/ui/assets/site-a-bess-1$")
     )
     await expect(page.get_by_role("img", name="Live power chart", exact=True)).to_be_attached()
+    # the history chart read the site's rollups from the JSON API with the session cookie
+    # (data-points is set once the answer is drawn; a 401 would leave it unset)
+    history = page.get_by_role("img", name="History chart", exact=True)
+    await expect(history).to_have_attribute("data-points", re.compile(r"^\d+$"))
+    await page.get_by_role("button", name="Last day", exact=True).click()
+    await expect(page.get_by_role("button", name="Last day", exact=True)).to_have_attribute(
+        "aria-pressed", "true"
+    )
+    await expect(page.get_by_role("button", name="Last hour", exact=True)).to_have_attribute(
+        "aria-pressed", "false"
+    )
     await expect(page.locator("#live")).to_have_text("Live", timeout=LIVE_TIMEOUT_MS)
 
     await mark_page(page)
