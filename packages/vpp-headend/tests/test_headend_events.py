@@ -160,6 +160,63 @@ async def test_a_site_subscription_gets_nothing_of_other_sites(
             assert e.data.get("dispatch_id") != body["dispatch_id"], e
 
 
+async def test_the_replica_holding_the_gateway_sends_a_reading_before_it_is_flushed(
+    start_headend: Any,
+    agents: Any,
+    site_yaml: Callable[..., str],
+) -> None:
+    """A stored reading is in the memory of the replica that holds the gateway at once,
+    and in ``telemetry_latest`` only at the next flush (every 30 s here: not during the
+    test). A browser on that replica gets it from memory; one on another replica (same
+    database) has nothing of it until the flush — here A's, when A stops."""
+    slow_flush = {"latest_flush_interval_s": 30.0, **FAST_EVENTS}
+    a = await start_headend(replica="replica-a", **slow_flush)
+    b = await start_headend(replica="replica-b", **slow_flush)
+    await a.import_site(site_yaml("ev-h", ["ev-h-1", "ev-h-2"]))
+    watch = [("site_id", "ev-h"), ("topics", "telemetry")]
+    async with (
+        _http(a) as url_a,
+        _http(b) as url_b,
+        open_events(url_a, watch) as on_a,
+        open_events(url_b, watch) as on_b,
+    ):
+        await on_a.until(_is("hello"), what="hello on A")
+        await on_b.until(_is("hello"), what="hello on B")
+        gw = await agents(a.grpc_port, "ev-h")
+        await gw.register(["ev-h-1", "ev-h-2"])
+        gw.send_batch([gw.telemetry("ev-h-1", 6.5)])
+
+        got = await on_a.until(_telemetry_of("ev-h-1", 6.5), what="the reading on A")
+        assert got.data["site_id"] == "ev-h"
+        assert [x["seq"] for x in got.data["assets"]] == [1]
+        assert got.data["total_kw"] == 6.5
+        # B has the table, which holds no reading of the site yet (as its REST says).
+        site_on_b = (await b.http.get("/sites/ev-h/telemetry")).json()
+        assert site_on_b["total"]["assets_reporting"] == 0
+
+        await a.stop()  # flushes the latest readings
+        flushed = await on_b.until(_telemetry_of("ev-h-1", 6.5), what="the reading on B")
+        assert flushed.data["total_kw"] == 6.5
+        assert not [e for e in on_b.seen if e.event == "telemetry" and e is not flushed]
+
+
+async def test_a_stream_is_not_timed_as_a_request(running: Any) -> None:
+    # A stream's duration is how long a browser stayed: one would wreck every latency
+    # quantile of the request histogram.
+    async with _http(running) as url:
+        async with open_events(url, [("topics", "gateway")]) as sse:
+            await sse.until(_is("hello"), what="hello")
+        assert (await running.http.get("/sites")).status_code == 200
+    # The server has stopped: the stream's request is over, timed or not.
+    timed = [
+        line
+        for line in (await running.http.get("/metrics")).text.splitlines()
+        if line.startswith("vpp_http_request_duration_seconds_count{")
+    ]
+    assert any('route="/sites"' in line for line in timed), timed
+    assert not any('route="/events"' in line for line in timed), timed
+
+
 @contextlib.asynccontextmanager
 async def _busy_site(
     running: Any, agents: Any, site_yaml: Callable[..., str]

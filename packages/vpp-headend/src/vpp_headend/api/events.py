@@ -13,11 +13,12 @@ from litestar.params import QueryParameter
 from litestar.response import Stream
 
 from ..errors import ValidationFailedError
-from ..event_messages import KEEPALIVE, RETRY, TOPICS
 from ..events import EventFeed, Subscription
+from ..events.messages import KEEPALIVE, RETRY, TOPICS
 from .deps import EventsDep, SettingsDep
 from .params import ID_REGEX
 from .problems import problem_responses
+from .timing import STREAMING
 
 #: Site ids one stream may name (each is watched in detail; the fleet view names none).
 MAX_SITES = 100
@@ -71,6 +72,7 @@ class EventsController(Controller):
         description=_DESCRIPTION,
         response_description="Server-Sent Events",
         responses=problem_responses(401, 422),
+        opt={STREAMING: True},  # a stream's lifetime is no request duration (`timing`)
     )
     async def events(
         self,

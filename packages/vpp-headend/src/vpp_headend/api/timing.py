@@ -4,6 +4,11 @@ dispatch id does not become a series.
 
 Next to ``vpp_event_loop_lag_seconds`` it tells an operator where a slow answer comes
 from: a slow route with low loop lag is the database; both high is a saturated process.
+
+A streaming route (its handler has ``opt={"streaming": True}``: ``GET /events``) is not
+timed: its "duration" is how long a browser kept the stream open, and one such value
+would wreck every latency quantile and alert on the metric. Its own metrics
+(``vpp_events_*``) say how it goes.
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Histogram
 
+#: The route handler ``opt`` key of a route whose response streams (not timed).
+STREAMING = "streaming"
+
 
 def request_timing(histogram: Histogram) -> Callable[[ASGIApp], ASGIApp]:
     """Litestar middleware (it runs after routing: ``path_template`` is known)."""
@@ -22,6 +30,10 @@ def request_timing(histogram: Histogram) -> Callable[[ASGIApp], ASGIApp]:
     def middleware(app: ASGIApp) -> ASGIApp:
         async def timed(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != ScopeType.HTTP:
+                await app(scope, receive, send)
+                return
+            handler = scope.get("route_handler")
+            if handler is not None and handler.opt.get(STREAMING):
                 await app(scope, receive, send)
                 return
             method = scope["method"]
@@ -46,4 +58,4 @@ def request_timing(histogram: Histogram) -> Callable[[ASGIApp], ASGIApp]:
     return middleware
 
 
-__all__ = ["request_timing"]
+__all__ = ["STREAMING", "request_timing"]

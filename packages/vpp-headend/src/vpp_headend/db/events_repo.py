@@ -49,13 +49,15 @@ _GATEWAYS = text(
     FROM gateway_sessions
     """
 )
-# Every asset of the watched sites with its latest reading (the site index, then one
-# primary-key probe per asset): exact, no time window to miss a late flush in.
+# Every asset of the watched sites with its latest reading if it has one (the site
+# index, then one primary-key probe per asset): exact, no time window to miss a late
+# flush in. An asset without a row is listed too: the replica holding its gateway may
+# hold a reading of it that is not flushed yet.
 _SITE_LATEST = text(
     """
     SELECT a.site_id, a.asset_id, a.kind, l.seq, l.ts, l.power_kw, l.soc_pct, l.status,
            l.setpoint_kw, l.setpoint_id, l.available_min_kw, l.available_max_kw
-    FROM assets a JOIN telemetry_latest l ON l.asset_id = a.asset_id
+    FROM assets a LEFT JOIN telemetry_latest l ON l.asset_id = a.asset_id
     WHERE a.site_id = ANY(CAST(:sites AS text[]))
     """
 )
@@ -120,6 +122,15 @@ class AssetLatest(NamedTuple):
     available_max_kw: float | None
 
 
+class SiteAsset(NamedTuple):
+    """An asset of a watched site and its latest stored reading (None: none stored yet)."""
+
+    site_id: str
+    asset_id: str
+    kind: str
+    stored: AssetLatest | None
+
+
 class SiteSummary(NamedTuple):
     """A site as the fleet view shows it: summed power of its non-meter assets, its
     newest reading's time, and how many of its assets have a reading (meters too)."""
@@ -156,10 +167,13 @@ async def gateways(conn: AsyncConnection) -> list[GatewayRow]:
     return [GatewayRow(*row) for row in await conn.execute(_GATEWAYS)]
 
 
-async def site_latest(conn: AsyncConnection, site_ids: Sequence[str]) -> list[AssetLatest]:
-    """The assets of ``site_ids`` that have a latest reading, with it."""
+async def site_latest(conn: AsyncConnection, site_ids: Sequence[str]) -> list[SiteAsset]:
+    """Every asset of ``site_ids``, with its latest stored reading if it has one."""
     rows = await conn.execute(_SITE_LATEST, {"sites": list(site_ids)})
-    return [AssetLatest(*row) for row in rows]
+    return [
+        SiteAsset(row[0], row[1], row[2], None if row[3] is None else AssetLatest(*row))
+        for row in rows
+    ]
 
 
 async def fleet(conn: AsyncConnection) -> list[SiteSummary]:
@@ -171,6 +185,7 @@ __all__ = [
     "AssetLatest",
     "DispatchEvent",
     "GatewayRow",
+    "SiteAsset",
     "SiteSummary",
     "dispatch_events",
     "fleet",
