@@ -53,7 +53,7 @@ def test_messages_and_tracebacks_outside_kv_cannot_forge_a_line() -> None:
         except ValueError:
             logging.getLogger(LOGGER_NAME).exception("failed")
     first, second = _lines(buf.getvalue())
-    assert first.endswith(f"raw {ESCAPED}")
+    assert first.endswith(f'event=message msg="raw {ESCAPED}"')
     assert ' exc="Traceback' in second
     assert f"ValueError: {ESCAPED}" in second
 

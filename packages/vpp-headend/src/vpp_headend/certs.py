@@ -108,12 +108,30 @@ def init_ca(directory: Path, *, name: str = "VPP pilot CA", days: int = 3650) ->
     return _issued(cert_path, key_path, cert)
 
 
-def _load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def _read(path: Path) -> bytes:
+    """The bytes of ``path``; CertError naming it when it cannot be read."""
     try:
-        cert = x509.load_pem_x509_certificate((directory / CA_CERT).read_bytes())
-        key = serialization.load_pem_private_key((directory / CA_KEY).read_bytes(), None)
-    except FileNotFoundError:
-        raise CertError(f"no CA in {directory}: run `vpp-headend certs init` first") from None
+        return path.read_bytes()
+    except OSError as exc:
+        raise CertError(f"{path}: {(exc.strerror or str(exc)).lower()}") from None
+
+
+def _load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    cert_path, key_path = directory / CA_CERT, directory / CA_KEY
+    for path in (cert_path, key_path):
+        if not path.exists():
+            raise CertError(
+                f"no CA in {directory} ({path} does not exist): "
+                f"run `vpp-headend certs init --dir {directory}` first"
+            )
+    try:
+        cert = x509.load_pem_x509_certificate(_read(cert_path))
+    except ValueError as exc:
+        raise CertError(f"{cert_path} is not a PEM certificate: {exc}") from None
+    try:
+        key = serialization.load_pem_private_key(_read(key_path), None)
+    except (ValueError, TypeError) as exc:
+        raise CertError(f"{key_path} is not an unencrypted PEM private key: {exc}") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise CertError(f"{directory / CA_KEY} is not an EC key")
     return cert, key
@@ -216,8 +234,13 @@ def issue_server(
 
 
 def cert_fingerprint(path: Path) -> str:
-    """The deny-list fingerprint of a PEM certificate file."""
-    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    """The deny-list fingerprint of a PEM certificate file; CertError naming the file."""
+    try:
+        cert = x509.load_pem_x509_certificate(_read(path))
+    except ValueError as exc:
+        if isinstance(exc, CertError):
+            raise
+        raise CertError(f"{path} is not a PEM certificate: {exc}") from None
     return fingerprint(cert.public_bytes(serialization.Encoding.DER))
 
 

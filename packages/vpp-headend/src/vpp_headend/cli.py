@@ -1,8 +1,13 @@
 """The ``vpp-headend`` command: serve, migrate, prune, import site files.
 
 Settings come from the options given, else ``VPP_*`` environment variables (e.g.
-``VPP_DATABASE_URL``, ``VPP_HTTP_PORT``, ``VPP_GRPC_PORT``), else defaults. Without a
-database URL, an embedded PostgreSQL runs in the data directory (``vpp-headend[embedded]``).
+``VPP_DATABASE_URL``, ``VPP_HTTP_PORT``, ``VPP_GRPC_PORT``, ``VPP_LOG_FORMAT``), else
+defaults. Without a database URL, an embedded PostgreSQL runs in the data directory
+(``vpp-headend[embedded]``).
+
+A command that cannot do what it was asked (a port in use, an unreachable database, a
+missing file, a bad setting) answers in one line, ``vpp-headend: <what is wrong>``, on
+standard error and exits with status 2; only a bug shows a traceback.
 """
 
 from __future__ import annotations
@@ -14,24 +19,81 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
-from .cli_options import DatabaseUrl, DataDir, LogLevel, database, settings_from_env
+from ._version import __version__
+from .cli_options import (
+    DatabaseUrl,
+    DataDir,
+    LogFormat,
+    LogLevel,
+    database,
+    logging_from,
+    one_line,
+    settings_from_env,
+)
 from .cli_security import certs_app, tokens_app
 from .db.engine import make_engine
 from .db.partitions import drop_partitions_before
-from .errors import HeadendError
-from .eventloop import LoopUnavailableError, loop_factory
-from .logs import configure_logging
+from .eventloop import loop_factory
+from .preflight import check_ports, tls_context
 from .registry import Registry
 from .rollup import Rolled, Skipped, delete_rollups_before, rollup
 
 log = logging.getLogger("vpp_headend.cli")
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+PROG = "vpp-headend"
+
+
+class _HeadendGroup(TyperGroup):
+    """The top-level command group: the one place a command's error becomes its answer.
+
+    The headend's own errors (`cli_options.one_line`: the errors.py tree, a bad setting
+    or file, a port in use, an unreachable database) are ``vpp-headend: <message>`` on
+    stderr and exit status 2, with no traceback; anything else is a bug and propagates
+    with its traceback.
+    """
+
+    def invoke(self, ctx: Any) -> Any:  # a click Context (typer may vendor click)
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            answer = one_line(exc)
+            if answer is None:
+                raise
+            message, code = answer
+            typer.echo(f"{PROG}: {message}", err=True)
+            raise typer.Exit(code) from None
+
+
+app = typer.Typer(
+    cls=_HeadendGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    help=__doc__,
+    # A bug's traceback without local variables: they hold settings, URLs and tokens.
+    pretty_exceptions_show_locals=False,
+)
 db_app = typer.Typer(no_args_is_help=True, help="Database schema and retention.")
 assets_app = typer.Typer(no_args_is_help=True, help="The asset registry.")
 app.add_typer(db_app, name="db")
 app.add_typer(assets_app, name="assets")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"{PROG} {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """VPP headend: the REST API, the gRPC agent service and their database."""
 
 
 @app.command()
@@ -79,9 +141,10 @@ def serve(
         typer.Option("--loop", help="Event loop: auto (uvloop where installed), uvloop or asyncio"),
     ] = None,
     log_level: LogLevel = "INFO",
+    log_format: LogFormat = "text",
 ) -> None:
     """Serve the REST API and the gRPC agent service until SIGINT/SIGTERM."""
-    configure_logging(log_level)
+    logging_from(log_level, log_format)
     settings = settings_from_env(
         host=host,
         http_port=http_port,
@@ -99,28 +162,25 @@ def serve(
     )
     from .serve import run
 
-    try:
-        factory = loop_factory(settings.event_loop)
-    except LoopUnavailableError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    with database(settings, migrate=migrate) as ready:
-        try:
-            with asyncio.Runner(loop_factory=factory) as runner:
-                started = runner.run(run(ready))
-        except HeadendError as exc:
-            typer.echo(f"error: {exc.detail}", err=True)
-            raise typer.Exit(1) from None
+    factory = loop_factory(settings.event_loop)
+    # What can be checked before an embedded database starts or migrations run.
+    check_ports(settings)
+    tls_context(settings)
+    with database(settings, migrate=migrate) as ready, asyncio.Runner(loop_factory=factory) as r:
+        started = r.run(run(ready))
     if not started:
         raise typer.Exit(1)
 
 
 @db_app.command("upgrade")
 def db_upgrade(
-    database_url: DatabaseUrl = None, data_dir: DataDir = None, log_level: LogLevel = "INFO"
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+    log_level: LogLevel = "INFO",
+    log_format: LogFormat = "text",
 ) -> None:
     """Migrate the database schema to the newest revision."""
-    configure_logging(log_level)
+    logging_from(log_level, log_format)
     settings = settings_from_env(database_url=database_url, data_dir=data_dir)
     with database(settings, migrate=True):
         pass
@@ -139,9 +199,10 @@ def db_prune(
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
     log_level: LogLevel = "INFO",
+    log_format: LogFormat = "text",
 ) -> None:
     """Drop whole daily telemetry partitions and delete rollups older than the retention."""
-    configure_logging(log_level)
+    logging_from(log_level, log_format)
     settings = settings_from_env(
         database_url=database_url,
         data_dir=data_dir,
@@ -187,9 +248,10 @@ def db_rollup(
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
     log_level: LogLevel = "INFO",
+    log_format: LogFormat = "text",
 ) -> None:
     """Roll telemetry up into one-minute rows (telemetry_1m); safe beside running headends."""
-    configure_logging(log_level)
+    logging_from(log_level, log_format)
     settings = settings_from_env(database_url=database_url, data_dir=data_dir)
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
@@ -221,24 +283,17 @@ def assets_import(
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
     log_level: LogLevel = "WARNING",
+    log_format: LogFormat = "text",
 ) -> None:
     """Load sites, assets and groups from site files (idempotent; re-import updates)."""
-    from vpp_protocol.sitefile import SiteFileError, load_site_file
+    from vpp_protocol.sitefile import load_site_file
 
-    configure_logging(log_level)
-    try:
-        sites = [load_site_file(f) for f in files]
-    except SiteFileError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    logging_from(log_level, log_format)
+    sites = [load_site_file(f) for f in files]
     settings = settings_from_env(database_url=database_url, data_dir=data_dir)
     with database(settings, migrate=False) as ready:
         assert ready.database_url is not None
-        try:
-            results = asyncio.run(_import(ready.database_url, sites))
-        except HeadendError as exc:
-            typer.echo(f"error: {exc.detail}", err=True)
-            raise typer.Exit(1) from None
+        results = asyncio.run(_import(ready.database_url, sites))
     for r in results:
         verb = "created" if r.created else "updated"
         typer.echo(
@@ -261,7 +316,7 @@ app.add_typer(tokens_app, name="tokens")
 
 
 def main() -> None:  # pragma: no cover - console entry point alias
-    app()
+    app(prog_name=PROG)
 
 
-__all__ = ["app"]
+__all__ = ["PROG", "app"]

@@ -13,9 +13,17 @@ from typing import Annotated
 
 import typer
 
-from .cli_options import DatabaseUrl, DataDir, LogLevel, database, settings_from_env
+from .cli_options import (
+    CommandError,
+    DatabaseUrl,
+    DataDir,
+    LogFormat,
+    LogLevel,
+    database,
+    logging_from,
+    settings_from_env,
+)
 from .db.engine import make_engine
-from .logs import configure_logging
 
 certs_app = typer.Typer(no_args_is_help=True, help="Certificates for mutual TLS (a pilot CA).")
 tokens_app = typer.Typer(no_args_is_help=True, help="Bearer tokens for the REST API.")
@@ -26,11 +34,6 @@ CaDir = Annotated[
 Days = Annotated[int, typer.Option("--days", help="Validity in days")]
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
 @certs_app.command("init")
 def certs_init(
     ca_dir: CaDir = Path("pki"),
@@ -38,12 +41,9 @@ def certs_init(
     days: Days = 3650,
 ) -> None:
     """Create a CA (ca.pem + ca.key, mode 0600) for a pilot."""
-    from .certs import CertError, init_ca
+    from .certs import init_ca
 
-    try:
-        issued = init_ca(ca_dir, name=name, days=days)
-    except CertError as exc:
-        raise _fail(str(exc)) from None
+    issued = init_ca(ca_dir, name=name, days=days)
     typer.echo(f"CA certificate: {issued.cert}\nCA key: {issued.key} (keep it offline)")
     typer.echo(f"valid until {issued.not_after:%Y-%m-%d}; sha256 {issued.fingerprint}")
 
@@ -56,12 +56,9 @@ def certs_issue_site(
     days: Days = 825,
 ) -> None:
     """Issue a site's client certificate and key (SITE_ID.pem, SITE_ID.key)."""
-    from .certs import CertError, issue_site
+    from .certs import issue_site
 
-    try:
-        issued = issue_site(ca_dir, site_id, out_dir=out, days=days)
-    except CertError as exc:
-        raise _fail(str(exc)) from None
+    issued = issue_site(ca_dir, site_id, out_dir=out, days=days)
     typer.echo(f"certificate: {issued.cert}\nkey: {issued.key}")
     typer.echo(f"valid until {issued.not_after:%Y-%m-%d}; sha256 {issued.fingerprint}")
 
@@ -77,12 +74,9 @@ def certs_issue_server(
     days: Days = 825,
 ) -> None:
     """Issue the headend's server certificate and key (server.pem, server.key)."""
-    from .certs import CertError, issue_server
+    from .certs import issue_server
 
-    try:
-        issued = issue_server(ca_dir, names, out_dir=out, basename=basename, days=days)
-    except CertError as exc:
-        raise _fail(str(exc)) from None
+    issued = issue_server(ca_dir, names, out_dir=out, basename=basename, days=days)
     typer.echo(f"certificate: {issued.cert}\nkey: {issued.key}")
     typer.echo(f"valid until {issued.not_after:%Y-%m-%d}; sha256 {issued.fingerprint}")
 
@@ -92,10 +86,7 @@ def certs_fingerprint(cert: Annotated[Path, typer.Argument(help="PEM certificate
     """Print the SHA-256 fingerprint the deny-list uses."""
     from .certs import cert_fingerprint
 
-    try:
-        typer.echo(cert_fingerprint(cert))
-    except (OSError, ValueError) as exc:
-        raise _fail(f"{cert}: {exc}") from None
+    typer.echo(cert_fingerprint(cert))
 
 
 @certs_app.command("revoke")
@@ -105,19 +96,22 @@ def certs_revoke(
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
     log_level: LogLevel = "WARNING",
+    log_format: LogFormat = "text",
 ) -> None:
     """Put a certificate on the deny-list: its next connect is refused (every replica)."""
     from .certs import cert_fingerprint
     from .db.security_repo import revoke_certificate
     from .tls import normalize_fingerprint
 
-    configure_logging(log_level)
+    logging_from(log_level, log_format)
     fp = normalize_fingerprint(what)
     if fp is None:
         try:
             fp = cert_fingerprint(Path(what))
         except (OSError, ValueError) as exc:
-            raise _fail(f"{what} is neither a sha256 fingerprint nor a PEM file: {exc}") from None
+            raise CommandError(
+                f"{what} is neither a sha256 fingerprint nor a PEM file: {exc}"
+            ) from None
     settings = settings_from_env(database_url=database_url, data_dir=data_dir)
     with database(settings, migrate=False) as ready:
         assert ready.database_url is not None
@@ -141,14 +135,15 @@ def tokens_create(
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
     log_level: LogLevel = "WARNING",
+    log_format: LogFormat = "text",
 ) -> None:
     """Create a token; its value is the last line of output (shown once)."""
     from .auth import ROLES, hash_token, new_token
     from .db.security_repo import insert_token
 
     if role not in ROLES:
-        raise _fail(f"--role must be one of {', '.join(ROLES)}, not {role!r}")
-    configure_logging(log_level)
+        raise CommandError(f"--role must be one of {', '.join(ROLES)}, not {role!r}")
+    logging_from(log_level, log_format)
     settings = settings_from_env(database_url=database_url, data_dir=data_dir)
     token_id, token = new_token()
     with database(settings, migrate=False) as ready:
@@ -169,12 +164,15 @@ def tokens_create(
 
 @tokens_app.command("list")
 def tokens_list(
-    database_url: DatabaseUrl = None, data_dir: DataDir = None, log_level: LogLevel = "WARNING"
+    database_url: DatabaseUrl = None,
+    data_dir: DataDir = None,
+    log_level: LogLevel = "WARNING",
+    log_format: LogFormat = "text",
 ) -> None:
     """List tokens (ids, roles, names; never the secrets)."""
     from .db.security_repo import list_tokens
 
-    configure_logging(log_level)
+    logging_from(log_level, log_format)
     settings = settings_from_env(database_url=database_url, data_dir=data_dir)
     with database(settings, migrate=False) as ready:
         assert ready.database_url is not None
@@ -202,11 +200,12 @@ def tokens_revoke(
     database_url: DatabaseUrl = None,
     data_dir: DataDir = None,
     log_level: LogLevel = "WARNING",
+    log_format: LogFormat = "text",
 ) -> None:
     """Revoke a token at once (its next request gets 401)."""
     from .db.security_repo import revoke_token
 
-    configure_logging(log_level)
+    logging_from(log_level, log_format)
     settings = settings_from_env(database_url=database_url, data_dir=data_dir)
     with database(settings, migrate=False) as ready:
         assert ready.database_url is not None
@@ -221,7 +220,7 @@ def tokens_revoke(
 
         done = asyncio.run(go())
     if not done:
-        raise _fail(f"no active token {token_id!r}", 1)
+        raise CommandError(f"no active token {token_id!r}", 1)
     typer.echo(f"revoked token {token_id}")
 
 

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import uvicorn
 
 from .app import create_app
+from .errors import ListenError
 from .eventloop import running_loop_name
 from .events import EventFeed
 from .headend import Headend
 from .logs import log_event
+from .preflight import listen_socket
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: What a failed bind says (anything else that fails while the headend opens is not one).
+_BIND_ERRNOS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL})
 
 
 class _Server(uvicorn.Server):
@@ -62,31 +68,51 @@ async def run(
 ) -> bool:
     """Serve until SIGINT/SIGTERM or ``stop`` is set; False if HTTP never started.
 
-    The headend opens first (database checks fail fast, with a clear message), then
-    uvicorn serves the app on the same loop. Once uvicorn has stopped serving HTTP the
-    headend closes: every gRPC stream ends with SERVER_SHUTDOWN, ingest is flushed, the
-    database is closed.
+    The HTTP port is bound first and the headend opens next (a port in use or a database
+    check fails fast, as a ListenError or UnavailableError naming it), then uvicorn
+    serves the app on the same loop, on that socket: uvicorn's own bind would log the
+    error and ``sys.exit``. Its loggers have no handler of their own (``log_config=None``)
+    and propagate to the CLI's. Once uvicorn has stopped serving HTTP the headend
+    closes: every gRPC stream ends with SERVER_SHUTDOWN, ingest is flushed, the database
+    is closed.
     """
-    async with Headend.open(settings) as headend:
-        config = uvicorn.Config(
-            create_app(settings, headend),
-            host=settings.host,
-            port=settings.http_port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-        )
-        server = _Server(config, headend.events)
-        helpers = [asyncio.create_task(_announce(server, headend, on_ready))]
-        if stop is not None:
-            helpers.append(asyncio.create_task(_stop_on(stop, server)))
+    sock = listen_socket(settings.host, settings.http_port, "HTTP")
+    try:
+        async with _open_headend(settings) as headend:
+            config = uvicorn.Config(
+                create_app(settings, headend),
+                host=settings.host,
+                port=sock.getsockname()[1],
+                log_config=None,
+                access_log=False,
+                lifespan="on",
+            )
+            server = _Server(config, headend.events)
+            helpers = [asyncio.create_task(_announce(server, headend, on_ready))]
+            if stop is not None:
+                helpers.append(asyncio.create_task(_stop_on(stop, server)))
+            try:
+                await server.serve(sockets=[sock])
+            finally:
+                for task in helpers:
+                    task.cancel()
+                await asyncio.gather(*helpers, return_exceptions=True)
+            return bool(server.started)
+    finally:
+        sock.close()
+
+
+@contextlib.asynccontextmanager
+async def _open_headend(settings: Settings) -> AsyncIterator[Headend]:
+    """`Headend.open`, with the gRPC port's failed bind as a ListenError naming it."""
+    async with contextlib.AsyncExitStack() as stack:
         try:
-            await server.serve()
-        finally:
-            for task in helpers:
-                task.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
-        return bool(server.started)
+            headend = await stack.enter_async_context(Headend.open(settings))
+        except OSError as exc:
+            if exc.errno not in _BIND_ERRNOS:
+                raise
+            raise ListenError(settings.host, settings.grpc_port, "gRPC", exc) from None
+        yield headend
 
 
 async def _stop_on(stop: asyncio.Event, server: uvicorn.Server) -> None:

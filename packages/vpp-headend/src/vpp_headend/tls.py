@@ -28,16 +28,41 @@ class PeerIdentity:
     subject: str  # for logs
 
 
+class TlsFileError(ValueError):
+    """A TLS file cannot be read or loaded; the message names the file."""
+
+
+def _why(exc: OSError | ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or str(exc)
+    return (exc.strerror or str(exc)).lower()
+
+
 def server_context(cert: Path, key: Path, client_ca: Path) -> ssl.SSLContext:
     """TLS ≥ 1.2, ALPN h2, client certificates required and verified against ``client_ca``.
 
     ``client_ca`` may hold several CA certificates (a rollover trusts old and new). Reads
-    files: call it off the event loop.
+    files: call it off the event loop. TlsFileError names the file that is missing or
+    does not load (OpenSSL alone says neither which file nor, for a missing one, that).
     """
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(client_ca))
+    for what, path in (("certificate", cert), ("key", key), ("client CA", client_ca)):
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            raise TlsFileError(f"TLS {what} {path}: {_why(exc)}") from None
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(client_ca))
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsFileError(f"TLS client CA {client_ca} does not load: {_why(exc)}") from None
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.load_cert_chain(str(cert), str(key))
+    try:
+        ctx.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsFileError(
+            f"TLS certificate {cert} with key {key} does not load: {_why(exc)}"
+        ) from None
     ctx.set_alpn_protocols(["h2"])
     return ctx
 
@@ -83,6 +108,7 @@ def peer_identity(ssl_object: Any) -> PeerIdentity | None:
 __all__ = [
     "SITE_URI_PREFIX",
     "PeerIdentity",
+    "TlsFileError",
     "fingerprint",
     "normalize_fingerprint",
     "peer_identity",

@@ -15,6 +15,7 @@ of a busy event loop:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -70,6 +71,10 @@ def make_engine(
 def _timed_pool(on_checkout: Callable[[float], None]) -> type[AsyncAdaptedQueuePool]:
     """The engine's pool class, timing `connect` (a class, not an instance attribute: the
     engine makes a new pool of the same class when it disposes of the old one)."""
+
+    # SQLAlchemy names a pool's logger after its class's module: this subclass would escape
+    # the warning level SQLAlchemy sets on its own loggers and say "Pool disposed" at INFO.
+    logging.getLogger(f"{__name__}.TimedPool").setLevel(logging.WARNING)
 
     class TimedPool(AsyncAdaptedQueuePool):
         def connect(self) -> PoolProxiedConnection:
