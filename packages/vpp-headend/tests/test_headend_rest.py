@@ -138,7 +138,7 @@ async def test_health_ready_metrics_schema(running) -> None:
     for name in (
         "vpp_gateways_connected",
         "vpp_assets_served",
-        "vpp_telemetry_rows_per_second",
+        "vpp_telemetry_rows_stored_total",
         "vpp_ingest_queue_rows",
         "vpp_setpoint_ack_latency_seconds",
         "vpp_telemetry_lag_seconds",

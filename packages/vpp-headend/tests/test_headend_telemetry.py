@@ -68,7 +68,8 @@ async def test_duplicates_dropped_gaps_counted_latest_and_history(
     metrics = (await running.http.get("/metrics")).text
     assert "vpp_telemetry_duplicates_total 4.0" in metrics
     assert "vpp_telemetry_gaps_total 3.0" in metrics
-    assert 'vpp_telemetry_lag_seconds{asset_id="a-1"}' in metrics
+    assert 'vpp_site_last_reading_timestamp_seconds{site_id="site-a"}' in metrics
+    assert "vpp_telemetry_lag_seconds_count 8.0" in metrics  # each stored reading, once
     assert "vpp_telemetry_rows_stored_total 8.0" in metrics
 
     await agent.close()

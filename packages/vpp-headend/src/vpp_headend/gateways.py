@@ -92,6 +92,7 @@ class GatewayService:
         self._log_rejections(req.site_id, outcome, remote)
         if not outcome.site_known:
             return Admission(None, self._reply(outcome, session_id, 0, {}), outcome)
+        self._ingest.served_by(req.site_id, outcome.accepted)  # their site, for /metrics
         watermarks = await self._ingest.watermarks(outcome.accepted)
         session = Session(
             site_id=req.site_id,

@@ -16,6 +16,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from uuid import UUID
 
 from grpclib._typing import IServable
@@ -79,7 +80,7 @@ class Headend:
     listener: Listener
     agent: AgentService
     grpc_port: int
-    #: GET /events: what changed, read from the database while a client listens (events.py).
+    #: GET /events: what changed, read from the database while a client listens (events/).
     events: EventFeed
 
     @classmethod
@@ -111,12 +112,8 @@ class Headend:
         """What is not ready (empty list: ready)."""
         if not self.grpc_listening:
             return ["gRPC server is not listening (the headend is shutting down)"]
-        problems: list[str] = []
-        try:
-            async with asyncio.timeout(2.0):
-                await ping(self.engine)
-        except Exception as exc:
-            problems.append(f"database is not reachable: {type(exc).__name__}")
+        problem = await _check_database(self.engine, self.metrics)
+        problems = [] if problem is None else [problem]
         return problems + self.ingest.problems()  # a stopped or failing writer, not silence
 
 
@@ -128,7 +125,8 @@ async def _start(stack: AsyncExitStack, s: Settings, clock: Clock, metrics: Metr
     sessions = SessionRegistry()
     registry = Registry(engine)
     ingest = Ingest(engine, metrics, s, clock=clock)
-    metrics.add_lag_source(ingest.latest_in_memory, clock)
+    metrics.add_reading_times(ingest.reading_times, per_asset=s.metrics_per_asset)
+    metrics.add_probe(partial(_check_database, engine, metrics))  # vpp_database_up per scrape
     gateways = GatewayService(engine, sessions, ingest, metrics, s, clock=clock)
     dispatch = DispatchService(
         DispatchDeps(
@@ -159,7 +157,7 @@ async def _start(stack: AsyncExitStack, s: Settings, clock: Clock, metrics: Metr
     agent = AgentService(gateways, dispatch, ingest, metrics, stream, clock=StreamClock(now=clock))
     grpc_port = await _serve_grpc(stack, s, agent, sessions)
     # Stopped first: the browsers' streams end (and they reconnect elsewhere) before ours.
-    events = EventFeed(ro, metrics, s, clock=clock)
+    events = EventFeed(ro, metrics, s, clock=clock, held=ingest.held)
     stack.push_async_callback(events.stop)
     return Headend(
         settings=s,
@@ -182,6 +180,18 @@ async def _start(stack: AsyncExitStack, s: Settings, clock: Clock, metrics: Metr
         grpc_port=grpc_port,
         events=events,
     )
+
+
+async def _check_database(engine: AsyncEngine, metrics: Metrics) -> str | None:
+    """Ping the database (2 s at most) and set ``vpp_database_up``; what is wrong, or None."""
+    try:
+        async with asyncio.timeout(2.0):
+            await ping(engine)
+    except Exception as exc:
+        metrics.database_up.set(0)
+        return f"database is not reachable: {type(exc).__name__}"
+    metrics.database_up.set(1)
+    return None
 
 
 async def _open_database(
@@ -225,7 +235,8 @@ async def _serve_grpc(
     stack: AsyncExitStack, s: Settings, agent: AgentService, sessions: SessionRegistry
 ) -> int:
     """Listen for gateways; on the way out, end every stream before the server closes."""
-    handlers: list[IServable] = ServerReflection.extend([agent, Health()])
+    # grpc.health.v1 answers SERVING for "" (the server) and for the service by name.
+    handlers: list[IServable] = ServerReflection.extend([agent, Health({agent: []})])
     ssl_context = await grpc_ssl_context(s)
     # A malformed or spent grpc-timeout gets a status, not a traceback (grpc_timeout.py).
     server = TimeoutCheckingServer(

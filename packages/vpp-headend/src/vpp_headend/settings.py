@@ -76,6 +76,9 @@ class Settings:
     db_pool_timeout_s: float = 10.0  # wait for a free one; then REST 503 / gRPC UNAVAILABLE
     admit_concurrency: int = 8  # Registers admitted at once (each a few DB round trips)
     replica: str = "headend-1"  # unique per process when several share one database
+    # /metrics: one last-reading series per asset besides the one per site (100,000 assets
+    # are 100,000 series per scrape; docs/runbook.md section 5)
+    metrics_per_asset: bool = False
     listen_reconnect_s: float = 1.0  # LISTEN/NOTIFY connection: wait before reconnecting
     # -- security (docs/security.md) --------------------------------------------------
     tls_cert: Path | None = None  # the headend's server certificate chain (PEM)
