@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import pytest
 import yaml
 
+from vpp_gateway.clock import ManualClock
+from vpp_gateway.devices import simulated_device
 from vpp_protocol.sitefile import load_site_file
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
@@ -39,3 +43,23 @@ def test_example_gensets_state_their_minimum_stable_load() -> None:
     ]
     assert gensets
     assert all("min_stable_kw" in g for g in gensets), gensets
+
+
+async def test_example_pv_reads_0_at_night_until_its_solar_noon_is_moved_as_documented() -> None:
+    """What examples/README.md and the site files' comments say about PV at night is true."""
+    readme = (EXAMPLES[0].parent / "README.md").read_text()
+    assert "PV reads 0 kW at night" in readme
+    assert "simulator: {solar_noon_utc_h:" in readme
+    night = ManualClock(datetime(2026, 1, 15, 23, 30, tzinfo=UTC))
+    pv_files = [p for p in EXAMPLES if any(a.kind == "pv" for a in load_site_file(p).assets)]
+    assert pv_files
+    for path in pv_files:
+        text = path.read_text()
+        assert "night" in text, f"{path.name} does not say why PV reads 0 at night"
+        assert "solar_noon_utc_h" in text, f"{path.name} does not say how to move solar noon"
+        pv = next(a for a in load_site_file(path).assets if a.kind == "pv")
+        dark = await simulated_device(pv, night, 0).read()
+        assert (dark.power_kw, dark.status.value) == (0.0, "standby")
+        moved = msgspec.structs.replace(pv, simulator={"solar_noon_utc_h": 23.5})
+        lit = await simulated_device(moved, night, 0).read()
+        assert lit.power_kw == pv.capacity_kw  # noon now: the top of the curve

@@ -71,9 +71,14 @@ BAD = [
     ),
     (
         "site_id: s\nassets:\n  - {asset_id: a, kind: nuclear}\n",
-        "f.yaml:3: assets[0].kind: Invalid enum value 'nuclear'",
+        "f.yaml:3: assets[0].kind: 'nuclear' is not a valid kind: must be one of pv, bess, "
+        "meter, genset, ev_charger, load, other",
     ),
-    ("site_id: [s\n", "f.yaml: not valid YAML"),
+    (
+        "site_id: [s\n",
+        "f.yaml:2: not valid YAML: expected ',' or ']', but got '<stream end>' "
+        "(while parsing a flow sequence started on line 1)",
+    ),
     (
         "site_id: s\nassets:\n  - {asset_id: a, kind: pv}\n"
         "  - {asset_id: b, kind: pv, max_kw: lots}\n",
@@ -192,3 +197,82 @@ def test_envelope_and_time_in_force_fields_default_and_load() -> None:
     assert assets["h"].fallback_kw == 80
     assert assets["b"].fallback_kw == -10
     assert assets["x"].min_stable_kw == 5
+
+
+SEVERAL = """\
+# a site file with five mistakes
+colour: blue
+headend: {host: 127.0.0.1, port: 50051}
+assets:
+  - asset_id: s-pv-1
+    kind: pv
+    capacity_kw: 100
+  - asset_id: s-bess-1
+    kind: bess
+    capacity_kw: -250
+  - asset_id: s-pv-2
+    kind: solar
+    capacity_kw: 50
+  - {asset_id: s-pv-1, kind: pv}
+"""
+
+
+def test_every_problem_of_a_file_is_reported_at_once_each_with_its_line() -> None:
+    with pytest.raises(SiteFileError) as info:
+        parse_site_file(SEVERAL, "site.yaml")
+    lines = str(info.value).splitlines()
+    assert lines == [
+        "site.yaml:2: colour: unknown field `colour`; expected one of: site_id, assets, headend, "
+        "telemetry_interval_s, groups, legacy, gateway, failsafe_after_s",
+        "site.yaml:2: site_id: missing required field `site_id`",
+        "site.yaml:10: assets[1].capacity_kw: -250.0 is negative",
+        "site.yaml:12: assets[2].kind: 'solar' is not a valid kind: must be one of pv, bess, "
+        "meter, genset, ev_charger, load, other",
+        "site.yaml:14: assets[3].asset_id: duplicate asset_id 's-pv-1' (also assets[0])",
+    ]
+    # the same, one by one, for a program to use
+    assert [(p.path, p.line) for p in info.value.problems] == [
+        ("colour", 2),
+        ("site_id", 2),
+        ("assets[1].capacity_kw", 10),
+        ("assets[2].kind", 12),
+        ("assets[3].asset_id", 14),
+    ]
+
+
+def test_a_missing_kind_lists_the_kinds_and_a_typo_gets_a_suggestion() -> None:
+    text = "site_id: s\nassets:\n  - asset_id: a\n    maxkw: 3\n  - [not, a, mapping]\n"
+    with pytest.raises(SiteFileError) as info:
+        parse_site_file(text, "f.yaml")
+    assert str(info.value).splitlines() == [
+        "f.yaml:3: assets[0].kind: missing required field `kind` "
+        "(one of pv, bess, meter, genset, ev_charger, load, other)",
+        "f.yaml:4: assets[0].maxkw: unknown field `maxkw`; did you mean `max_kw`?",
+        "f.yaml:5: assets[1]: Expected `object`, got `array`",
+    ]
+
+
+def test_each_bad_entry_of_a_list_and_a_repeated_key_are_reported() -> None:
+    text = (
+        "site_id: s\n"
+        "groups: [ok, 'bad group', 3]\n"
+        "assets:\n"
+        "  - asset_id: a\n"
+        "    kind: pv\n"
+        "    kind: bess\n"
+        "  - {asset_id: b, kind: bess, capacity_kw: 10, fallback_kw: 20, energy_kwh: lots}\n"
+    )
+    with pytest.raises(SiteFileError) as info:
+        parse_site_file(text, "f.yaml")
+    assert str(info.value).splitlines() == [
+        "f.yaml:2: groups[1]: 'bad group' must match [A-Za-z0-9._-]{1,64}",
+        "f.yaml:2: groups[2]: Expected `str`, got `int`",
+        "f.yaml:6: assets[0].kind: duplicate key (also on line 5): YAML keeps only the last",
+        # fallback_kw is not judged while the asset has another problem
+        "f.yaml:7: assets[1].energy_kwh: Expected `float | null`, got `str`",
+    ]
+
+
+def test_an_empty_file_says_what_a_site_file_needs() -> None:
+    with pytest.raises(SiteFileError, match=r"^f\.yaml: the file is empty: .*site_id and assets"):
+        parse_site_file("# nothing yet\n", "f.yaml")

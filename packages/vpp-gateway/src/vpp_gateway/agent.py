@@ -37,6 +37,20 @@ Command = SetpointCommand | ReleaseCommand
 T = TypeVar("T")
 
 
+#: How the headend words the rejection of every claim of a site it does not know.
+SITE_NOT_REGISTERED = "is not registered"
+
+
+def site_not_registered(outcome: RegisterOutcome) -> bool:
+    """Whether the headend refused the whole Register because its registry lacks the site
+    (the gateway cannot tell from a code: the protocol has none for it; the reason says)."""
+    return (
+        not outcome.accepted
+        and bool(outcome.rejected)
+        and all(SITE_NOT_REGISTERED in r.reason for r in outcome.rejected)
+    )
+
+
 class Agent:
     """One gateway process's worth of work. `start` it, `stop` it; `wait` until it ends."""
 
@@ -177,6 +191,16 @@ class Agent:
 
     async def _on_register(self, outcome: RegisterOutcome) -> None:
         rejected = {r.asset_id: r.reason for r in outcome.rejected}
+        site_unknown = site_not_registered(outcome)
+        if site_unknown:  # one line that says what to do, not one per asset
+            where = self.settings.site_file or "<site file>"
+            self.log.error(
+                "site_not_registered",
+                site_id=self.settings.site_id,
+                headend=self.connection.where,
+                fix=f"on the headend: vpp-headend assets import {where}",
+                note="every asset rejected; retrying with backoff",
+            )
         for asset in self.fleet:
             if asset.asset_id in rejected:
                 asset.accepted, asset.reject_reason = False, rejected[asset.asset_id]
@@ -185,7 +209,7 @@ class Agent:
                 asset.reject_reason = "" if asset.accepted else "not in the headend's accepted list"
             else:
                 asset.accepted, asset.reject_reason = True, ""
-            if not asset.accepted:
+            if not asset.accepted and not site_unknown:
                 self.log.warning(
                     "asset_rejected",
                     asset_id=asset.asset_id,

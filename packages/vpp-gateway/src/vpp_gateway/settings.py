@@ -55,6 +55,9 @@ class GatewaySettings:
     device_timeout_s: float = field(default=0.0)
     #: With no working session this long, every asset is released (DESIGN.md §3b); 0 = off.
     failsafe_after_s: float = DEFAULT_FAILSAFE_AFTER_S
+    #: The site file these settings came from, as given (named in what to do when the
+    #: headend does not know the site); None when built otherwise.
+    site_file: Path | None = None
 
     def __post_init__(self) -> None:
         if not ID_PATTERN.fullmatch(self.site_id):
@@ -204,4 +207,5 @@ def from_site_file(
         replay_rate=opts.replay_rate,
         seed=seed if seed is not None else 0,
         failsafe_after_s=site.failsafe_after_s,
+        site_file=site_path,
     )

@@ -189,7 +189,8 @@ class AgentService:
             await self._refuse(
                 stream,
                 "unauthorized",
-                f"site {request.site_id!r} is not registered",
+                f"site {request.site_id!r} is not registered: on the headend, "
+                "vpp-headend assets import <its site file>",
                 remote,
                 request.site_id,
             )

@@ -127,7 +127,12 @@ def _verdict(
     """Why a claim is refused, or None when it is accepted."""
     aid = claim.asset_id
     if not site_known:
-        return Rejection(aid, "unauthorized", f"site {site_id!r} is not registered")
+        return Rejection(
+            aid,
+            "unauthorized",
+            f"site {site_id!r} is not registered: on the headend, vpp-headend assets import "
+            "<its site file>",
+        )
     if not ID_PATTERN.fullmatch(aid):
         what = "contains control characters" if not aid.isprintable() else "is malformed"
         return Rejection(aid[:64], "invalid", f"asset_id {what}: it must match {_ID_RULE}")
