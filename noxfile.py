@@ -156,19 +156,45 @@ def _buf_breaking(session: nox.Session) -> None:
             session.run("buf", "breaking", "--against", f"{ROOT}/.git#ref={ref},subdir=proto")
 
 
+def _build_wheels(session: nox.Session) -> list[Path]:
+    """Build the four wheels into dist/, first removing ours left there by an older build
+    (two versions of one package would make `pip install dist/*.whl` fail)."""
+    dist_dir = ROOT / "dist"
+    dist_dir.mkdir(exist_ok=True)
+    for old in dist_dir.glob("vpp_*.whl"):
+        old.unlink()
+    for dist in PACKAGES:
+        if (ROOT / "packages" / dist / "pyproject.toml").exists():
+            session.run("uv", "build", "--wheel", "-q", "-o", str(dist_dir), f"packages/{dist}")
+    return sorted(dist_dir.glob("vpp_*.whl"))
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """The wheels of all four packages in dist/ (they are not on a public index yet).
+
+    Then `pip install dist/*.whl`, or `pip install --find-links dist 'vpp-headend[embedded]'`
+    to take ours from dist/ and everything else from the index.
+    """
+    session.install("uv")
+    for wheel in _build_wheels(session):
+        session.log(f"built {wheel.relative_to(ROOT)}")
+
+
 @nox.session
 def packages(session: nox.Session) -> None:
-    """Build every wheel, then install each package alone in a fresh venv and import it.
+    """Build every wheel, install each package alone in a fresh venv and import it; then
+    run every install command the docs show, each in a fresh venv.
 
-    Proves the declared dependencies are complete and lean: vpp-split pulls nothing,
-    vpp-gateway pulls neither litestar nor sqlalchemy.
+    Proves the declared dependencies are complete and lean (vpp-split pulls nothing,
+    vpp-gateway pulls neither litestar nor sqlalchemy) and that a user copying an install
+    command from README.md, examples/README.md, a package README or the demo's closing text
+    gets working CLIs (tools/check_docs_install.py: about two minutes, two venvs at a time).
     """
-    session.install("build", "uv")
+    session.install("uv")
+    wheels = ROOT / "dist"
+    _build_wheels(session)
     with tempfile.TemporaryDirectory() as tmp:
-        wheels = Path(tmp) / "wheels"
-        for dist in PACKAGES:
-            if (ROOT / "packages" / dist / "pyproject.toml").exists():
-                session.run("uv", "build", "--wheel", "-q", "-o", str(wheels), f"packages/{dist}")
         for dist in PACKAGES:
             if (ROOT / "packages" / dist / "pyproject.toml").exists():
                 venv = Path(tmp) / f"venv-{dist}"
@@ -178,6 +204,7 @@ def packages(session: nox.Session) -> None:
                     "uv", "pip", "install", "-q", "-p", py, "--find-links", str(wheels), dist
                 )
                 session.run(py, "tools/check_install.py", dist, external=True)
+    session.run("python", "tools/check_docs_install.py", *session.posargs)
 
 
 @nox.session

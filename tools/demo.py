@@ -32,6 +32,30 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 T = TypeVar("T")
 DELIVERY_WINDOW_S = 3  # the headend measures delivered power over this window
+# What the demo prints at its end: the commands to run the same system by hand.
+# tools/check_docs_install.py (`nox -s packages`) runs its install command in a fresh venv.
+HOW_TO_RUN = """   First, from a checkout (the packages are not on PyPI yet: README.md, "Install"):
+     pip install -e 'packages/vpp-protocol[upb]' -e packages/vpp-split \\
+                 -e 'packages/vpp-headend[embedded]' -e packages/vpp-gateway
+   In one shell (embedded PostgreSQL in ./.vpp/pgdata; or --database-url URL):
+     vpp-headend assets import examples/*.yaml
+     vpp-headend serve                          # REST :8000, gRPC :50051
+   In others, one per site:
+     vpp-gateway run examples/site-a.yaml       # 12 assets, one gRPC stream
+     vpp-gateway run examples/site-b.yaml
+     vpp-gateway run examples/legacy-pv-1.yaml  # legacy single-asset agents
+     vpp-gateway run examples/legacy-bess-1.yaml
+   Then (REST is open until the first token exists; after that every call needs one):
+     TOKEN=$(vpp-headend tokens create --role operator | tail -n 1)
+     OpenAPI docs     http://127.0.0.1:8000/schema   (always open)
+     gateways         curl -H "authorization: Bearer $TOKEN" localhost:8000/gateways
+     telemetry        curl -H "authorization: Bearer $TOKEN" localhost:8000/telemetry/site-a-bess-1
+     site-a, summed   curl -H "authorization: Bearer $TOKEN" localhost:8000/sites/site-a/telemetry
+     metrics          curl -H "authorization: Bearer $TOKEN" localhost:8000/metrics
+     dispatch         curl -X POST localhost:8000/dispatch -H "authorization: Bearer $TOKEN" \\
+                        -H 'content-type: application/json' \\
+                        -d '{"site_id": "site-a", "power_kw": 300}'
+   (examples/README.md and docs/runbook.md say more)"""
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -84,6 +108,8 @@ class Demo:
         self.headend: Proc | None = None
         self.gateways: dict[str, Proc] = {}
         self.started = time.monotonic()
+        #: Where the copies of the examples put solar noon (UTC hours), once one had PV.
+        self.solar_noon_utc_h: float | None = None
 
     # -- helpers ----------------------------------------------------------------------------
     async def until(
@@ -193,12 +219,32 @@ class Demo:
         doc["gateway"] = dict(FAST_GATEWAY)
         now = datetime.now(UTC)
         for asset in doc["assets"]:
-            if asset["kind"] == "pv":  # show PV output at any hour: solar noon is now
+            # The simulated sun follows the clock (default noon 12:00 UTC, 12 h of day), so
+            # a demo at night would show PV at 0 kW: move solar noon to now, and say so.
+            if asset["kind"] == "pv":
                 sim = asset.setdefault("simulator", {})
-                sim.setdefault("solar_noon_utc_h", round(now.hour + now.minute / 60, 3))
+                if self.solar_noon_utc_h is None:
+                    self.solar_noon_utc_h = round(now.hour + now.minute / 60, 3)
+                sim.setdefault("solar_noon_utc_h", self.solar_noon_utc_h)
         path = self.workdir / f"{name}.yaml"
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         return path
+
+    def say_solar_noon(self) -> None:
+        """Why PV produces in this demo whatever the hour, and why it may not by hand."""
+        noon = self.solar_noon_utc_h
+        if noon is None:
+            return
+        hh, mm = divmod(round(noon * 60), 60)
+        for line in (
+            f"PV: solar noon moved to now ({hh:02d}:{mm:02d} UTC; simulator.solar_noon_utc_h: "
+            f"{noon:g} in this run's copies",
+            "  of the examples), so PV produces whatever the hour. The simulated sun follows the",
+            "  clock (noon 12:00 UTC, 12 h of daylight unless set): by hand at night, the",
+            "  examples' PV reads 0 kW (standby) until you set simulator.solar_noon_utc_h",
+            "  (examples/README.md says how)",
+        ):
+            say(line)
 
     # -- steps ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -219,6 +265,7 @@ class Demo:
         grpc_port, http_port = free_ports(2)
         names = ["site-a", "site-b", "legacy-pv-1", "legacy-bess-1"]
         sites = {n: self.site_copy(n, grpc_port) for n in names}
+        self.say_solar_noon()
         out = await self.launcher.import_sites(self.database_url, list(sites.values()))
         say("registry imported (vpp-headend assets import examples/*.yaml):")
         for line in out.strip().splitlines():
@@ -491,29 +538,7 @@ class Demo:
 
     def how_to_continue(self) -> None:
         section("Keep it running yourself")
-        print(
-            """   In one shell (embedded PostgreSQL in ./.vpp/pgdata; or --database-url URL):
-     vpp-headend assets import examples/*.yaml
-     vpp-headend serve                          # REST :8000, gRPC :50051
-   In others, one per site:
-     vpp-gateway run examples/site-a.yaml       # 12 assets, one gRPC stream
-     vpp-gateway run examples/site-b.yaml
-     vpp-gateway run examples/legacy-pv-1.yaml  # legacy single-asset agents
-     vpp-gateway run examples/legacy-bess-1.yaml
-   Then (REST is open until the first token exists; after that every call needs one):
-     TOKEN=$(vpp-headend tokens create --role operator | tail -n 1)
-     OpenAPI docs     http://127.0.0.1:8000/schema   (always open)
-     gateways         curl -H "authorization: Bearer $TOKEN" localhost:8000/gateways
-     telemetry        curl -H "authorization: Bearer $TOKEN" localhost:8000/telemetry/site-a-bess-1
-     site-a, summed   curl -H "authorization: Bearer $TOKEN" localhost:8000/sites/site-a/telemetry
-     metrics          curl -H "authorization: Bearer $TOKEN" localhost:8000/metrics
-     dispatch         curl -X POST localhost:8000/dispatch -H "authorization: Bearer $TOKEN" \\
-                        -H 'content-type: application/json' \\
-                        -d '{"site_id": "site-a", "power_kw": 300}'
-   (from a checkout: `pip install -e 'packages/vpp-headend[embedded]' -e packages/vpp-gateway`;
-   examples/README.md and docs/runbook.md say more)""",
-            flush=True,
-        )
+        print(HOW_TO_RUN, flush=True)
 
     async def cli(self, *argv: str) -> str:
         """Run one of our CLIs; return its standard output (stderr goes to the error)."""

@@ -168,8 +168,10 @@ async def auth_guard(
     raise PermissionDeniedException(f"this needs the {need} role; the token is {caller.role}")
 
 
-#: Sent with every response. The OpenAPI pages under /schema load their UI from a CDN,
-#: so the strict content security policy is left off there.
+#: Sent with every response (a response that sets its own Cache-Control keeps it: the
+#: vendored /schema/static files are cacheable). The Content-Security-Policy is chosen
+#: per path (app.security_headers): `CONSOLE_CSP` for the console, api.openapi.SCHEMA_CSP
+#: for /schema (its UIs are served from the wheel), `STRICT_CSP` everywhere else.
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
