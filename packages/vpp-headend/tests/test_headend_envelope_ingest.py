@@ -159,16 +159,19 @@ async def test_an_older_gateway_without_envelope_stores_nulls(
 async def test_envelopes_are_fresh_ones_from_memory_or_the_database(
     start_headend, agents, site_yaml, db_url, eventually
 ) -> None:
+    # Taken here, not at import: freshness is judged against the headend's real clock,
+    # and this test may run minutes after the module was collected.
+    now = datetime.now(UTC).replace(microsecond=0)
     a = await start_headend(replica="replica-a")
     b = await start_headend(replica="replica-b")
     assets = ["fresh", "stale", "plain", "silent", "moved"]
     agent = await _connected(a, agents, site_yaml, assets)
-    old = NOW - timedelta(seconds=120)
+    old = now - timedelta(seconds=120)
     agent.send_batch(
         [
-            _reading(agent, "fresh", 1, available_min_kw=-10.0, available_max_kw=20.0),
+            _reading(agent, "fresh", 1, ts=now, available_min_kw=-10.0, available_max_kw=20.0),
             _reading(agent, "stale", 1, ts=old, available_max_kw=5.0),
-            _reading(agent, "plain", 1),  # fresh, but no envelope (an older gateway)
+            _reading(agent, "plain", 1, ts=now),  # fresh, but no envelope (an older gateway)
             _reading(agent, "moved", 1, ts=old, available_max_kw=1.0),
         ]
     )
@@ -177,7 +180,7 @@ async def test_envelopes_are_fresh_ones_from_memory_or_the_database(
         return len(_db_envelopes(db_url, "telemetry_latest")) == 4
 
     await eventually(flushed, 5, "telemetry_latest never got the four readings")
-    fresh = Envelope(-10.0, 20.0, None, NOW)
+    fresh = Envelope(-10.0, 20.0, None, now)
     # In memory on A, and from telemetry_latest on B (which holds nothing).
     for replica in (a, b):
         assert await replica.headend.ingest.envelopes(assets, max_age_s=60) == {"fresh": fresh}
@@ -191,14 +194,16 @@ async def test_envelopes_are_fresh_ones_from_memory_or_the_database(
     await agent.close()
     on_b = await agents(b.grpc_port, "site-a")
     await on_b.register(assets)
-    on_b.send(telemetry=_reading(on_b, "moved", 2, available_min_kw=-3.0, available_max_kw=3.0))
+    on_b.send(
+        telemetry=_reading(on_b, "moved", 2, ts=now, available_min_kw=-3.0, available_max_kw=3.0)
+    )
 
     async def moved_flushed() -> bool:
         return ("moved", 2) in _db_envelopes(db_url, "telemetry_latest")
 
     await eventually(moved_flushed, 5, "B never flushed the moved asset's reading")
     got = await a.headend.ingest.envelopes(["moved", "fresh"], max_age_s=60)
-    assert got == {"moved": Envelope(-3.0, 3.0, None, NOW), "fresh": fresh}
+    assert got == {"moved": Envelope(-3.0, 3.0, None, now), "fresh": fresh}
 
 
 # -- migration 0005 --------------------------------------------------------------------------

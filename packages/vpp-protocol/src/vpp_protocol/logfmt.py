@@ -296,6 +296,23 @@ def formatter(fmt: Format = "text") -> logging.Formatter:
     raise LogSetupError(f"log format must be one of {', '.join(FORMATS)}, not {fmt!r}")
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes each record to ``sys.stderr`` as it is then: a CLI run in-process (a test's
+    CliRunner) swaps stderr for a buffer it closes afterwards, and a handler that kept
+    that buffer would fail on every later record."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: IO[str]) -> None:
+        pass
+
+
 def configure(level: str = "INFO", fmt: Format = "text", stream: IO[str] | None = None) -> None:
     """Every log record of this process as ``fmt`` lines on ``stream`` (stderr) from ``level``.
 
@@ -307,7 +324,7 @@ def configure(level: str = "INFO", fmt: Format = "text", stream: IO[str] | None 
     name = level.strip().upper()
     if name not in logging.getLevelNamesMapping():
         raise LogSetupError(f"log level must be debug, info, warning or error, not {level!r}")
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler.setFormatter(formatter(fmt))
     root = logging.getLogger()
     root.handlers[:] = [handler]
