@@ -166,14 +166,28 @@ async def test_form_errors_are_shown_next_to_their_field_with_the_values_kept(
 async def test_forms_from_another_origin_are_refused(running: Any, site_yaml: Any) -> None:
     await running.import_site(site_yaml("site-a", ["a-1"]))
     data = {"target_type": "asset", "target_id": "a-1", "power_kw": "5"}
-    for headers in ({"Origin": "https://evil.example"}, {}, {"Origin": "null"}):
+    for headers in (
+        {"Origin": "https://evil.example"},
+        {},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site", "Origin": "http://testserver"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Origin": "https://evil.example", "X-Forwarded-Host": "vpp.example.net"},
+    ):
         resp = await running.http.post("/ui/dispatch", data=data, headers=headers)
         assert resp.status_code == 403, headers
+    # behind a proxy that rewrites Host, the browser's host is in X-Forwarded-Host
+    proxied = await running.http.post(
+        "/ui/dispatch",
+        data=data,
+        headers={"Origin": "https://vpp.example.net", "X-Forwarded-Host": "vpp.example.net"},
+    )
+    assert proxied.status_code == 303
     same = await running.http.post(
         "/ui/dispatch", data=data, headers={"Sec-Fetch-Site": "same-origin"}
     )
     assert same.status_code == 303
-    assert len((await running.http.get("/dispatches")).json()["items"]) == 1
+    assert len((await running.http.get("/dispatches")).json()["items"]) == 2
     # the JSON API still refuses a form body (a cross-origin page could send one)
     api = await running.http.post("/dispatch", data={"asset_id": "a-1", "power_kw": "5"})
     assert api.status_code == 415

@@ -7,8 +7,8 @@ and scoped to the whole headend so the console's own calls to the JSON API and
 
 Form posts (sign-in, sign-out, dispatch, cancel) are ``x-www-form-urlencoded``, which a
 page on another origin can also send; besides SameSite, each must come from the
-headend's own origin (`same_origin`): browsers send ``Origin`` (or at least
-``Sec-Fetch-Site``) with every POST.
+headend's own origin (`same_origin`): browsers send ``Sec-Fetch-Site`` (or at least
+``Origin``) with every POST.
 """
 
 from __future__ import annotations
@@ -62,17 +62,27 @@ def is_secure(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
 
 def same_origin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Guard for the console's form posts: 403 unless the browser says the request
-    comes from the headend's own pages."""
+    comes from the headend's own pages.
+
+    ``Sec-Fetch-Site`` first (every current browser sends it, and a proxy in front does
+    not change it); without it, ``Origin`` must name the host the browser asked for:
+    ``Host``, or ``X-Forwarded-Host`` behind a proxy that rewrites ``Host``."""
     if connection.scope.get("method") != "POST":
         return
-    origin = connection.headers.get("origin")
-    if origin is not None and origin != "null":
-        parts = urlsplit(origin)
-        if parts.netloc.lower() == connection.headers.get("host", "").lower():
+    fetch_site = connection.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        if fetch_site == "same-origin":
             return
         raise PermissionDeniedException("this form must be sent from the headend's own console")
-    if connection.headers.get("sec-fetch-site") == "same-origin":
-        return
+    origin = connection.headers.get("origin")
+    if origin is not None and origin != "null":
+        netloc = urlsplit(origin).netloc.lower()
+        hosts = {
+            connection.headers.get("host", "").lower(),
+            connection.headers.get("x-forwarded-host", "").split(",")[0].strip().lower(),
+        }
+        if netloc and netloc in hosts:
+            return
     raise PermissionDeniedException("this form must be sent from the headend's own console")
 
 
