@@ -96,7 +96,7 @@ class DispatchController(Controller):
     ) -> Response[DispatchOut]:
         """Cancel; 202 with the dispatch (state ``cancelling`` or ``cancelled``)."""
         reason = cancel_reason(data)
-        view = await dispatch.cancel(_dispatch_uuid(dispatch_id), reason)
+        view = await dispatch.cancel(dispatch_uuid(dispatch_id), reason)
         return Response(dispatch_out(view), status_code=202)
 
     @get("/dispatch/{dispatch_id:str}", responses=problem_responses(400, 401, 404))
@@ -104,7 +104,7 @@ class DispatchController(Controller):
         """State, each transition with its time, per-site deliveries and per-asset acks;
         what was requested, allocated (taken by the devices), short, and delivered
         (measured from telemetry after it was applied), per dispatch and per asset."""
-        return dispatch_out(await dispatch.get(_dispatch_uuid(dispatch_id)))
+        return dispatch_out(await dispatch.get(dispatch_uuid(dispatch_id)))
 
     @get("/dispatches", responses=problem_responses(400, 401, 422))
     async def search(
@@ -143,7 +143,7 @@ class DispatchController(Controller):
         return DispatchPage(items=[dispatch_summary_out(v) for v in rows], next=next_cursor)
 
 
-def _dispatch_uuid(dispatch_id: str) -> UUID:
+def dispatch_uuid(dispatch_id: str) -> UUID:
     """The path's dispatch id; 404 for one that is not a UUID (it names nothing)."""
     try:
         return UUID(dispatch_id)

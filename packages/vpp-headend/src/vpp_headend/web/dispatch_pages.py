@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from typing import Annotated, Any
-from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
 from litestar.enums import RequestEncodingType
@@ -19,6 +18,7 @@ from litestar.response import Redirect
 
 from ..api.bodies import DispatchBody, dispatch_request, to_struct
 from ..api.body import FORM_OPT
+from ..api.dispatch import dispatch_uuid
 from ..api.dispatch_out import dispatch_out
 from ..api.paging import CursorQuery, pager
 from ..auth import PUBLIC_OPT
@@ -181,7 +181,7 @@ class DispatchPages(Controller):
         self, request: Request[Any, Any, Any], dispatch_id: FromPath[str]
     ) -> Response[str]:
         who = await caller(request)
-        view = await headend_of(request).dispatch.get(_uuid(dispatch_id))
+        view = await headend_of(request).dispatch.get(dispatch_uuid(dispatch_id))
         return page(
             "dispatch_one.html",
             **context(
@@ -199,20 +199,13 @@ class DispatchPages(Controller):
         self, request: Request[Any, Any, Any], dispatch_id: FromPath[str]
     ) -> Response[Any]:
         await caller(request, "operator")
-        uuid = _uuid(dispatch_id)
+        uuid = dispatch_uuid(dispatch_id)
         try:
             await headend_of(request).dispatch.cancel(uuid, "cancelled from the console")
         except HeadendError as exc:
             if exc.http_status != 409:  # already ended: the page shows its state
                 raise
         return Redirect(f"/ui/dispatch/{uuid}", status_code=303)
-
-
-def _uuid(text: str) -> UUID:
-    try:
-        return UUID(text)
-    except ValueError:
-        raise NotFoundError(f"unknown dispatch {text[:80]!r}", field="dispatch_id") from None
 
 
 __all__ = ["DispatchForm", "DispatchPages"]
