@@ -144,20 +144,11 @@ def _inline(lines: Sequence[tuple[int, str]]) -> Iterator[tuple[int, str]]:
         yield lines[idx][0], " ".join(m.group(2).split())
 
 
-def markdown_commands(text: str) -> Iterator[tuple[int, str]]:
-    """(line number, command) for each install command in fenced or inline code."""
-    fence = ""
-    prose: list[tuple[int, str]] = []
-    pending = ""
-    pending_line = 0
-    for n, line in enumerate(text.splitlines(), 1):
-        m = FENCE.match(line)
-        if m and (not fence or (m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence))):
-            fence = "" if fence else m.group(1)
-            continue
-        if not fence:
-            prose.append((n, line))
-            continue
+def _code_commands(lines: list[tuple[int, str]]) -> Iterator[tuple[int, str]]:
+    """Install commands of code lines, a ``\\``-continued command joined onto one line
+    and reported at its first line."""
+    pending, pending_line = "", 0
+    for n, line in lines:
         if line.rstrip().endswith("\\"):  # a command continued on the next line
             pending_line = pending_line or n
             pending += line.rstrip()[:-1] + " "
@@ -166,6 +157,20 @@ def markdown_commands(text: str) -> Iterator[tuple[int, str]]:
         pending, pending_line = "", 0
         for cmd in _installs(code):
             yield at, cmd
+
+
+def markdown_commands(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, command) for each install command in fenced or inline code."""
+    fence = ""
+    prose: list[tuple[int, str]] = []
+    code: list[tuple[int, str]] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        m = FENCE.match(line)
+        if m and (not fence or (m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence))):
+            fence = "" if fence else m.group(1)
+            continue
+        (code if fence else prose).append((n, line))
+    yield from _code_commands(code)
     for n, span in _inline(prose):
         for cmd in _installs(span):
             yield n, cmd
@@ -191,16 +196,7 @@ def demo_text(path: Path = ROOT / DEMO) -> str:
 def text_commands(text: str) -> Iterator[tuple[int, str]]:
     """Install commands of plain text: whole lines and inline code spans."""
     lines = list(enumerate(text.splitlines(), 1))
-    pending, pending_line = "", 0
-    for n, line in lines:
-        if line.rstrip().endswith("\\"):  # continued on the next line
-            pending_line = pending_line or n
-            pending += line.rstrip()[:-1] + " "
-            continue
-        code, at = pending + line, pending_line or n
-        pending, pending_line = "", 0
-        for cmd in _installs(code):
-            yield at, cmd
+    yield from _code_commands(lines)
     for n, span in _inline(lines):
         for cmd in _installs(span):
             yield n, cmd
