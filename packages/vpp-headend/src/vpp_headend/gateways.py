@@ -239,13 +239,18 @@ class GatewayService:
             )
 
     async def list_gateways(
-        self, *, after: repo.GatewayKey | None = None, limit: int | None = None
+        self,
+        *,
+        after: repo.GatewayKey | None = None,
+        limit: int | None = None,
+        site_id: str | None = None,
     ) -> list[GatewayView]:
         """Registered sites with their gateway's connection state, by site id: every one,
-        or a page (those after ``after``, at most ``limit``). The page's sites come from
-        the database; a session this replica holds overrides its stored record."""
+        or a page (those after ``after``, at most ``limit``), or ``site_id``'s alone. The
+        sites come from the database; a session this replica holds overrides its stored
+        record."""
         async with self._read.connect() as conn:
-            records = await repo.records(conn, after=after, limit=limit)
+            records = await repo.records(conn, after=after, limit=limit, site_id=site_id)
         out: list[GatewayView] = []
         for r in records:
             live = self.sessions.for_site(r.site_id)

@@ -162,10 +162,14 @@ def gateway_key(view: GatewayView) -> GatewayKey:
 
 
 async def records(
-    conn: AsyncConnection, *, after: GatewayKey | None = None, limit: int | None = None
+    conn: AsyncConnection,
+    *,
+    after: GatewayKey | None = None,
+    limit: int | None = None,
+    site_id: str | None = None,
 ) -> list[SessionRecord]:
     """Registered sites with their session rows, by site id: every one, or those after
-    ``after``, at most ``limit``."""
+    ``after``, at most ``limit``; only ``site_id``'s when given."""
     query = (
         select(
             m.sites.c.site_id,
@@ -177,6 +181,8 @@ async def records(
     )
     if after is not None:
         query = query.where(m.sites.c.site_id > after[0])
+    if site_id is not None:
+        query = query.where(m.sites.c.site_id == site_id)
     out: list[SessionRecord] = []
     for row in await conn.execute(query):
         r = row._mapping

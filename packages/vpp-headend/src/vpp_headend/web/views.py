@@ -95,7 +95,7 @@ async def fleet(headend: Headend, now: datetime) -> list[FleetRow]:
 async def site_page(headend: Headend, site_id: str, now: datetime) -> SitePage:
     """One site: every asset's newest reading and the site total (`NotFoundError`)."""
     st: SiteTelemetry = await headend.telemetry.site_latest(site_id)
-    gateway = (await gateways_by_site(headend)).get(site_id)
+    gateway = next(iter(await headend.gateways.list_gateways(site_id=site_id)), None)
     rows = tuple(
         AssetRow(asset, r, None if r is None else (now - r.ts).total_seconds())
         for asset, r in st.readings
