@@ -65,3 +65,29 @@ async def test_journal_persists_and_prunes(tmp_path: Path) -> None:
         assert store.journal_get("sp-1") is None
     finally:
         await store.close()
+
+
+async def test_a_full_spool_gives_up_sent_readings_before_unsent_ones(tmp_path: Path) -> None:
+    # A replay under way: the spool is full of readings the headend has not seen, and live
+    # ticks (already sent) keep arriving. Keeping the bound must cost the sent ones only.
+    store = await StateStore.open(tmp_path, 65536)
+    try:
+        seq = 0
+        while store.dropped == 0:
+            await store.record_tick(
+                _readings("a", range(seq + 1, seq + 41)), {"a": seq + 40}, 0, prune_before=0
+            )
+            seq += 40
+        waiting = [r.seq for r in store.spool_snapshot()]
+        dropped, depth = store.dropped, store.depth
+        assert waiting == list(range(waiting[0], seq + 1))  # the oldest went, the rest in order
+        for live in range(50):
+            first = 100_000 + 40 * live
+            await store.record_tick(
+                _readings("b", range(first, first + 40)), {"b": first + 39}, 1000, prune_before=0
+            )
+            assert store.used_bytes <= 65536
+        assert (store.dropped, store.depth) == (dropped, depth)
+        assert [r.seq for r in store.spool_snapshot() if r.asset_id == "a"] == waiting
+    finally:
+        await store.close()

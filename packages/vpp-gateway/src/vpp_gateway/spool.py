@@ -103,11 +103,14 @@ class Spool:
                 " (SELECT id FROM spool WHERE sent > 0 ORDER BY sent, id LIMIT ?)",
                 (n,),
             ).rowcount
-            if gone < n:
+            if gone <= 0:
+                # Nothing sent is left to give up: only now do unsent readings go. (When
+                # some sent rows went, measure again first: a tick taken while a replay
+                # is under way must not push out readings the headend has never seen.)
                 dropped += c.execute(
                     "DELETE FROM spool WHERE id IN"
                     " (SELECT id FROM spool WHERE sent = 0 ORDER BY id LIMIT ?)",
-                    (n - max(gone, 0),),
+                    (n,),
                 ).rowcount
             used = self._db.used()
         return dropped
