@@ -380,7 +380,9 @@ async def _peer_refusal(peer: PeerIdentity | None, gateways: GatewayService) -> 
 
 def _log_failure(session: Session, failure: BaseException) -> None:
     if not isinstance(failure, StreamTerminatedError | ConnectionError):
-        log.error("stream of site %s failed", session.site_id, exc_info=failure)
+        log_event(
+            log, "stream_failed", level=logging.ERROR, exc_info=failure, site_id=session.site_id
+        )
 
 
 __all__ = ["CONNECT_PATH", "AgentService", "StreamClock", "StreamSettings"]

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from .logs import kv, log_event
+from .logs import log_event
 from .metrics import Metrics
 
 log = logging.getLogger("vpp_headend.ingest")  # ingest's events, under its logger
@@ -54,10 +54,14 @@ class Supervisor:
             if time.monotonic() - started >= _HEALTHY_RUN_S:
                 delay = _RESTART_FIRST_S
             self.down[task] = why
-            log.error(
-                "%s",
-                kv("ingest_task_stopped", task=task, error=why, restart_in_s=delay),
+            log_event(
+                log,
+                "ingest_task_stopped",
+                level=logging.ERROR,
                 exc_info=failure,
+                task=task,
+                error=why,
+                restart_in_s=delay,
             )
             if self.stopping.is_set():
                 return  # stopping: a task that fails now would fail the restart too
