@@ -16,6 +16,7 @@ from .bodies import CancelBody, DispatchBody, cancel_reason, dispatch_request
 from .deps import DispatchDep, NowDep, SettingsDep
 from .dispatch_out import DispatchOut, DispatchPage, dispatch_out, dispatch_summary_out
 from .dto import JsonBody
+from .openapi import OptionalBodyOperation
 from .paging import DEFAULT_LIMIT, CursorQuery, LimitQuery, pager
 from .params import AssetIdQuery, SiteIdQuery
 from .problems import problem_responses
@@ -85,6 +86,7 @@ class DispatchController(Controller):
         ),
         dto=JsonBody[CancelBody],
         return_dto=None,
+        operation_class=OptionalBodyOperation,
         opt={"role": "operator"},
         responses=problem_responses(400, 401, 403, 404, 409, 415, 422),
     )

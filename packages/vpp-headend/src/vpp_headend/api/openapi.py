@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -29,7 +30,7 @@ from litestar.openapi.plugins import (
     OpenAPIRenderPlugin,
     YamlRenderPlugin,
 )
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import Components, Operation, RequestBody, SecurityScheme
 from litestar.static_files import create_static_files_router
 from litestar.types import Method
 from litestar.types.internal_types import PathParameterDefinition
@@ -218,6 +219,16 @@ class RedocPage(OpenAPIRenderPlugin):
         )
 
 
+@dataclass
+class OptionalBodyOperation(Operation):
+    """An operation whose body may be left out (``operation_class=`` of its handler):
+    Litestar marks every request body required."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.request_body, RequestBody):
+            self.request_body.required = False
+
+
 def openapi_config(version: str) -> OpenAPIConfig:
     """The app's OpenAPI configuration: Redoc at /schema and /schema/redoc, Swagger UI at
     /schema/swagger, the document at /schema/openapi.json (and .yaml)."""
@@ -263,6 +274,7 @@ __all__ = [
     "SCHEMA_CSP",
     "STATIC_PATH",
     "VENDOR_DIR",
+    "OptionalBodyOperation",
     "RedocPage",
     "SwaggerPage",
     "openapi_config",
