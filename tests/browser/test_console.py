@@ -156,6 +156,17 @@ async def test_operator_signs_in_and_sees_site_a_online_with_its_assets(
     await expect(assets).to_have_text(str(len(console.asset_ids("site-a"))))
     assert len(console.asset_ids("site-a")) == 12
 
+    # at fleet size the page is found by filtering: only site-b is left
+    search = page.get_by_role("search", name="Sites")
+    await search.get_by_label("Site id contains", exact=True).fill("site-b")
+    await search.get_by_role("button", name="Filter", exact=True).click()
+    await expect(page).to_have_url(
+        re.compile(r"/ui/\?(.*&)?find=site-b(&|$)"), timeout=PAGE_TIMEOUT_MS
+    )
+    await expect(table.locator("tbody tr[data-site-id]")).to_have_count(1)
+    await expect(table.locator('tr[data-site-id="site-b"]')).to_have_count(1)
+    await expect(search.get_by_label("Site id contains", exact=True)).to_have_value("site-b")
+
 
 async def test_a_wrong_token_is_refused(page: Page, console: Console) -> None:
     await page.goto(console.url("/ui/sign-in"))

@@ -7,12 +7,22 @@ The browser walks the same pages in tests/browser/test_console.py.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from vpp_headend.auth import SESSION_COOKIE, hash_token, new_token
+from vpp_headend.db.registry_repo import SiteOverview
 from vpp_headend.db.security_repo import insert_token
+from vpp_headend.domain import GatewayView
+from vpp_headend.web.views import (
+    FLEET_PAGE_SIZE,
+    FleetCache,
+    FleetQuery,
+    FleetRow,
+    fleet_page,
+)
 
 ORIGIN = {"Origin": "http://testserver"}
 
@@ -74,6 +84,24 @@ async def test_fleet_and_site_pages_show_the_gateway_and_its_readings(
     missing = await running.http.get("/ui/sites/nowhere")
     assert missing.status_code == 404
     assert "unknown site" in missing.text
+
+    # offline first; a filter by state or by site id; bad query values answered on the page
+    assert fleet.text.index('data-site-id="site-b"') < fleet.text.index('data-site-id="site-a"')
+    assert "1 of 2 gateways online." in fleet.text
+    troubled = (await running.http.get("/ui/?show=problems")).text
+    assert 'data-site-id="site-b"' in troubled
+    assert 'data-site-id="site-a"' not in troubled
+    assert '<option value="problems" selected>' in troubled
+    found = (await running.http.get("/ui/?find=A")).text
+    assert 'data-site-id="site-a"' in found
+    assert 'data-site-id="site-b"' not in found
+    assert "Sites 1–1 of 1 matching" in found
+    for query, named in (("page=0", "page must be"), ("page=x", "page must be"),
+                         ("show=bogus", "show must be all or problems"),
+                         ("find=" + "s" * 65, "find must be at most 64")):  # fmt: skip
+        refused = await running.http.get(f"/ui/?{query}")
+        assert refused.status_code == 422, query
+        assert named in refused.text, refused.text
 
 
 async def test_sign_in_sets_a_cookie_the_api_accepts_and_viewers_cannot_dispatch(
@@ -252,3 +280,50 @@ def _row(html: str, site_id: str) -> str:
     match = re.search(rf'<tr data-site-id="{site_id}".*?</tr>', html, re.S)
     assert match is not None, html
     return match.group(0)
+
+
+def test_the_fleet_page_lists_offline_then_stale_sites_first_and_pages_the_rest() -> None:
+    since = datetime(2026, 12, 1, tzinfo=UTC)
+
+    def row(site_id: str, online: bool, stale: bool = False) -> FleetRow:
+        gateway = GatewayView(site_id, True, since, since, (), None, None) if online else None
+        return FleetRow(SiteOverview(site_id, 4.0, 10), gateway, None, None, stale)
+
+    rows = [row(f"s-{n:03d}", online=True) for n in range(245)]
+    rows += [row("s-900", False), row("s-100x", True, stale=True), row("s-050x", False)]
+    first = fleet_page(rows, FleetQuery())
+    assert (first.sites, first.online, first.stale, first.matching) == (248, 246, 1, 248)
+    assert first.pages == 3
+    ids = [r.site.site_id for r in first.rows]
+    assert len(ids) == FLEET_PAGE_SIZE == 100
+    assert ids[:4] == ["s-050x", "s-900", "s-100x", "s-000"]  # offline, stale, then by id
+    last = fleet_page(rows, FleetQuery(page=3))
+    assert [r.site.site_id for r in last.rows][-1] == "s-244"
+    assert (len(last.rows), last.first) == (48, 201)
+    every = [r.site.site_id for p in (1, 2, 3) for r in fleet_page(rows, FleetQuery(page=p)).rows]
+    assert sorted(every) == sorted(r.site.site_id for r in rows)  # each site on one page
+    assert fleet_page(rows, FleetQuery(page=4)).rows == ()
+
+    troubled = fleet_page(rows, FleetQuery(show="problems"))
+    assert [r.site.site_id for r in troubled.rows] == ["s-050x", "s-900", "s-100x"]
+    assert fleet_page(rows, FleetQuery(find="X")).matching == 2  # case-insensitive
+    query = FleetQuery(show="problems", find="s-1 &x", page=2)
+    assert query.href(3) == "/ui/?show=problems&find=s-1+%26x&page=3"
+    assert FleetQuery().href(1) == "/ui/"
+
+
+async def test_the_fleet_rows_are_built_once_per_interval_for_every_browser(
+    running: Any, site_yaml: Any
+) -> None:
+    await running.import_site(site_yaml("site-a", ["a-1"]))
+    clock = [100.0]
+    cache = FleetCache(1.0, monotonic=lambda: clock[0])
+    together = await asyncio.gather(*(cache.rows(running.headend) for _ in range(5)))
+    assert cache.builds == 1  # five requests at once: one build
+    assert [[r.site.site_id for r in rows] for rows in together] == [["site-a"]] * 5
+    await running.import_site(site_yaml("site-b", ["b-1"]))
+    clock[0] += 0.5
+    assert [r.site.site_id for r in await cache.rows(running.headend)] == ["site-a"]
+    clock[0] += 0.5  # as old as the live feed may be: built again, site-b in it
+    assert [r.site.site_id for r in await cache.rows(running.headend)] == ["site-a", "site-b"]
+    assert cache.builds == 2

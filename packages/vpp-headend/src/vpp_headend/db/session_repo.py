@@ -183,17 +183,22 @@ async def records(
         query = query.where(m.sites.c.site_id > after[0])
     if site_id is not None:
         query = query.where(m.sites.c.site_id == site_id)
+    # The columns are in SessionRecord's field order: rows become records by position
+    # (a mapping per row cost a third of the fleet page's time at 10,000 sites).
+    at = _SERVED_AT
     out: list[SessionRecord] = []
     for row in await conn.execute(query):
-        r = row._mapping
-        served = r["assets_served"]
+        served = row[at]
         out.append(
-            SessionRecord(
-                **{name: r[name] for name in SessionRecord._fields if name != "assets_served"},
-                assets_served=tuple(served.split(",")) if served else (),
+            SessionRecord._make(
+                (*row[:at], tuple(served.split(",")) if served else (), *row[at + 1 :])
             )
         )
     return out
+
+
+#: Where ``assets_served`` (stored comma-separated) is in a `SessionRecord`.
+_SERVED_AT = SessionRecord._fields.index("assets_served")
 
 
 __all__ = [

@@ -13,6 +13,10 @@ from ..auth import Caller, Role, identify
 from ..errors import HeadendError
 from ..headend import Headend
 from .render import page
+from .views import FleetCache
+
+#: Where the app's state keeps the console's `FleetCache`.
+_FLEET_CACHE = "console_fleet_cache"
 
 
 class SignInRequired(Exception):
@@ -40,6 +44,18 @@ def headend_of(request: Request[Any, Any, Any]) -> Headend:
     """The running headend the app serves."""
     headend: Headend = request.app.state.headend
     return headend
+
+
+def fleet_cache(request: Request[Any, Any, Any]) -> FleetCache:
+    """The app's one `FleetCache` (made on first use), as fresh as the live feed:
+    ``events_interval_s``."""
+    state = request.app.state
+    cache: FleetCache | None = state.get(_FLEET_CACHE)
+    if cache is None:
+        cache = state.setdefault(
+            _FLEET_CACHE, FleetCache(headend_of(request).settings.events_interval_s)
+        )
+    return cache
 
 
 def context(request: Request[Any, Any, Any], who: Caller, **extra: Any) -> dict[str, Any]:
@@ -72,4 +88,12 @@ HANDLERS: ExceptionHandlersMap = {
     HeadendError: _error,
 }
 
-__all__ = ["HANDLERS", "RoleTooWeak", "SignInRequired", "caller", "context", "headend_of"]
+__all__ = [
+    "HANDLERS",
+    "RoleTooWeak",
+    "SignInRequired",
+    "caller",
+    "context",
+    "fleet_cache",
+    "headend_of",
+]

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.enums import RequestEncodingType
-from litestar.params import Body, FromQuery
+from litestar.params import Body, FromQuery, QueryParameter
 from litestar.response import Redirect
 
 from ..api.body import FORM_OPT
 from ..api.params import AssetIdPath, SiteIdPath
 from ..auth import PUBLIC_OPT, identify, role_of_token
-from ..errors import NotFoundError
+from ..errors import NotFoundError, ValidationFailedError
 from . import views
-from .common import caller, context, headend_of
+from .common import caller, context, fleet_cache, headend_of
 from .render import page
 from .session import cleared_cookie, is_secure, safe_next, session_cookie
 
 #: How many of an asset's dispatches its page lists.
 ASSET_DISPATCHES = 20
+#: The longest site-id search the fleet page takes (a site id is at most 64 characters).
+MAX_FIND_CHARS = 64
 _FORM = Body(media_type=RequestEncodingType.URL_ENCODED)
 
 
@@ -34,12 +37,18 @@ class ConsolePages(Controller):
         return Redirect("/ui/", status_code=303)
 
     @get("/ui/")
-    async def fleet(self, request: Request[Any, Any, Any]) -> Response[str]:
+    async def fleet(
+        self,
+        request: Request[Any, Any, Any],
+        show: FromQuery[str | None] = None,
+        find: FromQuery[str | None] = None,
+        page_no: Annotated[str | None, QueryParameter(name="page")] = None,
+    ) -> Response[str]:
         who = await caller(request)
+        query = fleet_query(show, find, page_no)
         headend = headend_of(request)
-        rows = await views.fleet(headend, headend.clock())
-        online = sum(1 for r in rows if r.online)
-        return page("fleet.html", **context(request, who, rows=rows, online=online, nav="fleet"))
+        fleet = views.fleet_page(await fleet_cache(request).rows(headend), query)
+        return page("fleet.html", **context(request, who, fleet=fleet, nav="fleet"))
 
     @get("/ui/sites/{site_id:str}")
     async def site(self, request: Request[Any, Any, Any], site_id: SiteIdPath) -> Response[str]:
@@ -126,4 +135,23 @@ class SignIn(Controller):
         return response
 
 
-__all__ = ["ConsolePages", "SignIn"]
+def fleet_query(show: str | None, find: str | None, page_no: str | None) -> views.FleetQuery:
+    """The fleet page's query string, checked: a bad value is a 422 page naming it."""
+    if show not in (None, "", "all", "problems"):
+        raise ValidationFailedError(f"show must be all or problems, not {show!r}", field="show")
+    find = (find or "").strip()
+    if len(find) > MAX_FIND_CHARS or not find.isprintable():
+        raise ValidationFailedError(
+            f"find must be at most {MAX_FIND_CHARS} printable characters", field="find"
+        )
+    number = 1
+    if page_no not in (None, ""):
+        if not re.fullmatch(r"[0-9]{1,9}", page_no) or int(page_no) < 1:
+            raise ValidationFailedError(
+                f"page must be a whole number from 1, not {page_no!r}", field="page"
+            )
+        number = int(page_no)
+    return views.FleetQuery("problems" if show == "problems" else "all", find, number)
+
+
+__all__ = ["ConsolePages", "SignIn", "fleet_query"]
