@@ -285,27 +285,33 @@ def _row(html: str, site_id: str) -> str:
 def test_the_fleet_page_lists_offline_then_stale_sites_first_and_pages_the_rest() -> None:
     since = datetime(2026, 12, 1, tzinfo=UTC)
 
-    def row(site_id: str, online: bool, stale: bool = False) -> FleetRow:
-        gateway = GatewayView(site_id, True, since, since, (), None, None) if online else None
+    def row(site_id: str, connected: bool | None, stale: bool = False) -> FleetRow:
+        gateway = (
+            None
+            if connected is None
+            else GatewayView(site_id, connected, since, since, (), None, None)
+        )
         return FleetRow(SiteOverview(site_id, 4.0, 10), gateway, None, None, stale)
 
-    rows = [row(f"s-{n:03d}", online=True) for n in range(245)]
-    rows += [row("s-900", False), row("s-100x", True, stale=True), row("s-050x", False)]
+    rows = [row(f"s-{n:03d}", connected=True) for n in range(244)]
+    rows += [row("s-900", None), row("s-100x", True, stale=True), row("s-050x", None)]
+    rows += [row("s-777", False)]  # its gateway went offline
     first = fleet_page(rows, FleetQuery())
-    assert (first.sites, first.online, first.stale, first.matching) == (248, 246, 1, 248)
+    assert (first.sites, first.online, first.stale, first.matching) == (248, 245, 1, 248)
     assert first.pages == 3
     ids = [r.site.site_id for r in first.rows]
     assert len(ids) == FLEET_PAGE_SIZE == 100
-    assert ids[:4] == ["s-050x", "s-900", "s-100x", "s-000"]  # offline, stale, then by id
+    # gone offline, stale, never connected, then the rest by id
+    assert ids[:5] == ["s-777", "s-100x", "s-050x", "s-900", "s-000"]
     last = fleet_page(rows, FleetQuery(page=3))
-    assert [r.site.site_id for r in last.rows][-1] == "s-244"
+    assert [r.site.site_id for r in last.rows][-1] == "s-243"
     assert (len(last.rows), last.first) == (48, 201)
     every = [r.site.site_id for p in (1, 2, 3) for r in fleet_page(rows, FleetQuery(page=p)).rows]
     assert sorted(every) == sorted(r.site.site_id for r in rows)  # each site on one page
     assert fleet_page(rows, FleetQuery(page=4)).rows == ()
 
     troubled = fleet_page(rows, FleetQuery(show="problems"))
-    assert [r.site.site_id for r in troubled.rows] == ["s-050x", "s-900", "s-100x"]
+    assert [r.site.site_id for r in troubled.rows] == ["s-777", "s-100x", "s-050x", "s-900"]
     assert fleet_page(rows, FleetQuery(find="X")).matching == 2  # case-insensitive
     query = FleetQuery(show="problems", find="s-1 &x", page=2)
     assert query.href(3) == "/ui/?show=problems&find=s-1+%26x&page=3"

@@ -29,6 +29,9 @@ STALE_INTERVALS = 3.0
 #: Sites on one fleet page; the counts above the table cover the whole fleet.
 FLEET_PAGE_SIZE = 100
 
+#: `FleetRow.trouble` of a site whose gateway is online with fresh telemetry.
+FINE = 3
+
 #: The fleet page's filter: every site, or only those offline or stale.
 Show = Literal["all", "problems"]
 
@@ -56,8 +59,14 @@ class FleetRow:
 
     @property
     def trouble(self) -> int:
-        """Where the row sorts on the fleet page: offline first, then stale, then the rest."""
-        return 0 if not self.online else 1 if self.stale else 2
+        """Where the row sorts on the fleet page: a gateway that went offline first, then
+        stale telemetry, then sites whose gateway never connected (imported ahead of
+        their installation, say), then the rest (`FINE`)."""
+        if self.gateway is None:
+            return 2
+        if not self.gateway.connected:
+            return 0
+        return 1 if self.stale else FINE
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +112,13 @@ class FleetPage:
 
 
 def fleet_page(rows: list[FleetRow], query: FleetQuery) -> FleetPage:
-    """The rows ``query`` asks for, troubled sites first (offline, then stale), each
+    """The rows ``query`` asks for, troubled sites first (`FleetRow.trouble`), each
     group by site id, one page of them."""
     wanted = [
         r
         for r in rows
-        if (query.show == "all" or r.trouble < 2) and query.find.lower() in r.site.site_id.lower()
+        if (query.show == "all" or r.trouble < FINE)
+        and query.find.lower() in r.site.site_id.lower()
     ]
     wanted.sort(key=lambda r: (r.trouble, r.site.site_id))
     start = (query.page - 1) * FLEET_PAGE_SIZE
@@ -255,6 +265,7 @@ async def alerts(headend: Headend, now: datetime) -> Alerts:
 
 
 __all__ = [
+    "FINE",
     "FLEET_PAGE_SIZE",
     "Alerts",
     "AssetRow",
