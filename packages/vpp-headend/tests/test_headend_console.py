@@ -16,12 +16,16 @@ from vpp_headend.auth import SESSION_COOKIE, hash_token, new_token
 from vpp_headend.db.registry_repo import SiteOverview
 from vpp_headend.db.security_repo import insert_token
 from vpp_headend.domain import GatewayView
+from vpp_headend.web.render import environment
 from vpp_headend.web.views import (
+    ALERT_ROWS,
     FLEET_PAGE_SIZE,
+    Alerts,
     FleetCache,
     FleetQuery,
     FleetRow,
     fleet_page,
+    offline_gateways,
 )
 
 ORIGIN = {"Origin": "http://testserver"}
@@ -333,3 +337,41 @@ async def test_the_fleet_rows_are_built_once_per_interval_for_every_browser(
     clock[0] += 0.5  # as old as the live feed may be: built again, site-b in it
     assert [r.site.site_id for r in await cache.rows(running.headend)] == ["site-a", "site-b"]
     assert cache.builds == 2
+
+
+def test_the_alerts_page_lists_the_first_gateways_offline_and_counts_them_all() -> None:
+    since = datetime(2026, 12, 1, tzinfo=UTC)
+    rows = [
+        FleetRow(
+            SiteOverview(f"s-{n:04d}", 4.0, 10),
+            # every third never connected; the others' gateways went offline
+            None if n % 3 == 0 else GatewayView(f"s-{n:04d}", False, None, since, (), None, None),
+            None,
+            None,
+            False,
+        )
+        for n in range(1500)
+    ]
+    online = GatewayView("s-up", True, since, since, (), None, None)
+    rows.append(FleetRow(SiteOverview("s-up", 4.0, 10), online, None, None, False))
+    shown, total = offline_gateways(rows)
+    assert total == 1500
+    assert len(shown) == ALERT_ROWS == 100
+    assert [g.site_id for g in shown[:2]] == ["s-0001", "s-0002"]  # gone offline first
+    assert all(g.last_seen == since for g in shown)  # no never-connected one made the cut
+    assert "s-up" not in {g.site_id for g in shown}
+    html = (
+        environment()
+        .get_template("alerts.html")
+        .render(
+            who=None,
+            may_dispatch=False,
+            path="/ui/alerts",
+            nav="alerts",
+            troubled=[],
+            alerts=Alerts(shown, total, ()),
+        )
+    )
+    assert html.count('<tr data-site-id="') == 100
+    assert "100 of 1500 shown" in html
+    assert 'href="/ui/?show=problems"' in html

@@ -78,7 +78,8 @@ class ConsolePages(Controller):
     async def alerts(self, request: Request[Any, Any, Any]) -> Response[str]:
         who = await caller(request)
         headend = headend_of(request)
-        found = await views.alerts(headend, headend.clock())
+        rows = await fleet_cache(request).rows(headend)
+        found = await views.alerts(headend, rows, headend.clock())
         troubled = []
         for state in ("failed", "expired", "rejected", "partially_applied"):
             troubled += await headend.dispatch.search(

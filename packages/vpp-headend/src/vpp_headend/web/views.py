@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -28,6 +28,9 @@ DEFAULT_INTERVAL_S = 4.0
 STALE_INTERVALS = 3.0
 #: Sites on one fleet page; the counts above the table cover the whole fleet.
 FLEET_PAGE_SIZE = 100
+#: Rows of each table on the alerts page (when a replica with half the fleet stops,
+#: thousands of gateways are offline at once: the rest are one link away).
+ALERT_ROWS = 100
 
 #: `FleetRow.trouble` of a site whose gateway is online with fresh telemetry.
 FINE = 3
@@ -156,7 +159,11 @@ class SitePage:
 
 @dataclass(frozen=True, slots=True)
 class Alerts:
+    """The alerts page: the first `ALERT_ROWS` gateways offline (``offline_total`` in
+    all), and the assets whose readings are late."""
+
     offline: tuple[GatewayView, ...]
+    offline_total: int
     lagging: tuple[LaggingAsset, ...]
 
 
@@ -242,16 +249,21 @@ def _stale(
     return since is not None and (now - since).total_seconds() > limit
 
 
-async def alerts(headend: Headend, now: datetime) -> Alerts:
-    """Gateways offline and assets whose telemetry lags (dispatches: the page asks the
-    dispatch service per state)."""
-    gateways = await gateways_by_site(headend)
-    sites = await headend.registry.overview()
-    offline = tuple(
-        gateways.get(s.site_id) or GatewayView(s.site_id, False, None, None, (), None, None)
-        for s in sites
-        if not (gateways.get(s.site_id) and gateways[s.site_id].connected)
+def offline_gateways(rows: Sequence[FleetRow]) -> tuple[tuple[GatewayView, ...], int]:
+    """The first `ALERT_ROWS` sites whose gateway is not online, in the fleet page's
+    order (gone offline, then never connected), and how many there are."""
+    down = sorted((r for r in rows if not r.online), key=lambda r: (r.trouble, r.site.site_id))
+    shown = tuple(
+        r.gateway or GatewayView(r.site.site_id, False, None, None, (), None, None)
+        for r in down[:ALERT_ROWS]
     )
+    return shown, len(down)
+
+
+async def alerts(headend: Headend, rows: Sequence[FleetRow], now: datetime) -> Alerts:
+    """Gateways offline (from the fleet's ``rows``) and assets whose telemetry lags
+    (dispatches: the page asks the dispatch service per state)."""
+    offline, total = offline_gateways(rows)
     async with headend.reader.connect() as conn:
         lagging = await alerts_repo.lagging_assets(
             conn,
@@ -259,12 +271,13 @@ async def alerts(headend: Headend, now: datetime) -> Alerts:
             factor=STALE_INTERVALS,
             default_interval_s=DEFAULT_INTERVAL_S,
             slack_s=headend.settings.latest_flush_interval_s,
-            limit=200,
+            limit=ALERT_ROWS,
         )
-    return Alerts(offline, tuple(lagging))
+    return Alerts(offline, total, tuple(lagging))
 
 
 __all__ = [
+    "ALERT_ROWS",
     "FINE",
     "FLEET_PAGE_SIZE",
     "Alerts",
@@ -278,5 +291,6 @@ __all__ = [
     "alerts",
     "fleet",
     "fleet_page",
+    "offline_gateways",
     "site_page",
 ]
