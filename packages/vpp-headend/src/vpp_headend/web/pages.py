@@ -14,6 +14,7 @@ from ..api.body import FORM_OPT
 from ..api.params import AssetIdPath, SiteIdPath
 from ..auth import PUBLIC_OPT, identify, role_of_token
 from ..errors import NotFoundError, ValidationFailedError
+from ..limits import MAX_ID_CHARS
 from . import views
 from .common import caller, context, fleet_cache, headend_of
 from .render import page
@@ -21,8 +22,6 @@ from .session import cleared_cookie, is_secure, safe_next, session_cookie
 
 #: How many of an asset's dispatches its page lists.
 ASSET_DISPATCHES = 20
-#: The longest site-id search the fleet page takes (a site id is at most 64 characters).
-MAX_FIND_CHARS = 64
 _FORM = Body(media_type=RequestEncodingType.URL_ENCODED)
 
 
@@ -48,7 +47,10 @@ class ConsolePages(Controller):
         query = fleet_query(show, find, page_no)
         headend = headend_of(request)
         fleet = views.fleet_page(await fleet_cache(request).rows(headend), query)
-        return page("fleet.html", **context(request, who, fleet=fleet, nav="fleet"))
+        return page(
+            "fleet.html",
+            **context(request, who, fleet=fleet, find_max=MAX_ID_CHARS, nav="fleet"),
+        )
 
     @get("/ui/sites/{site_id:str}")
     async def site(self, request: Request[Any, Any, Any], site_id: SiteIdPath) -> Response[str]:
@@ -141,9 +143,9 @@ def fleet_query(show: str | None, find: str | None, page_no: str | None) -> view
     if show not in (None, "", "all", "problems"):
         raise ValidationFailedError(f"show must be all or problems, not {show!r}", field="show")
     find = (find or "").strip()
-    if len(find) > MAX_FIND_CHARS or not find.isprintable():
+    if len(find) > MAX_ID_CHARS or not find.isprintable():  # no site id is longer
         raise ValidationFailedError(
-            f"find must be at most {MAX_FIND_CHARS} printable characters", field="find"
+            f"find must be at most {MAX_ID_CHARS} printable characters", field="find"
         )
     number = 1
     if page_no not in (None, ""):
