@@ -71,6 +71,11 @@ class FleetRow:
             return 0
         return 1 if self.stale else FINE
 
+    @property
+    def order(self) -> tuple[int, str]:
+        """The fleet and alerts pages' order: by `trouble`, then by site id."""
+        return self.trouble, self.site.site_id
+
 
 @dataclass(frozen=True, slots=True)
 class FleetQuery:
@@ -117,13 +122,13 @@ class FleetPage:
 def fleet_page(rows: list[FleetRow], query: FleetQuery) -> FleetPage:
     """The rows ``query`` asks for, troubled sites first (`FleetRow.trouble`), each
     group by site id, one page of them."""
+    find = query.find.lower()
     wanted = [
         r
         for r in rows
-        if (query.show == "all" or r.trouble < FINE)
-        and query.find.lower() in r.site.site_id.lower()
+        if (query.show == "all" or r.trouble < FINE) and find in r.site.site_id.lower()
     ]
-    wanted.sort(key=lambda r: (r.trouble, r.site.site_id))
+    wanted.sort(key=lambda r: r.order)
     start = (query.page - 1) * FLEET_PAGE_SIZE
     return FleetPage(
         query=query,
@@ -252,7 +257,7 @@ def _stale(
 def offline_gateways(rows: Sequence[FleetRow]) -> tuple[tuple[GatewayView, ...], int]:
     """The first `ALERT_ROWS` sites whose gateway is not online, in the fleet page's
     order (gone offline, then never connected), and how many there are."""
-    down = sorted((r for r in rows if not r.online), key=lambda r: (r.trouble, r.site.site_id))
+    down = sorted((r for r in rows if not r.online), key=lambda r: r.order)
     shown = tuple(
         r.gateway or GatewayView(r.site.site_id, False, None, None, (), None, None)
         for r in down[:ALERT_ROWS]
